@@ -1,0 +1,47 @@
+# fortranspire: `make run` sets everything up and serves; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export FORTRANSPIRE_HOME ?= $(CURDIR)/.fortranspire
+
+.PHONY: install system-deps run test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: system-deps $(VENV)/.installed
+
+# gfortran compiles the original kernels for verification; cpp preprocesses .F/.F90.
+system-deps:
+	@if ! command -v gfortran >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing gfortran with apt-get..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gfortran >/dev/null; \
+	  else \
+	    echo "fortranspire needs gfortran to verify ports. Install it, e.g. 'sudo apt-get install gfortran'."; \
+	    exit 1; \
+	  fi; \
+	fi
+
+run: install
+	$(PY) -m fortranspire_site.cli bootstrap-demo
+	$(PY) -m fortranspire_site.cli serve --host 127.0.0.1 --port 8000
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

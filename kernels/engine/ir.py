@@ -1,0 +1,383 @@
+"""The small typed IR every stage of the translator speaks.
+
+The frontend (fparser2 parse tree -> IR) builds it, analysis annotates it, the backends print it.
+Nodes are plain dataclasses so that a test can build one by hand. Every statement carries the
+source line (and, where known, column) it came from, so diagnostics and generated comments can
+point back at the Fortran.
+
+Contract for other stages (verify, profile, backends, the service layer):
+- ``Kernel`` is what the pipeline translates and verifies: ``args`` are in Fortran call order and
+  ``fortran_source`` is a self-contained, compilable Fortran text that defines ``fortran_entry``
+  (as an external subroutine, or inside ``fortran_module`` when that is set).
+- ``Arg.dims`` holds one ``Dim`` per rank; bounds are IR expressions over the other arguments and
+  named constants, evaluated with :func:`eval_int`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Union
+
+# --------------------------------------------------------------------------------------------
+# Types
+
+
+@dataclass(frozen=True)
+class FType:
+    """A Fortran intrinsic type: base is 'integer', 'real', 'logical' or 'complex'; kind in bytes."""
+
+    base: str
+    kind: int = 4
+
+    @property
+    def numpy_dtype(self) -> str:
+        if self.base == "real":
+            return "float64" if self.kind == 8 else "float32"
+        if self.base == "integer":
+            return "int64" if self.kind == 8 else "int32"
+        if self.base == "logical":
+            return "bool"  # converted to/from int32 at the Fortran boundary by verify
+        if self.base == "complex":
+            return "complex128" if self.kind == 16 else "complex64"
+        raise ValueError(f"no dtype for {self}")
+
+    def __str__(self) -> str:
+        return f"{self.base}({self.kind})"
+
+
+INTEGER = FType("integer", 4)
+REAL4 = FType("real", 4)
+REAL8 = FType("real", 8)
+LOGICAL = FType("logical", 4)
+
+# --------------------------------------------------------------------------------------------
+# Expressions
+
+
+@dataclass
+class Const:
+    value: int | float | bool
+    type: FType
+
+
+@dataclass
+class Var:
+    name: str  # lower-cased Fortran name
+
+
+@dataclass
+class Slice:
+    """A section triplet ``lower:upper:step``; ``None`` parts are open."""
+
+    lower: Expr | None = None
+    upper: Expr | None = None
+    step: Expr | None = None
+
+
+@dataclass
+class ArrayRef:
+    name: str
+    indices: list[Expr | Slice]
+
+
+@dataclass
+class BinOp:
+    """op is one of + - * / ** == /= < <= > >= and or eqv neqv."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass
+class UnaryOp:
+    """op is one of - + not."""
+
+    op: str
+    operand: Expr
+
+
+@dataclass
+class Call:
+    """An intrinsic or user function call in an expression (lower-cased name)."""
+
+    name: str
+    args: list[Expr]
+    keywords: dict[str, Expr] = field(default_factory=dict)
+
+
+Expr = Union[Const, Var, ArrayRef, BinOp, UnaryOp, Call]
+
+# --------------------------------------------------------------------------------------------
+# Declarations
+
+
+@dataclass
+class Dim:
+    """One array dimension. ``upper is None`` means assumed shape (``:``) or assumed size (``*``)."""
+
+    lower: Expr
+    upper: Expr | None
+
+
+@dataclass
+class Decl:
+    name: str
+    type: FType
+    dims: list[Dim] = field(default_factory=list)
+    intent: str | None = None  # 'in' | 'out' | 'inout' | None
+    parameter: Expr | None = None  # value of a named constant
+    allocatable: bool = False
+    line: int = 0
+
+    @property
+    def is_array(self) -> bool:
+        return bool(self.dims)
+
+
+@dataclass
+class Arg:
+    """A dummy argument of a kernel, in call order."""
+
+    name: str
+    type: FType
+    intent: str  # 'in' | 'out' | 'inout' (inferred from use when the source does not say)
+    dims: list[Dim] = field(default_factory=list)
+
+    @property
+    def is_array(self) -> bool:
+        return bool(self.dims)
+
+    @property
+    def rank(self) -> int:
+        return len(self.dims)
+
+
+# --------------------------------------------------------------------------------------------
+# Statements
+
+
+@dataclass
+class Assign:
+    target: Var | ArrayRef
+    value: Expr
+    line: int = 0
+
+
+@dataclass
+class Loop:
+    """A counted DO loop. The trip count is evaluated once, before the first iteration."""
+
+    var: str
+    start: Expr
+    stop: Expr
+    step: Expr | None
+    body: list[Stmt]
+    line: int = 0
+    label: str | None = None  # construct name or statement label
+    # Filled in by analysis:
+    parallel: bool = False
+    reason: str = ""  # why it is (not) parallel
+    private: list[str] = field(default_factory=list)
+    reductions: list[Reduction] = field(default_factory=list)
+
+
+@dataclass
+class WhileLoop:
+    cond: Expr
+    body: list[Stmt]
+    line: int = 0
+    label: str | None = None
+
+
+@dataclass
+class If:
+    """IF / ELSE IF chains: ``branches`` are (condition, body) in order; ``orelse`` is ELSE."""
+
+    branches: list[tuple[Expr, list[Stmt]]]
+    orelse: list[Stmt] = field(default_factory=list)
+    line: int = 0
+
+
+@dataclass
+class Exit:
+    line: int = 0
+    label: str | None = None
+
+
+@dataclass
+class Cycle:
+    line: int = 0
+    label: str | None = None
+
+
+@dataclass
+class CallStmt:
+    name: str
+    args: list[Expr]
+    line: int = 0
+
+
+@dataclass
+class Return:
+    line: int = 0
+
+
+@dataclass
+class Unsupported:
+    """A construct the frontend does not translate. Never dropped silently: it becomes a diagnostic."""
+
+    construct: str
+    line: int
+    column: int = 1
+    text: str = ""
+
+
+Stmt = Union[Assign, Loop, WhileLoop, If, Exit, Cycle, CallStmt, Return, Unsupported]
+
+
+@dataclass
+class Reduction:
+    var: str
+    op: str  # '+', '*', 'min', 'max', 'argmax', 'argmin'
+    index_vars: list[str] = field(default_factory=list)  # for argmax/argmin: the location scalars
+
+
+# --------------------------------------------------------------------------------------------
+# Program units
+
+
+@dataclass
+class Procedure:
+    """A subroutine or function (possibly a module procedure)."""
+
+    kind: str  # 'subroutine' | 'function'
+    name: str
+    args: list[str]
+    decls: dict[str, Decl]
+    body: list[Stmt]
+    line: int = 0
+    result: str | None = None  # function result variable
+    pure: bool = False
+    elemental: bool = False
+    module: str | None = None
+
+
+@dataclass
+class Kernel:
+    """A translatable unit: a subroutine, or a loop nest extracted from a program."""
+
+    name: str
+    args: list[Arg]
+    body: list[Stmt]
+    locals: dict[str, Decl]
+    fortran_source: str
+    fortran_entry: str
+    line: int = 0
+    fortran_module: str | None = None
+    constants: dict[str, Const] = field(default_factory=dict)
+    functions: dict[str, Procedure] = field(default_factory=dict)  # pure/elemental callees
+    unsupported: list[Unsupported] = field(default_factory=list)
+    origin: str = "subroutine"  # 'subroutine' | 'function' | 'extracted'
+
+    def arg(self, name: str) -> Arg:
+        for a in self.args:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the stages
+
+
+def walk(stmts: list[Stmt]) -> Iterator[Stmt]:
+    """Every statement, depth first, in source order."""
+    for s in stmts:
+        yield s
+        if isinstance(s, (Loop, WhileLoop)):
+            yield from walk(s.body)
+        elif isinstance(s, If):
+            for _, body in s.branches:
+                yield from walk(body)
+            yield from walk(s.orelse)
+
+
+def walk_expr(e: Expr | Slice | None) -> Iterator[Expr | Slice]:
+    """Every sub-expression, parents first."""
+    if e is None:
+        return
+    yield e
+    if isinstance(e, Slice):
+        for part in (e.lower, e.upper, e.step):
+            yield from walk_expr(part)
+    elif isinstance(e, ArrayRef):
+        for ix in e.indices:
+            yield from walk_expr(ix)
+    elif isinstance(e, BinOp):
+        yield from walk_expr(e.left)
+        yield from walk_expr(e.right)
+    elif isinstance(e, UnaryOp):
+        yield from walk_expr(e.operand)
+    elif isinstance(e, Call):
+        for a in e.args:
+            yield from walk_expr(a)
+        for a in e.keywords.values():
+            yield from walk_expr(a)
+
+
+class NotConstant(ValueError):
+    """Raised by eval_int when an expression depends on something not in the environment."""
+
+
+def eval_int(expr: Expr, env: Mapping[str, int | float]) -> int:
+    """Evaluate an integer expression (array bounds, sizes) with Fortran integer semantics."""
+    value = _eval(expr, env)
+    if isinstance(value, float):
+        if value != math.floor(value):
+            raise NotConstant(f"bound is not an integer: {value}")
+        return int(value)
+    return int(value)
+
+
+def _eval(e: Expr, env: Mapping[str, int | float]) -> int | float:
+    if isinstance(e, Const):
+        return e.value  # type: ignore[return-value]
+    if isinstance(e, Var):
+        if e.name not in env:
+            raise NotConstant(e.name)
+        return env[e.name]
+    if isinstance(e, UnaryOp):
+        v = _eval(e.operand, env)
+        return -v if e.op == "-" else v
+    if isinstance(e, BinOp):
+        a, b = _eval(e.left, env), _eval(e.right, env)
+        if e.op == "+":
+            return a + b
+        if e.op == "-":
+            return a - b
+        if e.op == "*":
+            return a * b
+        if e.op == "/":
+            if isinstance(a, int) and isinstance(b, int):
+                q = abs(a) // abs(b)  # Fortran truncates toward zero
+                return q if (a >= 0) == (b >= 0) else -q
+            return a / b
+        if e.op == "**":
+            return a**b
+    if isinstance(e, Call):
+        vals = [_eval(a, env) for a in e.args]
+        if e.name == "max":
+            return max(vals)
+        if e.name == "min":
+            return min(vals)
+        if e.name == "abs":
+            return abs(vals[0])
+        if e.name == "int":
+            return int(vals[0])
+        if e.name == "mod":
+            a, b = vals
+            return int(math.fmod(a, b))
+    raise NotConstant(f"cannot evaluate {e!r}")

@@ -1,0 +1,129 @@
+"""What the engine hands back: result dataclasses and the one exception family it raises.
+
+The JSON shape produced by :meth:`TranslationResult.to_dict` is the public contract shared by
+the CLI (``--json``), the ninja API and the MCP translate tools (which add ``run_id``). Keep the
+field names exactly as DESIGN.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATUSES = ("verified", "translated", "mismatch", "unsupported", "failed")
+DEVICES = ("cpu", "gpu", "simulator")
+TARGETS = ("cpu", "gpu")
+
+# progress(stage, done, total, message): stages are parse, analyse, generate, verify, profile
+ProgressCallback = Callable[[str, int, int, str], None]
+
+
+@dataclass
+class Diagnostic:
+    line: int
+    column: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "column": self.column, "message": self.message}
+
+
+@dataclass
+class ArgError:
+    """Comparison of one INTENT(OUT/INOUT) argument between gfortran and the port."""
+
+    name: str
+    max_abs_err: float
+    max_rel_err: float
+    max_ulp: float
+    passed: bool
+    tolerance: str = ""
+
+
+@dataclass
+class KernelResult:
+    name: str
+    status: str
+    device: str
+    code: str = ""
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    max_ulp: float | None = None
+    llm_calls: int = 0
+    parallel_loops: int = 0
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Beyond the contract: extra detail a reader wants, carried in the JSON too.
+    line: int = 0
+    entry: str = ""  # the Python function to call in ``code``
+    arguments: list[ArgError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "max_ulp": self.max_ulp,
+            "llm_calls": self.llm_calls,
+            "parallel_loops": self.parallel_loops,
+            "device": self.device,
+            "code": self.code,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+            "line": self.line,
+            "entry": self.entry,
+            "arguments": [asdict(a) for a in self.arguments],
+            "notes": list(self.notes),
+            "sizes": dict(self.sizes),
+        }
+
+
+@dataclass
+class TranslationResult:
+    file: str
+    target: str
+    kernels: list[KernelResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every kernel is verified (or translated when verification was skipped)."""
+        return bool(self.kernels) and all(
+            k.status in ("verified", "translated") for k in self.kernels
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "target": self.target,
+            "kernels": [k.to_dict() for k in self.kernels],
+        }
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose. Edges map it to exit 2 / HTTP 400 / tool error."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.diagnostics = diagnostics or []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+
+class FortranSyntaxError(EngineError):
+    """Malformed Fortran: carries the line and column fparser reported."""
+
+
+class ForbiddenStatementError(EngineError):
+    """The source touches the outside world (OPEN, EXECUTE_COMMAND_LINE, SYSTEM, file I/O)."""
+
+
+class SandboxError(EngineError):
+    """A sandboxed step failed: compiler error, time or memory limit, crash."""
