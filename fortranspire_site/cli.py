@@ -12,7 +12,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fortranspire_site import cli_admin, cli_engine
+    from fortranspire_site import cli_admin, cli_engine, cli_profile
 
     parser = argparse.ArgumentParser(
         prog="fortranspire",
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_engine.add_commands(sub)
+    cli_profile.add_commands(sub)
     cli_admin.add_commands(sub)
     return parser
 
