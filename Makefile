@@ -27,9 +27,14 @@ system-deps:
 	  fi; \
 	fi
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Idempotent: migrate_schemas, demo tenant on demo.localhost, a demo key printed only once; then
+# uvicorn. Embedded PostgreSQL under $(FORTRANSPIRE_HOME) unless DATABASE_URL is set.
 run: install
 	$(PY) -m fortranspire_site.cli bootstrap-demo
-	$(PY) -m fortranspire_site.cli serve --host 127.0.0.1 --port 8000
+	$(PY) -m fortranspire_site.cli serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest

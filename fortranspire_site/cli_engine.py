@@ -1,9 +1,261 @@
-"""CLI commands that run the engine only: translate, profile (no Django, no database)."""
+"""CLI command ``translate``: runs the engine only (no Django, no database).
+
+``fortranspire translate FILE [--target cpu|gpu] [--kernel NAME] [--no-verify] [--size N=V]...
+[--seed S] [--json] [-o DIR]``
+
+- ``--json`` prints exactly one JSON object, ``TranslationResult.to_dict()``:
+  ``{"file", "target", "kernels": [...]}`` (on a parse/forbidden error: ``kernels`` is empty and
+  an ``error`` object is added).
+- ``-o DIR`` writes one ``<kernel>.py`` per translated kernel plus ``report.json``; files are
+  written to a temporary directory first and moved into place, so DIR never holds half a result.
+- Exit codes: 0 every kernel verified (or translated with ``--no-verify``), 1 otherwise,
+  2 usage, missing file, parse or forbidden-statement errors (printed as ``FILE:LINE:COL: message``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_NOT_VERIFIED, EXIT_USAGE = 0, 1, 2
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``translate`` and ``profile``; each sets ``handler`` via set_defaults."""
+    """Register ``translate`` (``profile`` lives in cli_profile); sets ``handler`` via set_defaults."""
+    p = sub.add_parser(
+        "translate",
+        help="port the kernels of a Fortran file to numba and verify them against gfortran",
+        description="Port each kernel of FILE to numba (CPU) or numba.cuda (GPU) code and verify "
+        "it against the original compiled with gfortran on the same random inputs.",
+    )
+    p.add_argument("file", metavar="FILE", help="Fortran source (.f90, .F90, .f, .F)")
+    p.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="code to generate")
+    p.add_argument("--kernel", metavar="NAME", help="translate only this kernel")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the gfortran comparison (status 'translated')",
+    )
+    p.add_argument(
+        "--size",
+        metavar="NAME=VALUE",
+        action="append",
+        type=parse_size,
+        default=[],
+        help="value of an integer argument during verification (repeatable), e.g. --size n=37",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random verification inputs")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-o", "--output", metavar="DIR", help="write <kernel>.py files and report.json")
+    p.set_defaults(handler=translate_command)
+
+
+def parse_size(text: str) -> tuple[str, int | float]:
+    """``n=37`` -> ('n', 37); a value with a point or exponent becomes a float (real scalars)."""
+    name, sep, value = text.partition("=")
+    name = name.strip().lower()
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, int(value)
+    except ValueError:
+        pass
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    from kernels.engine.report import EngineError
+
+    path = Path(args.file)
+    if not path.is_file():
+        _error(f"{args.file}: no such file")
+        return EXIT_USAGE
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        _error(f"{args.file}: {exc.strerror or exc}")
+        return EXIT_USAGE
+
+    from kernels.engine import translate_source
+
+    progress = None if args.json else _stderr_progress
+    try:
+        result = translate_source(
+            source,
+            filename=path.name,
+            target=args.target,
+            kernel=args.kernel,
+            verify=not args.no_verify,
+            sizes=dict(args.size) or None,
+            seed=args.seed,
+            progress=progress,
+        )
+    except EngineError as exc:
+        _print_engine_error(args, str(path), exc)
+        return EXIT_USAGE
+    except Exception as exc:  # an engine bug must still end in a message, not a traceback
+        _error(f"{args.file}: internal error: {type(exc).__name__}: {exc}")
+        if args.json:
+            print(json.dumps(_error_payload(args, "InternalError", str(exc), [])))
+        return EXIT_NOT_VERIFIED
+
+    payload = result.to_dict()
+    if args.output:
+        try:
+            write_outputs(Path(args.output), payload)
+        except OSError as exc:
+            _error(f"{args.output}: cannot write results: {exc}")
+            return EXIT_NOT_VERIFIED
+    if args.json:
+        print(json.dumps(payload, indent=None, default=_json_default))
+    else:
+        _print_table(str(path), payload)
+
+    if not result.kernels:
+        if not args.json:
+            which = f"no kernel named {args.kernel!r}" if args.kernel else "no kernel found"
+            _error(f"{args.file}: {which}")
+        return EXIT_USAGE if args.kernel else EXIT_NOT_VERIFIED
+    accepted = {"verified"} | ({"translated"} if args.no_verify else set())
+    return EXIT_OK if all(k.status in accepted for k in result.kernels) else EXIT_NOT_VERIFIED
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def _error(message: str) -> None:
+    print(f"fortranspire: error: {message}", file=sys.stderr)
+
+
+def _stderr_progress(stage: str, done: int, total: int, message: str) -> None:
+    counter = f" {done}/{total}" if total else ""
+    print(f"[{stage}{counter}] {message}", file=sys.stderr, flush=True)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and paths can slip into notes/sizes; JSON gets their plain value.
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _error_payload(
+    args: argparse.Namespace, kind: str, message: str, diagnostics: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "file": args.file,
+        "target": args.target,
+        "kernels": [],
+        "error": {"error": kind, "message": message, "diagnostics": diagnostics},
+    }
+
+
+def _print_engine_error(args: argparse.Namespace, filename: str, exc: Any) -> None:
+    diagnostics = list(getattr(exc, "diagnostics", []) or [])
+    if diagnostics:
+        for d in diagnostics:
+            print(f"{filename}:{d.line}:{d.column}: {d.message}", file=sys.stderr)
+    else:
+        print(f"{filename}:1:1: {exc}", file=sys.stderr)
+    if args.json:
+        print(
+            json.dumps(
+                _error_payload(
+                    args, type(exc).__name__, str(exc), [d.to_dict() for d in diagnostics]
+                )
+            )
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _print_table(filename: str, payload: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # Piped output would otherwise be wrapped at 80 columns, truncating kernel names.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"{filename} -> {payload['target']}", show_lines=False)
+    table.add_column("kernel", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for col in ("max abs err", "max rel err", "max ulp"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("device", no_wrap=True)
+    table.add_column("parallel loops", justify="right")
+    table.add_column("llm calls", justify="right")
+    colours = {"verified": "green", "translated": "cyan", "mismatch": "red", "failed": "red"}
+    for k in payload["kernels"]:
+        status = k["status"]
+        style = colours.get(status, "yellow")
+        table.add_row(
+            k["name"],
+            f"[{style}]{status}[/{style}]",
+            _fmt(k["max_abs_err"]),
+            _fmt(k["max_rel_err"]),
+            _fmt(k["max_ulp"]),
+            k["device"],
+            str(k["parallel_loops"]),
+            str(k["llm_calls"]),
+        )
+    console.print(table)
+    for k in payload["kernels"]:
+        for d in k["diagnostics"]:
+            console.print(
+                f"{filename}:{d['line']}:{d['column']}: [{k['name']}] {d['message']}",
+                highlight=False,
+                markup=False,
+            )
+
+
+def _module_name(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-zA-Z0-9_]", "_", name) or "kernel"
+    candidate, n = base, 2
+    while candidate in taken or candidate == "report":
+        candidate, n = f"{base}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def write_outputs(directory: Path, payload: dict[str, Any]) -> list[Path]:
+    """One ``<kernel>.py`` per kernel with code, plus ``report.json``; nothing half-written.
+
+    Everything is written into a temporary directory next to ``directory`` first. A new
+    directory is then renamed into place in one step; into an existing one each file is moved
+    with ``os.replace`` (atomic per file), ``report.json`` last so it never describes missing files.
+    """
+    directory = directory.resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        taken: set[str] = set()
+        names: list[str] = []
+        for k in payload["kernels"]:
+            if not k.get("code"):
+                continue
+            module = _module_name(k["name"], taken)
+            (staging / f"{module}.py").write_text(k["code"])
+            names.append(f"{module}.py")
+        (staging / "report.json").write_text(json.dumps(payload, indent=2, default=_json_default))
+        names.append("report.json")
+        if not directory.exists():
+            os.rename(staging, directory)
+            return [directory / n for n in names]
+        for n in names:
+            os.replace(staging / n, directory / n)
+        return [directory / n for n in names]
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

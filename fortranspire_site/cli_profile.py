@@ -1,9 +1,273 @@
-"""CLI command ``profile``: static cost model, hotspot ranking, optional measurement and plot."""
+"""CLI command ``profile``: static cost model, hotspot ranking, optional measurement and plot.
+
+``fortranspire profile FILE [--measure] [--size N=V]... [--json] [--plot PATH]``
+runs on the engine alone (no Django, no database). Exit codes follow ``translate``: 0 when the
+profile was produced (and every requested measurement ran), 1 when a measured variant failed,
+no kernel was found or the engine hit an internal error,
+2 for usage errors, unreadable files, parse errors and forbidden statements.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``profile``; sets ``handler`` via set_defaults."""
+    p = sub.add_parser(
+        "profile",
+        help="rank the kernels of a Fortran file by estimated cost; optionally time them",
+        description=(
+            "Static cost model per kernel (trip count, flops, bytes, arithmetic intensity, "
+            "parallelism), ranked by estimated cost. --measure times gfortran -O3 -march=native, "
+            "numba serial/prange (and numba.cuda on a GPU) against a STREAM copy/triad."
+        ),
+    )
+    p.add_argument("file", help="Fortran source file (.f90/.f/.F90)")
+    p.add_argument("--measure", action="store_true", help="time the kernels (sandboxed)")
+    p.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="value of a size argument (repeatable), e.g. --size n=512",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--plot", metavar="PATH", help="write a roofline + timings chart (PNG)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed repetitions per variant (default 5)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="time limit in seconds for all measurement steps together (default 300)",
+    )
+    p.set_defaults(handler=handle_profile)
+
+
+def parse_sizes(items: list[str]) -> dict[str, int]:
+    """``["n=64", "m=32"]`` -> ``{"n": 64, "m": 32}``; raises ValueError on malformed items."""
+    sizes: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--size expects NAME=VALUE, got {item!r}")
+        try:
+            sizes[name.strip().lower()] = int(value)
+        except ValueError:
+            raise ValueError(f"--size {name.strip()}: {value!r} is not an integer") from None
+    return sizes
+
+
+def handle_profile(args: argparse.Namespace) -> int:
+    from kernels.engine.profile import profile_source
+    from kernels.engine.report import EngineError
+
+    try:
+        sizes = parse_sizes(args.size)
+    except ValueError as exc:
+        print(f"fortranspire: error: {exc}", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print("fortranspire: error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    try:
+        source = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        print(f"fortranspire: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+    with _terminal_progress(enabled=sys.stderr.isatty()) as progress:
+        try:
+            result = profile_source(
+                source,
+                filename=path.name,
+                sizes=sizes or None,
+                measure=args.measure,
+                repeats=args.repeats,
+                progress=progress,
+                timeout_s=args.timeout,
+            )
+        except EngineError as exc:
+            # Same shape as translate: diagnostics on stderr, an ``error`` object in the JSON.
+            for d in exc.diagnostics or [None]:
+                line, col = (d.line, d.column) if d is not None else (1, 1)
+                msg = d.message if d is not None else exc.message
+                print(f"{path}:{line}:{col}: {msg}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": args.file, "kernels": [], "error": exc.to_dict()}))
+            return 2
+        except Exception as exc:  # an engine bug must still end in a message, not a traceback
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            print(f"fortranspire: error: {args.file}: {message}", file=sys.stderr)
+            if args.json:
+                error = {"error": "InternalError", "message": message, "diagnostics": []}
+                print(json.dumps({"file": args.file, "kernels": [], "error": error}))
+            return 1
+
+    data = result.to_dict()
+    if args.plot:
+        from kernels.engine.plot import write_plot
+
+        try:
+            write_plot(result, args.plot)
+        except OSError as exc:
+            print(f"fortranspire: error: cannot write {args.plot}: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(data, indent=2, default=_json_default))
+    else:
+        _print_table(data)
+        if args.plot:
+            print(f"chart written to {args.plot}")
+    if not data["kernels"]:
+        print(f"fortranspire: error: {args.file}: no kernel found", file=sys.stderr)
+        return 1
+    failed = [
+        (k["name"], v)
+        for k in data["kernels"]
+        for v, t in (k.get("measured") or {}).items()
+        if t.get("status") == "failed"
+    ]
+    return 1 if failed else 0
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars can slip into sizes and timings; JSON gets their plain value.
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class _terminal_progress:
+    """A rich progress bar on stderr that doubles as the engine's ProgressCallback."""
+
+    def __init__(self, *, enabled: bool, console: Any = None):
+        self.enabled = enabled
+        self._console = console
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _terminal_progress | None:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[stage]:<8}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self._console or Console(stderr=True),
+            transient=True,
+        )
+        self._progress.__enter__()
+        return self
+
+    def __call__(self, stage: str, done: int, total: int, message: str) -> None:
+        task = self._tasks.get(stage)
+        if task is None:
+            task = self._progress.add_task(message, total=max(total, 1), stage=stage)
+            self._tasks[stage] = task
+        self._progress.update(task, completed=done, total=max(total, 1), description=message)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}{unit}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:.3g}{unit}"
+    return f"{value}{unit}"
+
+
+def _print_table(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(120, Console().width))
+    table = Table(title=f"{data['file']}: kernels by estimated cost")
+    columns = ("#", "kernel", "line", "trip count", "flop/it", "flops", "bytes", "flop/byte")
+    for col in (*columns, "parallel", "share"):
+        table.add_column(col, justify="left" if col in ("kernel", "parallel") else "right")
+    for k in data["kernels"]:
+        table.add_row(
+            str(k["rank"]),
+            k["name"],
+            str(k["line"]),
+            _fmt(k["trip_count"]),
+            _fmt(k["flops_per_iter"]),
+            _fmt(k["flops"]),
+            _fmt(k["bytes"]),
+            _fmt(k["intensity"]),
+            "yes" if k["parallel"] else "no",
+            f"{100 * k['share']:.1f}%",
+        )
+    console.print(table)
+    for k in data["kernels"]:
+        console.print(f"[bold]{k['name']}[/bold] (sizes {k['sizes']})", highlight=False)
+        console.print(f"  trip count = {k['trip_count_symbolic']}", highlight=False)
+        console.print(f"  bytes      = {k.get('bytes_symbolic', '')}", highlight=False)
+        console.print(f"  {k['reason']}", highlight=False)
+        if len(k.get("nests", [])) > 1:
+            for n in sorted(k["nests"], key=lambda n: -n.get("share", 0.0)):
+                console.print(
+                    f"    nest at line {n['line']:<5} {100 * n.get('share', 0.0):5.1f}%  "
+                    f"{n['trip_count_symbolic']} = {_fmt(n['trip_count'])} points, "
+                    f"{n['flops_per_iter']} flop + {_fmt(n['bytes_per_iter'])} B per point"
+                    + ("" if n["parallel"] else "  (sequential)"),
+                    highlight=False,
+                )
+        for note in k.get("notes", []):
+            console.print(f"  note: {note}", highlight=False)
+    stream = data.get("stream") or {}
+    if stream:
+        console.print(
+            "STREAM (best of repeats): "
+            + ", ".join(
+                f"{name[:-4]} {value:.1f} GB/s"
+                for name, value in stream.items()
+                if name.endswith("_gbs") and not name.endswith("_median_gbs")
+            ),
+            highlight=False,
+        )
+    if not data.get("measured"):
+        return
+    timings = Table(title="measured (median of repeats; spread = (max-min)/median)")
+    for col in (
+        "kernel",
+        "variant",
+        "median",
+        "spread",
+        "GFLOP/s",
+        "GB/s",
+        "% STREAM",
+        "vs gfortran",
+        "note",
+    ):
+        timings.add_column(col)
+    for k in data["kernels"]:
+        for variant, t in (k.get("measured") or {}).items():
+            timings.add_row(
+                k["name"],
+                variant,
+                _fmt(t.get("median_s"), " s"),
+                _fmt(t.get("spread_pct"), "%"),
+                _fmt(t.get("gflops")),
+                _fmt(t.get("bandwidth_gbs")),
+                _fmt(t.get("stream_pct"), "%"),
+                _fmt(t.get("speedup_vs_gfortran"), "x"),
+                t.get("message", "") if t.get("status") != "ok" else t.get("stream_ref", ""),
+            )
+    console.print(timings)

@@ -235,7 +235,16 @@ class Unsupported:
     text: str = ""
 
 
-Stmt = Union[Assign, Loop, WhileLoop, If, Exit, Cycle, CallStmt, Return, Unsupported]
+@dataclass
+class Allocate:
+    """ALLOCATE of a local allocatable array (added for allocatable locals; DEALLOCATE is a no-op)."""
+
+    name: str
+    dims: list[Dim]
+    line: int = 0
+
+
+Stmt = Union[Assign, Loop, WhileLoop, If, Exit, Cycle, CallStmt, Return, Unsupported, Allocate]
 
 
 @dataclass

@@ -59,6 +59,7 @@ class KernelResult:
     arguments: list[ArgError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
+    llm_tokens: int = 0  # prompt + completion tokens the LLM fallback spent on this kernel
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class KernelResult:
             "arguments": [asdict(a) for a in self.arguments],
             "notes": list(self.notes),
             "sizes": dict(self.sizes),
+            "llm_tokens": self.llm_tokens,
         }
 
 

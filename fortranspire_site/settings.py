@@ -1,0 +1,191 @@
+"""Django settings for fortranspire (multi-tenant: one PostgreSQL schema per tenant).
+
+Everything that differs between a laptop and production comes from the environment:
+DATABASE_URL (else embedded pgserver), REDIS_URL (else in-memory channel layer and in-process
+jobs), SECRET_KEY (else generated once and kept under $FORTRANSPIRE_HOME), DEBUG,
+FORTRANSPIRE_ALLOWED_HOSTS, API_KEY (legacy single key for the default tenant).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from fortranspire_site import db
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Under pytest the embedded database and the generated secret live apart from ./.fortranspire,
+# so a test run never touches (or is broken by) the data of a `make run` server.
+TESTING = "pytest" in sys.modules or os.environ.get("FORTRANSPIRE_TESTING") == "1"
+if TESTING:
+    os.environ["FORTRANSPIRE_HOME"] = os.environ.get("FORTRANSPIRE_TEST_HOME") or str(
+        Path(tempfile.gettempdir()) / f"fortranspire-test-{os.getuid()}"
+    )
+FORTRANSPIRE_HOME = db.fortranspire_home()
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _persistent_secret_key(home: Path) -> str:
+    """SECRET_KEY from the environment, else one generated on first use and kept (0600).
+
+    Never a hard-coded key: sessions, CSRF tokens and the Fernet key for stored LLM credentials
+    derive from it, so a key shipped in the source would unlock every installation.
+    """
+    from_env = os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY")
+    if from_env:
+        return from_env
+    path = home / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        # O_EXCL: two processes starting at once must end up with the same key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+SECRET_KEY = _persistent_secret_key(FORTRANSPIRE_HOME)
+DEBUG = _env_bool("DEBUG", False)
+
+# Tenants live on subdomains of localhost in development; production domains are added through
+# FORTRANSPIRE_ALLOWED_HOSTS (comma separated; a leading dot matches subdomains).
+ALLOWED_HOSTS = [".localhost", "localhost", "127.0.0.1", "[::1]", "testserver"] + [
+    h.strip() for h in os.environ.get("FORTRANSPIRE_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
+# Hosts that show the public site (landing page + operator admin) rather than a tenant.
+PUBLIC_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"] + [
+    h.strip() for h in os.environ.get("FORTRANSPIRE_PUBLIC_HOSTS", "").split(",") if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+SHARED_APPS = [
+    "django_tenants",
+    "tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "channels",
+    "ninja",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "kernels",
+]
+INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_NAME = "public"
+PUBLIC_SCHEMA_URLCONF = "fortranspire_site.urls_public"
+ROOT_URLCONF = "fortranspire_site.urls"
+DEFAULT_TENANT_SLUG = os.environ.get("DEFAULT_TENANT_SLUG", "demo")
+RESERVED_TENANT_SLUGS = {"public", "www", "admin", "api", "mcp", "static", "information_schema"}
+
+MIDDLEWARE = [
+    "tenants.middleware.TenantHostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "fortranspire_site.wsgi.application"
+ASGI_APPLICATION = "fortranspire_site.asgi.application"
+
+DATABASES = {"default": db.database_settings()}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# Starts the embedded server on the first connection (see fortranspire_site/pgembedded).
+ORIGINAL_BACKEND = "fortranspire_site.pgembedded"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL") or None
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Celery: the broker is Redis when REDIS_URL is set; otherwise tasks run in-process (eager).
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ROUTES = {"kernels.tasks.translate_gpu": {"queue": "gpu"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = FORTRANSPIRE_HOME / "static"
+
+# Requests carry Fortran source; 1 MB is plenty and bounds what one request can make us parse.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
+FORTRANSPIRE_MAX_SOURCE_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "loggers": {"pgserver": {"level": "WARNING"}},
+}

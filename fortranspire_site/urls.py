@@ -1,0 +1,27 @@
+"""URLs on a tenant's host: dashboard, API, privacy page, health, read-only admin of runs."""
+
+from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import path, re_path
+
+from fortranspire_site import views
+from kernels import views as dashboard
+from kernels.admin import tenant_admin_site
+from kernels.api import api
+
+handler404 = "fortranspire_site.views.page_not_found"
+handler500 = "fortranspire_site.views.server_error"
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("runs/<str:run_id>/", dashboard.run_detail, name="run_detail"),
+    path("translate/", dashboard.translate, name="dashboard_translate"),
+    path("login/", dashboard.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("privacy", views.privacy, name="privacy"),
+    path("health", views.health, name="health"),
+    # uvicorn serves no static files; admin CSS/JS come from here (insecure=True: DEBUG is off).
+    re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
+    path("api/v1/", api.urls),
+    path("admin/", tenant_admin_site.urls),
+]

@@ -1,0 +1,84 @@
+"""Site-wide views that belong to no app: health, the public landing page, the 404 page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+logger = logging.getLogger(__name__)
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:  # noqa: BLE001 - any failure means "down" for a health probe
+        logger.warning("health: database check failed", exc_info=True)
+        return False
+
+
+async def _channel_layer_round_trip() -> bool:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    channel = await layer.new_channel("health.")
+    await layer.send(channel, {"type": "health.ping"})
+    message = await asyncio.wait_for(layer.receive(channel), timeout=2)
+    return message.get("type") == "health.ping"
+
+
+def _channel_layer_ok() -> bool:
+    try:
+        return bool(async_to_sync(_channel_layer_round_trip)())
+    except Exception:  # noqa: BLE001
+        logger.warning("health: channel layer check failed", exc_info=True)
+        return False
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers; no auth, answers on every known host."""
+    database = _database_ok()
+    channel_layer = _channel_layer_ok()
+    ok = database and channel_layer
+    return JsonResponse(
+        {
+            "status": "ok" if ok else "degraded",
+            "database": "ok" if database else "down",
+            "channel_layer": "ok" if channel_layer else "down",
+        },
+        status=200 if ok else 503,
+    )
+
+
+def landing(request: HttpRequest) -> HttpResponse:
+    return render(request, "public/landing.html", {})
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "404.html", {"reason": "not_found"}, status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return render(request, "500.html", {}, status=500)
+
+
+def privacy(request: HttpRequest) -> HttpResponse:
+    """The latest published privacy notice, public on every host."""
+    from tenants.selectors import privacy_notice_current
+
+    notice = privacy_notice_current()
+    tenant = getattr(request, "tenant", None)
+    return render(
+        request,
+        "privacy.html",
+        {"notice": notice, "tenant": tenant if tenant is not None and tenant.pk else None},
+        status=200 if notice else 404,
+    )

@@ -1,0 +1,222 @@
+"""The tenant's JSON API at /api/v1 (OpenAPI at /api/v1/docs). Thin: parse, call a service, shape.
+
+Auth: ``Authorization: Bearer fsp_...`` bound to the Host's tenant, or a dashboard session of a
+member. Every ApplicationError becomes ``{"error", "message", ...}`` with its HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from pydantic import Field
+
+from fortranspire_site.errors import (
+    ApplicationError,
+    AuthenticationFailed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+)
+from kernels import selectors, services
+from tenants.auth import ApiKeyBearer, Caller, TenantSession
+from tenants.models import OWNER_SCOPE
+from tenants.selectors import privacy_notice_current
+
+api = NinjaAPI(
+    title="fortranspire",
+    version="1",
+    description="Port Fortran kernels to numba CPU / numba.cuda GPU code, verified against gfortran.",
+    auth=[ApiKeyBearer(), TenantSession()],
+    urls_namespace="api-v1",
+)
+
+
+def _error(request: HttpRequest, status: int, payload: dict) -> HttpResponse:
+    response = api.create_response(request, payload, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="fortranspire"'
+    return response
+
+
+@api.exception_handler(ApplicationError)
+def on_application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+    response = _error(request, exc.status, exc.to_dict())
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def on_missing_auth(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(
+        request, 401, AuthenticationFailed("missing or unsupported credentials").to_dict()
+    )
+
+
+@api.exception_handler(ValidationError)
+def on_invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return _error(
+        request, 422, {"error": "invalid_request", "message": "invalid input", "detail": exc.errors}
+    )
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return _error(
+        request, 413, PayloadTooLarge(f"request body is larger than {limit} bytes").to_dict()
+    )
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, exc.status_code, {"error": "bad_request", "message": str(exc)})
+
+
+def _caller(request: HttpRequest, scope: str | None = None) -> Caller:
+    caller: Caller = request.auth  # type: ignore[attr-defined]
+    if scope is not None:
+        caller.require(scope)
+    return caller
+
+
+# ---- schemas --------------------------------------------------------------------------------
+
+
+class TranslateIn(Schema):
+    source: str = Field(..., description="Fortran source (free form), at most 1 MB")
+    target: Literal["cpu", "gpu"] = "cpu"
+    kernel: str | None = Field(None, description="translate only this subroutine")
+    verify: bool = True
+    sizes: dict[str, int] | None = Field(None, description='array extents, e.g. {"n": 64}')
+    seed: int = 0
+    allow_llm: bool = False
+
+
+class ProfileIn(Schema):
+    source: str
+    sizes: dict[str, int] | None = None
+    measure: bool = False
+
+
+# ---- endpoints ------------------------------------------------------------------------------
+
+
+@api.get("/me", tags=["account"])
+def me(request: HttpRequest) -> dict[str, Any]:
+    caller = _caller(request)
+    tenant = caller.tenant
+    key = caller.api_key
+    return {
+        "tenant": {
+            "slug": tenant.schema_name,
+            "name": tenant.name,
+            "domain": getattr(tenant, "domain_url", ""),
+            "retention_days": tenant.retention_days,
+        },
+        "scopes": sorted(caller.scopes),
+        "key": None
+        if key is None
+        else {
+            "prefix": key.prefix,
+            "name": key.name,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
+        "user": None if caller.user is None else caller.user.get_username(),
+    }
+
+
+@api.get("/privacy", auth=None, tags=["account"])
+def privacy(request: HttpRequest) -> dict[str, Any]:
+    notice = privacy_notice_current()
+    if notice is None:
+        raise NotFound("no privacy notice has been published yet")
+    return {
+        "version": notice.version,
+        "published_at": notice.published_at.isoformat(),
+        "body": notice.body,
+        "sub_processors": notice.sub_processors,
+        "data_residency": notice.data_residency,
+        "retention_policy": notice.retention_policy,
+        "tenant_retention_days": getattr(getattr(request, "tenant", None), "retention_days", None),
+    }
+
+
+@api.get("/runs", tags=["history"])
+def runs_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    caller = _caller(request, "history")
+    runs = selectors.kernel_run_list(tenant=caller.tenant, limit=limit, offset=offset)
+    return {
+        "runs": [r.to_dict() for r in runs],
+        "limit": limit,
+        "offset": offset,
+        "total": selectors.kernel_run_count(tenant=caller.tenant),
+    }
+
+
+@api.get("/runs/{run_id}", tags=["history"])
+def runs_get(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    caller = _caller(request, "history")
+    run = selectors.kernel_run_get(tenant=caller.tenant, run_id=run_id)
+    return run.to_dict(include_source=True, include_report=True)
+
+
+@api.delete("/runs", tags=["history"])
+def runs_delete_all(request: HttpRequest) -> dict[str, Any]:
+    caller = _caller(request, OWNER_SCOPE)
+    deleted = services.kernel_run_delete_all(
+        tenant=caller.tenant, actor=caller.user or caller.api_key
+    )
+    return {"deleted": deleted}
+
+
+@api.post("/translate", tags=["kernels"])
+def translate(request: HttpRequest, payload: TranslateIn) -> dict[str, Any]:
+    caller = _caller(request, "translate")
+    run, result = services.kernel_translate(
+        tenant=caller.tenant,
+        source=payload.source,
+        target=payload.target,
+        channel="api",
+        kernel=payload.kernel,
+        verify=payload.verify,
+        sizes=payload.sizes,
+        seed=payload.seed,
+        api_key=caller.api_key,
+        user=caller.user,
+        tool="translate_kernel_gpu" if payload.target == "gpu" else "translate_kernel",
+        allow_llm=payload.allow_llm,
+    )
+    return {**result.to_dict(), "run_id": str(run.id)}
+
+
+@api.post("/profile", tags=["kernels"])
+def profile(request: HttpRequest, payload: ProfileIn) -> dict[str, Any]:
+    caller = _caller(request, "profile")
+    run, data = services.kernel_profile(
+        tenant=caller.tenant,
+        source=payload.source,
+        channel="api",
+        sizes=payload.sizes,
+        measure=payload.measure,
+        api_key=caller.api_key,
+        user=caller.user,
+        tool="profile_kernels",
+    )
+    return {**data, "run_id": str(run.id)}
+
+
+def _mount_optional_routers() -> None:
+    try:
+        from kernels.api_llm import router as llm_router
+    except ImportError:  # the LLM helper's router is optional
+        return
+    api.add_router("/llm", llm_router)
+
+
+_mount_optional_routers()

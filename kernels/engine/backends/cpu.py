@@ -1,0 +1,291 @@
+"""CPU backend: an analysed IR kernel -> a numba ``@njit`` module (``prange`` where legal).
+
+The generated module is plain, readable Python: Fortran names, one comment per loop naming its
+source line, and a docstring stating the calling convention. ``fastmath`` stays off so the
+floating-point operations happen in the order and precision the Fortran asks for.
+"""
+
+from __future__ import annotations
+
+from kernels.engine import ir
+from kernels.engine.analysis import PRIVATE_ARRAYS_ATTR, KernelAnalysis, analyse
+from kernels.engine.backends.common import (
+    CodegenError,
+    ExprPrinter,
+    GeneratedCode,
+    Scope,
+    StmtPrinter,
+    helper_source,
+    py_name,
+)
+
+HELPER_DECORATOR = "@njit(fastmath=False, cache=False)"
+
+
+class CpuStmtPrinter(StmtPrinter):
+    """Prints ``prange`` for the outermost parallel loop of each nest, ``range`` elsewhere."""
+
+    def __init__(self, printer: ExprPrinter, *, returns: str, all_stmts, allow_prange: bool):
+        super().__init__(printer, returns=returns, all_stmts=all_stmts)
+        self.allow_prange = allow_prange
+        self.parallel_depth = 0
+        self.prange_loops = 0
+        self.active_reductions: list[ir.Reduction] = []
+        self.notes: list[str] = []
+        self.live_out: set[str] = set()
+
+    def var_live_out(self, name: str) -> bool:
+        return name in self.live_out
+
+    def _is_prange(self, s: ir.Loop) -> bool:
+        return self.allow_prange and s.parallel and self.parallel_depth == 0
+
+    def loop_header(self, s, start, stop, step, step_text) -> str:
+        if self._is_prange(s):
+            self.parallel_depth += 1
+            self.prange_loops += 1
+            self.active_reductions = list(s.reductions)
+            s._printed_prange = True  # type: ignore[attr-defined]
+            return f"for {py_name(s.var)} in prange({start}, {stop}):"
+        return super().loop_header(s, start, stop, step, step_text)
+
+    def loop_comment(self, s) -> str:
+        text = super().loop_comment(s)
+        if isinstance(s, ir.Loop) and self._is_prange(s):
+            return text + "  (parallel: " + s.reason + ")"
+        if isinstance(s, ir.Loop) and s.reason and not s.parallel:
+            return text + "  (sequential: " + s.reason + ")"
+        return text
+
+    def loop_prologue(self, s: ir.Loop, depth: int) -> list[str]:
+        if not getattr(s, "_printed_prange", False):
+            return []
+        lines = []
+        for name in getattr(s, PRIVATE_ARRAYS_ATTR, []):
+            dims = self.p.scope.dims[name]
+            lines.append(
+                f"{self.indent_unit * depth}{py_name(name)} = {self.p.new_array(name, dims)}"
+                "  # private to each iteration"
+            )
+        return lines
+
+    def loop_done(self, s: ir.Loop) -> None:
+        if getattr(s, "_printed_prange", False):
+            self.parallel_depth -= 1
+            self.active_reductions = []
+            s._printed_prange = False  # type: ignore[attr-defined]
+
+    def if_(self, s: ir.If, depth: int) -> list[str]:
+        # Inside prange, `IF (e > s) s = e` is printed as `s = max(s, e)`: the form numba
+        # recognises as a parallel reduction (same value as the IF for non-NaN data).
+        if self.parallel_depth and len(s.branches) == 1 and not s.orelse:
+            cond, body = s.branches[0]
+            if (
+                len(body) == 1
+                and isinstance(body[0], ir.Assign)
+                and isinstance(body[0].target, ir.Var)
+            ):
+                name = body[0].target.name
+                for r in self.active_reductions:
+                    if r.var == name and r.op in ("max", "min") and not r.index_vars:
+                        tt = self.p.type_of(body[0].target)
+                        value = self.p.cast(
+                            self.p.expr(body[0].value), self.p.type_of(body[0].value), tt
+                        )
+                        return [
+                            f"{self.indent_unit * depth}{py_name(name)} = {r.op}({py_name(name)}, {value})"
+                        ]
+        return super().if_(s, depth)
+
+
+def _zero(t: ir.FType) -> str:
+    if t.base == "logical":
+        return "False"
+    if t.base == "integer":
+        return "0"
+    return "np.float32(0.0)" if t.kind == 4 else "0.0"
+
+
+def _returns(names: list[str]) -> str:
+    if not names:
+        return "return"
+    if len(names) == 1:
+        return f"return {py_name(names[0])}"
+    return f"return ({', '.join(py_name(n) for n in names)})"
+
+
+def _prelude_lines(
+    args: list[tuple[str, ir.FType, bool]],
+    locals_: dict[str, ir.Decl],
+    printer: ExprPrinter,
+    private_arrays: set[str],
+    skip: set[str],
+) -> list[str]:
+    lines = []
+    for name, t, is_array in args:
+        if is_array:
+            continue
+        if t.base == "real":
+            # Scalars keep their Fortran kind whatever Python number the caller passes.
+            fn = "np.float32" if t.kind == 4 else "np.float64"
+            lines.append(f"    {py_name(name)} = {fn}({py_name(name)})")
+    for name, d in locals_.items():
+        if name in skip or d.parameter is not None:
+            continue
+        if d.dims:
+            if name in private_arrays or d.allocatable or any(x.upper is None for x in d.dims):
+                continue
+            lines.append(f"    {py_name(name)} = {printer.new_array(name, d.dims)}")
+        else:
+            lines.append(f"    {py_name(name)} = {_zero(d.type)}")
+    return lines
+
+
+def _procedure_source(proc: ir.Procedure, outer: Scope) -> tuple[str, set[str]]:
+    """A callee (pure function or contained subroutine) as an @njit helper."""
+    scope = Scope.from_procedure(proc, outer)
+    printer = ExprPrinter(scope)
+    outs = []
+    if proc.kind == "function":
+        outs = [proc.result or proc.name]
+    else:
+        for a in proc.args:
+            d = proc.decls.get(a)
+            if d is not None and not d.dims and d.intent in ("out", "inout"):
+                outs.append(a)
+    sp = StmtPrinter(printer, returns=_returns(outs), all_stmts=proc.body)
+    body = sp.block(proc.body, 1)
+    args = [
+        (
+            a,
+            proc.decls[a].type if a in proc.decls else scope.type(a),
+            bool(proc.decls.get(a) and proc.decls[a].dims),
+        )
+        for a in proc.args
+    ]
+    locals_ = {n: d for n, d in proc.decls.items() if n not in proc.args}
+    prelude = _prelude_lines(args, locals_, printer, set(), set())
+    head = f"def {py_name(proc.name)}({', '.join(py_name(a) for a in proc.args)}):"
+    doc = f'    """Fortran {proc.kind} {proc.name.upper()} (line {proc.line})."""'
+    text = "\n".join([HELPER_DECORATOR, head, doc, *prelude, *body, "    " + _returns(outs)])
+    return text + "\n", printer.helpers
+
+
+def _docstring(kernel: ir.Kernel, outs: list[str], parallel: int) -> str:
+    lines = [
+        f'"""numba port of Fortran {kernel.origin} {kernel.name.upper()} (line {kernel.line}),',
+        "generated by fortranspire (deterministic translator, no LLM).",
+        "",
+        "Calling convention:",
+        f"    {py_name(kernel.name)}({', '.join(py_name(a.name) for a in kernel.args)})",
+        "- Arguments come in the Fortran order. Arrays are numpy arrays in Fortran (column-major)",
+        "  order, np.asfortranarray(...), with the Fortran dtype; they are modified in place.",
+        "  Element a(i, j) of an array declared a(l1:u1, l2:u2) is a[i - l1, j - l2] (0-based).",
+    ]
+    for a in kernel.args:
+        if a.dims:
+            shape = ", ".join(
+                f"{_fexpr(d.lower)}:{_fexpr(d.upper) if d.upper is not None else ''}"
+                for d in a.dims
+            )
+            lines.append(f"    {a.name}({shape}): {a.type.numpy_dtype}, intent({a.intent})")
+        else:
+            lines.append(f"    {a.name}: {a.type.numpy_dtype} scalar, intent({a.intent})")
+    if outs:
+        lines.append(
+            "- Returns the scalar INTENT(OUT/INOUT) values"
+            + (" (a tuple in argument order)" if len(outs) > 1 else "")
+            + ": "
+            + ", ".join(outs)
+            + "."
+        )
+    else:
+        lines.append("- Returns None.")
+    lines.append(f"- Parallel loops (numba prange): {parallel}. fastmath is off.")
+    lines.append('"""')
+    return "\n".join(lines)
+
+
+def _fexpr(e: ir.Expr) -> str:
+    from kernels.engine.backends.common import _fortran
+
+    return _fortran(e)
+
+
+def generate_cpu(
+    kernel: ir.Kernel, analysis: KernelAnalysis | None = None, *, parallel: bool = True
+) -> GeneratedCode:
+    """Print ``kernel`` as a numba module; runs :func:`analyse` first when not given."""
+    if kernel.unsupported:
+        u = kernel.unsupported[0]
+        raise CodegenError(f"unsupported construct: {u.construct}", u.line)
+    if analysis is None:
+        analysis = analyse(kernel)
+    scope = Scope.from_kernel(kernel)
+    printer = ExprPrinter(scope)
+    outs = [a.name for a in kernel.args if not a.dims and a.intent in ("out", "inout")]
+    result = getattr(kernel, "result", None)
+    if kernel.origin == "function" and result:
+        outs = [result] + outs
+    returns = _returns(outs)
+    sp = CpuStmtPrinter(printer, returns=returns, all_stmts=kernel.body, allow_prange=parallel)
+    sp.live_out = set(outs)
+    body = sp.block(kernel.body, 1)
+    private_arrays = {
+        n
+        for s in ir.walk(kernel.body)
+        if isinstance(s, ir.Loop)
+        for n in getattr(s, PRIVATE_ARRAYS_ATTR, [])
+    }
+    args = [(a.name, a.type, a.is_array) for a in kernel.args]
+    prelude = _prelude_lines(
+        args, kernel.locals, printer, private_arrays, {a.name for a in kernel.args}
+    )
+    helpers = set(printer.helpers)
+    procs = []
+    for proc in kernel.functions.values():
+        text, used = _procedure_source(proc, scope)
+        procs.append(text)
+        helpers |= used
+    entry = py_name(kernel.name)
+    n_par = sp.prange_loops
+    deco = (
+        "@njit(parallel=True, fastmath=False, cache=False)"
+        if n_par
+        else "@njit(fastmath=False, cache=False)"
+    )
+    parts = [
+        _docstring(kernel, outs, n_par),
+        "",
+        "import math",
+        "",
+        "import numpy as np",
+        "from numba import njit, prange",
+        "",
+    ]
+    hs = helper_source(helpers, HELPER_DECORATOR, fmod="np.fmod")
+    if hs:
+        parts += ["", hs]
+    for p in procs:
+        parts += ["", p]
+    parts += [
+        "",
+        deco,
+        f"def {entry}({', '.join(py_name(a.name) for a in kernel.args)}):",
+        *prelude,
+        *body,
+        "    " + returns,
+        "",
+    ]
+    code = "\n".join(parts)
+    notes = []
+    for info in analysis.loops:
+        if info.outermost_parallel and parallel:
+            notes.append(
+                f"line {info.line}: do {info.var} runs in parallel (prange): {info.reason}"
+            )
+        elif not info.parallel:
+            notes.append(f"line {info.line}: do {info.var} stays sequential: {info.reason}")
+    if "prange" not in code.split("from numba import njit, prange", 1)[1]:
+        pass
+    return GeneratedCode(code=code, entry=entry, parallel_loops=n_par, notes=notes)

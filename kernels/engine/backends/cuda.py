@@ -1,0 +1,1351 @@
+"""numba.cuda backend: one ``@cuda.jit`` kernel per parallel loop nest, driven from the host.
+
+The generated module has the same entry signature as the Fortran routine (see
+``backends/common.py`` for the calling convention) and is organised like this:
+
+- **Parallel nests** (``Loop.parallel`` from analysis): the perfectly nested parallel loops with
+  rectangular bounds are collapsed (up to three) onto a 1-D, 2-D or 3-D grid. The loop whose
+  variable is the *first* subscript of most array references goes to ``x`` (so a warp reads
+  consecutive elements of a column-major array), the next to ``y``, then ``z``; every thread is
+  guarded by the trip counts. Loops inside the collapsed ones run sequentially per thread, private
+  scalars are plain locals and private local arrays become ``cuda.local.array``.
+- **Reductions** (+, *, min, max and the argmax/argmin IF pattern) use two passes: every thread
+  runs the loop body on its own copy of the reduction variables, a shared-memory tree reduction
+  gives one partial per block, and a one-block finishing kernel combines the partials. argmax
+  carries the Fortran iteration number with the value so ties keep the FIRST occurrence,
+  whatever the order threads finish in. Results come back to the host through one small array.
+- **Everything else that touches arrays** (a Gauss-Seidel sweep with carried dependences, a
+  boundary update that is not parallel, DO WHILE with array conditions...) runs in a
+  *sequential kernel*: one GPU thread executes the statements in Fortran order. This is always
+  correct; the notes of the result say which loops took that path and why.
+- **The host driver** copies every array to the device once, runs scalar-only statements and the
+  control flow around the nests (typically the time loop) on the host, launches the kernels
+  between them without copying arrays back, and copies back only INTENT(OUT/INOUT) arrays at the
+  end. Scalars written on the device that the host needs later come back through a small
+  float64 array (one transfer per sequential kernel or reduction, never per array).
+
+Launch configuration: ``BLOCK_1D``, ``BLOCK_2D`` and ``BLOCK_3D`` at module level, or the
+``block_1d=``/``block_2d=``/``block_3d=`` keyword arguments of the entry function.
+
+The module imports on a machine without a GPU; run it with ``NUMBA_ENABLE_CUDASIM=1`` there.
+Device code reuses :class:`~kernels.engine.backends.common.ExprPrinter` and
+:class:`~kernels.engine.backends.common.StmtPrinter`; the Fortran intrinsic helpers are emitted
+twice, as device functions and (renamed ``_host_f_*``) as plain Python for host statements.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kernels.engine import ir
+from kernels.engine.backends.common import (
+    CodegenError,
+    ExprPrinter,
+    GeneratedCode,
+    Scope,
+    StmtPrinter,
+    helper_source,
+    py_name,
+    stmt_exprs,
+)
+
+DEFAULT_BLOCKS = {1: (256,), 2: (32, 8), 3: (32, 4, 2)}
+FINISH_THREADS = 256  # threads of the one-block kernel that combines per-block partials
+MAX_BLOCK_THREADS = 1024  # size of the shared-memory scratch of a reduction (CUDA's limit)
+REDUCTION_OPS = ("+", "*", "min", "max", "argmax", "argmin")
+
+_IND = "    "
+_HELPER_CALL = re.compile(r"\b_f_(\w+)\(")
+
+
+# --------------------------------------------------------------------------------------------
+# Plan: what runs where
+
+
+@dataclass
+class _Nest:
+    """A parallel loop nest that becomes one kernel (plus a finishing kernel for reductions)."""
+
+    index: int
+    loops: list[ir.Loop]  # collapsed loops, outermost first
+    body: list[ir.Stmt]  # the body of the innermost collapsed loop
+    grid_order: list[int]  # loop indices in x, y, z order
+    reductions: list[ir.Reduction] = field(default_factory=list)
+    private_arrays: list[str] = field(default_factory=list)
+    first_occurrence: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"_k{self.index}_line{self.loops[0].line}"
+
+
+@dataclass
+class _Serial:
+    """Statements one device thread runs in order."""
+
+    index: int
+    stmts: list[ir.Stmt]
+    reason: str = ""
+    box: list[str] = field(default_factory=list)  # scalars copied back to the host
+    has_return: bool = False
+
+    @property
+    def name(self) -> str:
+        line = getattr(self.stmts[0], "line", 0) if self.stmts else 0
+        return f"_s{self.index}_line{line}"
+
+
+@dataclass
+class _Launch:
+    """Marker statement in the host body: launch ``region`` here."""
+
+    region: _Nest | _Serial
+    line: int = 0
+
+
+class _Demote(Exception):
+    """A host construct cannot be split around its device work: run it all sequentially."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small IR queries
+
+
+def _refs(stmts: list[ir.Stmt]) -> tuple[set[str], set[str]]:
+    """(names read, names written) anywhere in ``stmts``."""
+    reads: set[str] = set()
+    writes: set[str] = set()
+    for s in ir.walk(stmts):
+        for e in stmt_exprs(s):
+            for sub in ir.walk_expr(e):
+                if isinstance(sub, (ir.Var, ir.ArrayRef)):
+                    reads.add(sub.name)
+        if isinstance(s, ir.Assign):
+            writes.add(s.target.name)
+        elif isinstance(s, ir.Loop):
+            writes.add(s.var)
+        elif isinstance(s, ir.CallStmt):
+            for a in s.args:
+                if isinstance(a, (ir.Var, ir.ArrayRef)):
+                    writes.add(a.name)
+        elif isinstance(s, ir.Allocate):
+            writes.add(s.name)
+            for d in s.dims:
+                for part in (d.lower, d.upper):
+                    for sub in ir.walk_expr(part):
+                        if isinstance(sub, ir.Var):
+                            reads.add(sub.name)
+    return reads, writes
+
+
+def _contains_parallel(s: ir.Stmt) -> bool:
+    return any(isinstance(x, ir.Loop) and x.parallel for x in ir.walk([s]))
+
+
+def _escaping_jump(stmts: list[ir.Stmt]) -> bool:
+    """True when an EXIT/CYCLE in ``stmts`` targets a loop that encloses ``stmts``."""
+
+    def visit(ss: list[ir.Stmt], labels: list[str | None]) -> bool:
+        for s in ss:
+            if isinstance(s, (ir.Exit, ir.Cycle)):
+                if not labels or (s.label is not None and s.label not in labels):
+                    return True
+            elif isinstance(s, (ir.Loop, ir.WhileLoop)):
+                if visit(s.body, labels + [s.label]):
+                    return True
+            elif isinstance(s, ir.If):
+                if any(visit(b, labels) for _, b in s.branches) or visit(s.orelse, labels):
+                    return True
+        return False
+
+    return visit(stmts, [])
+
+
+def _np_type(t: ir.FType) -> str:
+    return "np.bool_" if t.base == "logical" else f"np.{t.numpy_dtype}"
+
+
+def _numba_type(t: ir.FType) -> str:
+    return "numba.boolean" if t.base == "logical" else f"numba.{t.numpy_dtype}"
+
+
+def _strip_loop(stmts: list[ir.Stmt], loop: ir.Stmt) -> list[ir.Stmt]:
+    """``stmts`` without the subtree of ``loop`` (matched by identity)."""
+    out: list[ir.Stmt] = []
+    for s in stmts:
+        if s is loop:
+            continue
+        if isinstance(s, ir.Loop):
+            out.append(ir.Loop(s.var, s.start, s.stop, s.step, _strip_loop(s.body, loop), s.line))
+        elif isinstance(s, ir.WhileLoop):
+            out.append(ir.WhileLoop(s.cond, _strip_loop(s.body, loop), s.line))
+        elif isinstance(s, ir.If):
+            out.append(
+                ir.If(
+                    [(c, _strip_loop(b, loop)) for c, b in s.branches],
+                    _strip_loop(s.orelse, loop),
+                    s.line,
+                )
+            )
+        else:
+            out.append(s)
+    return out
+
+
+def _without(stmts: list[ir.Stmt], skip: set[int]) -> list[ir.Stmt]:
+    """``stmts`` with the statements whose id is in ``skip`` removed (at any depth)."""
+    out: list[ir.Stmt] = []
+    for s in stmts:
+        if id(s) in skip:
+            continue
+        if isinstance(s, ir.Loop):
+            out.append(ir.Loop(s.var, s.start, s.stop, s.step, _without(s.body, skip), s.line))
+        elif isinstance(s, ir.WhileLoop):
+            out.append(ir.WhileLoop(s.cond, _without(s.body, skip), s.line))
+        elif isinstance(s, ir.If):
+            out.append(
+                ir.If(
+                    [(c, _without(b, skip)) for c, b in s.branches],
+                    _without(s.orelse, skip),
+                    s.line,
+                )
+            )
+        else:
+            out.append(s)
+    return out
+
+
+def _argmax_loop_parallel(
+    loop: ir.Loop, kernel: ir.Kernel
+) -> tuple[list[ir.Reduction], list[str]] | None:
+    """Whether a loop analysis kept sequential only for its argmax/argmin is otherwise parallel.
+
+    The CPU backend keeps first-occurrence argmax sequential; on the GPU it is worth a parallel
+    reduction. Re-run the dependence analysis on the loop without the argmax IF statements: if
+    the rest is parallel, the loop is a parallel nest with an argmax reduction.
+    """
+    if loop.parallel:
+        return None
+    try:
+        from kernels.engine import analysis
+    except ImportError:  # pragma: no cover - analysis is part of the engine
+        return None
+    red = None
+    for r in loop.reductions:
+        if r.op in ("argmax", "argmin"):
+            red = r
+    if red is None:
+        # Analysis may stop at the location variable ("used after the loop") before it sees
+        # the pattern: look for it directly.
+        written = sorted(
+            {
+                x.target.name
+                for x in ir.walk(loop.body)
+                if isinstance(x, ir.Assign) and isinstance(x.target, ir.Var)
+            }
+        )
+        for name in written:
+            try:
+                r = analysis._reduction(name, loop.body, loop)
+            except Exception:  # noqa: BLE001 - best effort
+                r = None
+            if r is not None and r.op in ("argmax", "argmin"):
+                red = r
+                break
+    if red is None:
+        return None
+    owned = {red.var, *red.index_vars}
+
+    def is_pattern(s: ir.Stmt) -> bool:
+        return (
+            isinstance(s, ir.If)
+            and all(isinstance(x, ir.Assign) for _, b in s.branches for x in b)
+            and all(
+                isinstance(x.target, ir.Var) and x.target.name in owned
+                for _, b in s.branches
+                for x in b
+            )
+        )
+
+    body = [s for s in loop.body if not is_pattern(s)]
+    if len(body) == len(loop.body):
+        return None
+    probe = ir.Loop(loop.var, loop.start, loop.stop, loop.step, body, loop.line, loop.label)
+    # Analyse the probe inside a copy of the kernel body where it replaces the loop, so that
+    # "used after the loop" questions are answered against the real surroundings.
+    try:
+        ctx = analysis._Context(kernel)
+        ctx.kernel = ir.Kernel(
+            kernel.name,
+            kernel.args,
+            _replace(kernel.body, loop, probe),
+            kernel.locals,
+            kernel.fortran_source,
+            kernel.fortran_entry,
+            constants=kernel.constants,
+            functions=kernel.functions,
+        )
+        info = analysis._analyse_loop(probe, ctx, [])
+    except Exception:  # the probe is best effort: any failure keeps the loop sequential
+        return None
+    if not info.parallel:
+        return None
+    return [*probe.reductions, red], list(getattr(probe, "private_arrays", []))
+
+
+def _replace(stmts: list[ir.Stmt], old: ir.Stmt, new: ir.Stmt) -> list[ir.Stmt]:
+    out: list[ir.Stmt] = []
+    for s in stmts:
+        if s is old:
+            out.append(new)
+        elif isinstance(s, ir.Loop):
+            out.append(
+                ir.Loop(s.var, s.start, s.stop, s.step, _replace(s.body, old, new), s.line, s.label)
+            )
+        elif isinstance(s, ir.WhileLoop):
+            out.append(ir.WhileLoop(s.cond, _replace(s.body, old, new), s.line, s.label))
+        elif isinstance(s, ir.If):
+            out.append(
+                ir.If(
+                    [(c, _replace(b, old, new)) for c, b in s.branches],
+                    _replace(s.orelse, old, new),
+                    s.line,
+                )
+            )
+        else:
+            out.append(s)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Printers
+
+
+class _DevicePrinter(StmtPrinter):
+    """Statements inside a kernel or device function: plain sequential Python."""
+
+    def allocate(self, s: ir.Allocate) -> str:
+        raise CodegenError("ALLOCATE inside device code", s.line)
+
+
+class _HostPrinter(StmtPrinter):
+    """The driver body: scalar statements, host control flow and kernel launches."""
+
+    def __init__(self, printer: ExprPrinter, gen: _CudaModule, **kw):
+        super().__init__(printer, **kw)
+        self.gen = gen
+        self.originals: dict[int, ir.Stmt] = {}
+
+    def stmt(self, s, depth: int) -> list[str]:
+        if isinstance(s, _Launch):
+            return self.gen.launch_lines(s.region, depth)
+        return super().stmt(s, depth)
+
+    def allocate(self, s: ir.Allocate) -> str:
+        return f"_d_{py_name(s.name)} = cuda.to_device({self.p.new_array(s.name, s.dims)})"
+
+    def loop_comment(self, s):
+        text = super().loop_comment(s)
+        return text + "  (on the host; arrays stay on the device)"
+
+    def _var_used_after(self, s: ir.Loop) -> bool:
+        orig = self.originals.get(id(s), s)
+        outside = _strip_loop(self._all, orig)
+        reads, _ = _refs(outside)
+        return s.var in reads
+
+
+# --------------------------------------------------------------------------------------------
+# Module builder
+
+
+class _CudaModule:
+    def __init__(self, kernel: ir.Kernel):
+        self.k = kernel
+        self.scope = Scope.from_kernel(kernel)
+        self.arrays = set(self.scope.dims)
+        self.scalars: dict[str, ir.FType] = {}
+        for a in kernel.args:
+            if not a.dims:
+                self.scalars[a.name] = a.type
+        for name, d in kernel.locals.items():
+            if not d.dims and name not in kernel.constants:
+                self.scalars[name] = d.type
+        self.result_name: str | None = (
+            getattr(kernel, "result", None) if kernel.origin == "function" else None
+        )
+        if self.result_name and self.result_name not in self.scalars:
+            self.scalars[self.result_name] = self.scope.type(self.result_name)
+        self.nests: list[_Nest] = []
+        self.serials: list[_Serial] = []
+        self.counter = 0
+        self.helpers: set[str] = set()
+        self.notes: list[str] = []
+        self.uses_return = False
+        self.region_of_stmt: dict[int, _Nest | _Serial] = {}
+        self.host_loops: list[ir.Stmt] = []  # host control constructs (copies)
+        self.inside_host_loop: dict[int, bool] = {}
+        self.argmax_loops: dict[int, tuple[list[ir.Reduction], list[str]]] = {}
+        self.notes_extra: list[str] = []
+
+    # -- planning ------------------------------------------------------------------------------
+    def _is_host(self, s: ir.Stmt) -> bool:
+        """Scalar-only statements (and their control flow) run on the host."""
+        for x in ir.walk([s]):
+            if isinstance(x, (ir.CallStmt, ir.Unsupported)):
+                return False
+            if isinstance(x, ir.Assign) and isinstance(x.target, ir.ArrayRef):
+                return False
+            if isinstance(x, ir.Allocate):
+                exprs = [p for d in x.dims for p in (d.lower, d.upper) if p is not None]
+            else:
+                exprs = stmt_exprs(x)
+            for e in exprs:
+                for sub in ir.walk_expr(e):
+                    if isinstance(sub, ir.ArrayRef):
+                        return False
+                    if isinstance(sub, ir.Var) and sub.name in self.arrays:
+                        return False
+                    if isinstance(sub, ir.Call) and sub.name in self.k.functions:
+                        return False
+                    if isinstance(sub, ir.Call) and sub.name in ("size", "lbound", "ubound"):
+                        return False
+        return True
+
+    def _header_is_host(self, s: ir.Stmt) -> bool:
+        exprs = stmt_exprs(s)
+        for e in exprs:
+            for sub in ir.walk_expr(e):
+                if isinstance(sub, ir.ArrayRef):
+                    return False
+                if isinstance(sub, ir.Var) and sub.name in self.arrays:
+                    return False
+                if isinstance(sub, ir.Call) and (
+                    sub.name in self.k.functions or sub.name in ("size", "lbound", "ubound")
+                ):
+                    return False
+        return True
+
+    def plan(self, stmts: list[ir.Stmt], in_host_loop: bool) -> list:
+        """Rewrite a statement list for the host: launches replace the device work."""
+        out: list = []
+        pending: list[ir.Stmt] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            if _escaping_jump(pending):
+                raise _Demote()
+            region = self._new_serial(list(pending), in_host_loop)
+            out.append(_Launch(region, getattr(pending[0], "line", 0)))
+            pending.clear()
+
+        for s in stmts:
+            if isinstance(s, ir.Loop) and not s.parallel:
+                found = _argmax_loop_parallel(s, self.k)
+                if found is not None:
+                    self.argmax_loops[id(s)] = found
+            if isinstance(s, ir.Loop) and (s.parallel or id(s) in self.argmax_loops):
+                nest = self._try_nest(s)
+                if nest is not None:
+                    flush()
+                    self.counter += 1
+                    nest.index = self.counter
+                    out.append(_Launch(nest, s.line))
+                    continue
+                pending.append(s)
+                continue
+            if (
+                isinstance(s, (ir.Loop, ir.WhileLoop, ir.If))
+                and _contains_parallel_or_argmax(s)
+                and self._header_is_host(s)
+            ):
+                try:
+                    host = self._host_construct(s)
+                except _Demote:
+                    pending.append(s)
+                    continue
+                flush()
+                out.append(host)
+                continue
+            if self._is_host(s):
+                flush()
+                out.append(s)
+                if isinstance(s, ir.Return):
+                    self.uses_return = True
+                continue
+            pending.append(s)
+        flush()
+        return out
+
+    def _host_construct(self, s: ir.Stmt) -> ir.Stmt:
+        if isinstance(s, ir.Loop):
+            new = ir.Loop(s.var, s.start, s.stop, s.step, self.plan(s.body, True), s.line, s.label)
+        elif isinstance(s, ir.WhileLoop):
+            new = ir.WhileLoop(s.cond, self.plan(s.body, True), s.line, s.label)
+        else:
+            assert isinstance(s, ir.If)
+            branches = []
+            for c, b in s.branches:
+                branches.append((c, self.plan(b, False)))
+            new = ir.If(branches, self.plan(s.orelse, False), s.line)
+        self.host_loops.append((new, s))
+        return new
+
+    def _new_serial(self, stmts: list[ir.Stmt], in_host_loop: bool) -> _Serial:
+        self.counter += 1
+        reasons = [
+            f"line {x.line}: {x.reason}"
+            for x in ir.walk(stmts)
+            if isinstance(x, ir.Loop) and x.reason and not x.parallel
+        ]
+        region = _Serial(self.counter, stmts, "; ".join(reasons[:4]))
+        region.has_return = any(isinstance(x, ir.Return) for x in ir.walk(stmts))
+        self.serials.append(region)
+        self.inside_host_loop[id(region)] = in_host_loop
+        return region
+
+    def _try_nest(self, loop: ir.Loop) -> _Nest | None:
+        loops = [loop]
+        while len(loops) < 3:
+            inner = loops[-1].body
+            if len(inner) != 1 or not isinstance(inner[0], ir.Loop) or not inner[0].parallel:
+                break
+            cand = inner[0]
+            bound_names = set()
+            for e in (cand.start, cand.stop, cand.step):
+                for sub in ir.walk_expr(e):
+                    if isinstance(sub, ir.Var):
+                        bound_names.add(sub.name)
+            if bound_names & {x.var for x in loops}:
+                break  # triangular: the inner trip count varies with an outer index
+            loops.append(cand)
+        body = loops[-1].body
+        reductions: list[ir.Reduction] = []
+        private_arrays: list[str] = []
+        for lp in loops:
+            if id(lp) in self.argmax_loops:
+                reds, privs = self.argmax_loops[id(lp)]
+                reductions.extend(reds)
+                private_arrays.extend(privs)
+            else:
+                reductions.extend(lp.reductions)
+                private_arrays.extend(getattr(lp, "private_arrays", []))
+        # Analysis lists a nest's reductions on every loop of it: keep one per variable.
+        unique: dict[str, ir.Reduction] = {}
+        for r in reductions:
+            unique.setdefault(r.var, r)
+        reductions = list(unique.values())
+        if any(r.op not in REDUCTION_OPS for r in reductions):
+            return None
+        for s in ir.walk(body):
+            if isinstance(s, (ir.Return, ir.Allocate, ir.Unsupported)):
+                return None
+        if _escaping_jump(body):
+            return None
+        # Local arrays used only inside this nest are per-thread scratch (cuda.local.array).
+        outside_reads, outside_writes = _refs(_strip_loop(self.k.body, loop))
+        reads, writes = _refs([loop])
+        for name in sorted((reads | writes) & set(self.k.locals)):
+            if name in self.arrays and name not in outside_reads | outside_writes:
+                if name not in private_arrays:
+                    private_arrays.append(name)
+        for name in private_arrays:
+            if self._const_shape(name) is None:
+                return None
+        nest = _Nest(
+            0,
+            loops,
+            body,
+            self._grid_order(loops, body),
+            reductions,
+            sorted(set(private_arrays)),
+        )
+        for r in reductions:
+            if r.op in ("argmax", "argmin"):
+                nest.first_occurrence = not _last_occurrence(body, r)
+        self.nests.append(nest)
+        return nest
+
+    def _grid_order(self, loops: list[ir.Loop], body: list[ir.Stmt]) -> list[int]:
+        """Loop indices for x, y, z: x gets the loop most used as the first (contiguous) index."""
+        score = {k: 0 for k in range(len(loops))}
+        var_index = {lp.var: k for k, lp in enumerate(loops)}
+        for s in ir.walk(body):
+            exprs = list(stmt_exprs(s))
+            if isinstance(s, ir.Assign) and isinstance(s.target, ir.ArrayRef):
+                exprs.append(s.target)
+            for e in exprs:
+                for sub in ir.walk_expr(e):
+                    if isinstance(sub, ir.ArrayRef) and sub.indices:
+                        for pos, ix in enumerate(sub.indices):
+                            if isinstance(ix, ir.Slice):
+                                continue
+                            names = {x.name for x in ir.walk_expr(ix) if isinstance(x, ir.Var)}
+                            for v in names & set(var_index):
+                                # First subscript weighs most; later ones rank y before z.
+                                score[var_index[v]] += 1000 if pos == 0 else 10 // (pos + 1)
+        # Ties keep the innermost loop first (Fortran's usual order already matches).
+        return sorted(range(len(loops)), key=lambda k: (-score[k], -k))
+
+    def _const_shape(self, name: str) -> list[int] | None:
+        env = {n: c.value for n, c in self.k.constants.items() if not isinstance(c.value, bool)}
+        shape = []
+        for d in self.scope.dims.get(name, []):
+            if d.upper is None:
+                return None
+            try:
+                shape.append(ir.eval_int(d.upper, env) - ir.eval_int(d.lower, env) + 1)
+            except (ir.NotConstant, ValueError, ZeroDivisionError):
+                return None
+        return shape
+
+    # -- liveness of scalars written on the device -----------------------------------------------
+    def _outputs(self) -> list[str]:
+        outs = [self.result_name] if self.result_name else []
+        outs += [a.name for a in self.k.args if not a.dims and a.intent in ("out", "inout")]
+        return outs
+
+    def _box_for(self, region: _Serial) -> list[str]:
+        _, writes = _refs(region.stmts)
+        written = sorted(n for n in writes if n in self.scalars)
+        skip = {id(s) for s in region.stmts}
+        outside_reads, outside_writes = _refs(_without(self.k.body, skip))
+        outs = set(self._outputs())
+        loop_vars = {x.var for x in ir.walk(region.stmts) if isinstance(x, ir.Loop)}
+        assigned = {
+            x.target.name
+            for x in ir.walk(region.stmts)
+            if isinstance(x, ir.Assign) and isinstance(x.target, ir.Var)
+        }
+        box = []
+        for n in written:
+            needed = n in outside_reads or n in outs or n in outside_writes
+            if not needed and self.inside_host_loop.get(id(region)):
+                # Inside a host loop the next launch starts from the host's value.
+                needed = n in assigned or n not in loop_vars
+            if needed:
+                box.append(n)
+        return box
+
+    # -- printing helpers ----------------------------------------------------------------------
+    def _expr_printer(self) -> ExprPrinter:
+        return ExprPrinter(self.scope)
+
+    def _kernel_params(self, stmts: list[ir.Stmt], exclude: set[str]) -> tuple[list, list]:
+        """(arrays, scalars) a kernel needs, in a stable order."""
+        reads, writes = _refs(stmts)
+        names = reads | writes
+        arrays = sorted(n for n in names if n in self.arrays)
+        # Lower bounds (and extents) of the arrays appear in the subscripts.
+        for a in arrays:
+            for d in self.scope.dims[a]:
+                for part in (d.lower, d.upper):
+                    for sub in ir.walk_expr(part):
+                        if isinstance(sub, ir.Var):
+                            names.add(sub.name)
+        scalars = sorted(n for n in names if n in self.scalars and n not in exclude)
+        return arrays, scalars
+
+    def _device_body(self, stmts: list[ir.Stmt], depth: int, returns: str = "return") -> list:
+        p = self._expr_printer()
+        printer = _DevicePrinter(p, returns=returns, all_stmts=self.k.body)
+        lines = printer.block(stmts, depth)
+        self.helpers |= p.helpers
+        return lines
+
+    def _local_arrays(self, names: list[str], depth: int) -> list[str]:
+        lines = []
+        for n in names:
+            shape = self._const_shape(n)
+            assert shape is not None
+            t = self.scope.type(n)
+            dims = ", ".join(str(x) for x in shape)
+            lines.append(
+                f"{_IND * depth}{py_name(n)} = cuda.local.array(({dims},), {_numba_type(t)})"
+            )
+        return lines
+
+    # -- kernels -------------------------------------------------------------------------------
+    def nest_kernel(self, nest: _Nest) -> list[str]:
+        nd = len(nest.loops)
+        red_vars = {r.var for r in nest.reductions} | {
+            v for r in nest.reductions for v in r.index_vars
+        }
+        loop_vars = {lp.var for lp in nest.loops}
+        arrays, scalars = self._kernel_params([*nest.loops], set())
+        _, written = _refs(nest.body)
+        scalars = [s for s in scalars if s not in written and s not in loop_vars]
+        scalars = [s for s in scalars if s not in red_vars]
+        private_arrays = set(nest.private_arrays)
+        arrays = [a for a in arrays if a not in private_arrays]
+        params = [py_name(a) for a in arrays] + [py_name(s) for s in scalars]
+        for k in range(nd):
+            params += [f"_lo{k}", f"_st{k}", f"_n{k}"]
+        red_params = []
+        for r in nest.reductions:
+            red_params.append(f"_r_{py_name(r.var)}")
+            red_params += [f"_r_{py_name(v)}" for v in r.index_vars]
+        partials = self._partial_names(nest)
+        params += red_params + partials
+        lines = ["@cuda.jit", f"def {nest.name}({', '.join(params)}):"]
+        axes = "xyz"
+        doc = [
+            f"{_IND}# line {lp.line}: do {lp.var} (grid {axes[nest.grid_order.index(k)]})"
+            for k, lp in enumerate(nest.loops)
+        ]
+        lines += doc
+        tvars = [f"_t{k}" for k in nest.grid_order]
+        if nd == 1:
+            lines.append(f"{_IND}{tvars[0]} = cuda.grid(1)")
+        else:
+            lines.append(f"{_IND}{', '.join(tvars)} = cuda.grid({nd})")
+        lines += self._local_arrays(nest.private_arrays, 1)
+        for r in nest.reductions:
+            lines.append(f"{_IND}{py_name(r.var)} = _r_{py_name(r.var)}")
+            for v in r.index_vars:
+                lines.append(f"{_IND}{py_name(v)} = _r_{py_name(v)}")
+            if r.op in ("argmax", "argmin"):
+                lines.append(f"{_IND}_key = {'_KEY_NONE' if nest.first_occurrence else -1}")
+        guard = " and ".join(f"_t{k} < _n{k}" for k in range(nd))
+        lines.append(f"{_IND}if {guard}:")
+        for k, lp in enumerate(nest.loops):
+            lines.append(f"{_IND * 2}{py_name(lp.var)} = _lo{k} + _t{k} * _st{k}")
+        lines += self._device_body(nest.body, 2)
+        for r in nest.reductions:
+            if r.op in ("argmax", "argmin"):
+                changed = " or ".join(
+                    f"{py_name(v)} != _r_{py_name(v)}" for v in [r.var, *r.index_vars]
+                )
+                key = "_t0"
+                for k in range(1, nd):
+                    key = f"({key}) * _n{k} + _t{k}"
+                lines.append(f"{_IND * 2}if {changed}:")
+                lines.append(f"{_IND * 3}_key = {key}")
+        if nest.reductions:
+            lines += self._block_reduction(nest)
+        return lines
+
+    def _partial_names(self, nest: _Nest) -> list[str]:
+        names = []
+        for j, r in enumerate(nest.reductions):
+            names.append(f"_p{j}")
+            if r.op in ("argmax", "argmin"):
+                names.append(f"_p{j}_key")
+                names += [f"_p{j}_{py_name(v)}" for v in r.index_vars]
+        return names
+
+    def _slots(self, nest: _Nest) -> list[tuple[str, str, ir.FType]]:
+        """(value expression in a thread, partial array, type) per reduction slot."""
+        slots = []
+        for j, r in enumerate(nest.reductions):
+            slots.append((py_name(r.var), f"_p{j}", self.scope.type(r.var)))
+            if r.op in ("argmax", "argmin"):
+                slots.append(("_key", f"_p{j}_key", ir.FType("integer", 8)))
+                for v in r.index_vars:
+                    slots.append((py_name(v), f"_p{j}_{py_name(v)}", self.scope.type(v)))
+        return slots
+
+    def _combine(self, nest: _Nest, sh: list[str], a: str, b: str, depth: int) -> list[str]:
+        """Lines combining slot values at index ``b`` into index ``a`` of the arrays ``sh``."""
+        ind = _IND * depth
+        lines = []
+        k = 0
+        for r in nest.reductions:
+            v = sh[k]
+            if r.op == "+":
+                lines.append(f"{ind}{v}[{a}] = {v}[{a}] + {v}[{b}]")
+                k += 1
+            elif r.op == "*":
+                lines.append(f"{ind}{v}[{a}] = {v}[{a}] * {v}[{b}]")
+                k += 1
+            elif r.op in ("min", "max"):
+                lines.append(f"{ind}{v}[{a}] = {r.op}({v}[{a}], {v}[{b}])")
+                k += 1
+            else:
+                key = sh[k + 1]
+                idx = sh[k + 2 : k + 2 + len(r.index_vars)]
+                better = ">" if r.op == "argmax" else "<"
+                tie = "<" if nest.first_occurrence else ">"
+                lines.append(
+                    f"{ind}if {v}[{b}] {better} {v}[{a}] or "
+                    f"({v}[{b}] == {v}[{a}] and {key}[{b}] {tie} {key}[{a}]):"
+                )
+                for arr in [v, key, *idx]:
+                    lines.append(f"{ind}{_IND}{arr}[{a}] = {arr}[{b}]")
+                k += 2 + len(r.index_vars)
+        return lines
+
+    def _block_reduction(self, nest: _Nest) -> list[str]:
+        slots = self._slots(nest)
+        lines = [
+            f"{_IND}# Block reduction in shared memory; thread 0 writes the block's partial.",
+            f"{_IND}_tid = cuda.threadIdx.x + cuda.blockDim.x * "
+            "(cuda.threadIdx.y + cuda.blockDim.y * cuda.threadIdx.z)",
+            f"{_IND}_nt = cuda.blockDim.x * cuda.blockDim.y * cuda.blockDim.z",
+        ]
+        sh = []
+        for j, (value, _, t) in enumerate(slots):
+            lines.append(f"{_IND}_sh{j} = cuda.shared.array(_MAX_BLOCK_THREADS, {_numba_type(t)})")
+            lines.append(f"{_IND}_sh{j}[_tid] = {value}")
+            sh.append(f"_sh{j}")
+        lines += self._tree(nest, sh, 1)
+        lines.append(f"{_IND}if _tid == 0:")
+        lines.append(
+            f"{_IND * 2}_b = cuda.blockIdx.x + cuda.gridDim.x * "
+            "(cuda.blockIdx.y + cuda.gridDim.y * cuda.blockIdx.z)"
+        )
+        for j, (_, part, _) in enumerate(slots):
+            lines.append(f"{_IND * 2}{part}[_b] = _sh{j}[0]")
+        return lines
+
+    def _tree(self, nest: _Nest, sh: list[str], depth: int) -> list[str]:
+        ind = _IND * depth
+        lines = [
+            f"{ind}cuda.syncthreads()",
+            f"{ind}_s = 1",
+            f"{ind}while _s < _nt:",
+            f"{ind}{_IND}_s *= 2",
+            f"{ind}_s //= 2",
+            f"{ind}while _s > 0:",
+            f"{ind}{_IND}if _tid < _s and _tid + _s < _nt:",
+        ]
+        lines += self._combine(nest, sh, "_tid", "_tid + _s", depth + 2)
+        lines += [f"{ind}{_IND}cuda.syncthreads()", f"{ind}{_IND}_s //= 2"]
+        return lines
+
+    def finish_kernel(self, nest: _Nest) -> list[str]:
+        """One block combines the per-block partials and writes the results to ``_box``."""
+        slots = self._slots(nest)
+        parts = [p for _, p, _ in slots]
+        inits = []
+        for r in nest.reductions:
+            inits.append(f"_i_{py_name(r.var)}")
+            inits += [f"_i_{py_name(v)}" for v in r.index_vars]
+        params = parts + ["_nb", "_box"] + inits
+        lines = ["@cuda.jit", f"def {nest.name}_finish({', '.join(params)}):"]
+        lines.append(f"{_IND}_tid = cuda.threadIdx.x")
+        lines.append(f"{_IND}_nt = cuda.blockDim.x")
+        sh = []
+        for j, (_, part, t) in enumerate(slots):
+            lines.append(f"{_IND}_sh{j} = cuda.shared.array(_FINISH_THREADS, {_numba_type(t)})")
+            sh.append(f"_sh{j}")
+        # Each thread starts from block _tid's partial (or block 0's when there are fewer blocks:
+        # min/max/argmax are idempotent, and +/* threads beyond _nb are masked below).
+        lines.append(f"{_IND}_first = _tid if _tid < _nb else 0")
+        for j, (_, part, _) in enumerate(slots):
+            lines.append(f"{_IND}_sh{j}[_tid] = {part}[_first]")
+        lines.append(f"{_IND}_j = _tid + _nt")
+        lines.append(f"{_IND}while _j < _nb:")
+        # Combine partial _j into this thread's slot: reuse the pairwise combine on a scratch
+        # view by staging the partial in the arrays (cheap: once per extra partial).
+        k = 0
+        for r in nest.reductions:
+            v, p = sh[k], parts[k]
+            if r.op == "+":
+                lines.append(f"{_IND * 2}{v}[_tid] = {v}[_tid] + {p}[_j]")
+                k += 1
+            elif r.op == "*":
+                lines.append(f"{_IND * 2}{v}[_tid] = {v}[_tid] * {p}[_j]")
+                k += 1
+            elif r.op in ("min", "max"):
+                lines.append(f"{_IND * 2}{v}[_tid] = {r.op}({v}[_tid], {p}[_j])")
+                k += 1
+            else:
+                n_idx = len(r.index_vars)
+                key, pk = sh[k + 1], parts[k + 1]
+                better = ">" if r.op == "argmax" else "<"
+                tie = "<" if nest.first_occurrence else ">"
+                lines.append(
+                    f"{_IND * 2}if {p}[_j] {better} {v}[_tid] or "
+                    f"({p}[_j] == {v}[_tid] and {pk}[_j] {tie} {key}[_tid]):"
+                )
+                for q in range(2 + n_idx):
+                    lines.append(f"{_IND * 3}{sh[k + q]}[_tid] = {parts[k + q]}[_j]")
+                k += 2 + n_idx
+        lines.append(f"{_IND * 2}_j += _nt")
+        # Threads with no partial of their own hold block 0's copy: neutral only for the
+        # idempotent operations, so +/* reset them to the identity.
+        k = 0
+        for r in nest.reductions:
+            if r.op in ("+", "*"):
+                ident = "0" if r.op == "+" else "1"
+                lines.append(f"{_IND}if _tid >= _nb:")
+                lines.append(f"{_IND * 2}{sh[k]}[_tid] = {ident}")
+                k += 1
+            elif r.op in ("min", "max"):
+                k += 1
+            else:
+                k += 2 + len(r.index_vars)
+        lines += self._tree(nest, sh, 1)
+        lines.append(f"{_IND}if _tid == 0:")
+        k = 0
+        slot = 0
+        for r in nest.reductions:
+            iv = f"_i_{py_name(r.var)}"
+            if r.op == "+":
+                lines.append(f"{_IND * 2}_box[{slot}] = {iv} + {sh[k]}[0]")
+                k += 1
+                slot += 1
+            elif r.op == "*":
+                lines.append(f"{_IND * 2}_box[{slot}] = {iv} * {sh[k]}[0]")
+                k += 1
+                slot += 1
+            elif r.op in ("min", "max"):
+                lines.append(f"{_IND * 2}_box[{slot}] = {sh[k]}[0]")
+                k += 1
+                slot += 1
+            else:
+                none = "_KEY_NONE" if nest.first_occurrence else -1
+                lines.append(f"{_IND * 2}if {sh[k + 1]}[0] != {none}:")
+                lines.append(f"{_IND * 3}_box[{slot}] = {sh[k]}[0]")
+                for q, v in enumerate(r.index_vars):
+                    lines.append(f"{_IND * 3}_box[{slot + 1 + q}] = {sh[k + 2 + q]}[0]")
+                lines.append(f"{_IND * 2}else:")
+                lines.append(f"{_IND * 3}_box[{slot}] = {iv}")
+                for q, v in enumerate(r.index_vars):
+                    lines.append(f"{_IND * 3}_box[{slot + 1 + q}] = _i_{py_name(v)}")
+                k += 2 + len(r.index_vars)
+                slot += 1 + len(r.index_vars)
+        return lines
+
+    def serial_kernel(self, region: _Serial) -> list[str]:
+        region.box = self._box_for(region)
+        arrays, scalars = self._kernel_params(region.stmts, set())
+        params = [py_name(a) for a in arrays] + [py_name(s) for s in scalars] + ["_box"]
+        lines = ["@cuda.jit", f"def {region.name}({', '.join(params)}):"]
+        why = region.reason or "statements that touch arrays outside a parallel loop"
+        lines.append(f"{_IND}# One thread runs these statements in Fortran order: {why}")
+        local_arrays = [
+            a for a in arrays if a in self.k.locals and self._private_to_region(a, region)
+        ]
+        del local_arrays  # global device arrays are used: safe for any size
+        writes = [f"_box[{j}] = {py_name(n)}" for j, n in enumerate(region.box)]
+        ret = "return"
+        if region.has_return:
+            ret = "; ".join([*writes, f"_box[{len(region.box)}] = 1", "return"])
+        lines += self._device_body(region.stmts, 1, returns=ret)
+        lines += [f"{_IND}{w}" for w in writes]
+        return lines
+
+    def _private_to_region(self, name: str, region: _Serial) -> bool:
+        skip = {id(s) for s in region.stmts}
+        r, w = _refs(_without(self.k.body, skip))
+        return name not in r and name not in w
+
+    def device_functions(self) -> list[str]:
+        lines: list[str] = []
+        for name, proc in self.k.functions.items():
+            scope = Scope.from_procedure(proc, self.scope)
+            p = ExprPrinter(scope)
+            outs = []
+            if proc.kind == "function":
+                outs = [proc.result or proc.name]
+            else:
+                outs = [
+                    a
+                    for a in proc.args
+                    if a in proc.decls
+                    and not proc.decls[a].dims
+                    and proc.decls[a].intent in ("out", "inout")
+                ]
+            ret = "return " + ", ".join(py_name(o) for o in outs) if outs else "return"
+            printer = _DevicePrinter(p, returns=ret, all_stmts=proc.body)
+            lines.append("@cuda.jit(device=True)")
+            lines.append(f"def {py_name(name)}({', '.join(py_name(a) for a in proc.args)}):")
+            kind = "elemental " if proc.elemental else ("pure " if proc.pure else "")
+            lines.append(f'{_IND}"""Fortran {kind}{proc.kind} {name} (line {proc.line})."""')
+            for local, d in proc.decls.items():
+                if local in proc.args or not d.dims or d.parameter is not None:
+                    continue
+                env = {n: c.value for n, c in scope.constants.items()}
+                try:
+                    dims = [
+                        ir.eval_int(x.upper, env) - ir.eval_int(x.lower, env) + 1 for x in d.dims
+                    ]
+                except (ir.NotConstant, ValueError, TypeError) as exc:
+                    raise CodegenError(
+                        f"local array {local} of {name} has no constant shape", d.line
+                    ) from exc
+                lines.append(
+                    f"{_IND}{py_name(local)} = cuda.local.array("
+                    f"({', '.join(map(str, dims))},), {_numba_type(d.type)})"
+                )
+            lines += printer.block(proc.body, 1)
+            lines.append(f"{_IND}{ret}")
+            lines.append("")
+            lines.append("")
+            self.helpers |= p.helpers
+        return lines
+
+    def scalar_device_version(self) -> list[str]:
+        """A scalar-only routine runs on the host; emit its device twin for use in kernels."""
+        outs = self._outputs()
+        ret = "return " + ", ".join(py_name(o) for o in outs) if outs else "return"
+        name = f"{py_name(self.k.name)}_device"
+        lines = [
+            "@cuda.jit(device=True)",
+            f"def {name}({', '.join(py_name(a.name) for a in self.k.args)}):",
+            f'{_IND}"""Device version of {self.k.name}: callable from other CUDA kernels."""',
+        ]
+        for local, t in sorted(self.scalars.items()):
+            if local not in {a.name for a in self.k.args}:
+                zero = "False" if t.base == "logical" else "0"
+                lines.append(f"{_IND}{py_name(local)} = {_np_type(t)}({zero})")
+        lines += self._device_body(self.k.body, 1, returns=ret)
+        lines += [f"{_IND}{ret}", "", ""]
+        self.notes_extra.append(
+            f"scalar-only {self.k.origin}: the entry computes on the host (a launch would cost "
+            f"more than the work); {name} is the same code as a CUDA device function"
+        )
+        return lines
+
+    # -- host ----------------------------------------------------------------------------------
+    def launch_lines(self, region: _Nest | _Serial, depth: int) -> list[str]:
+        ind = _IND * depth
+        p = self._expr_printer()
+        if isinstance(region, _Serial):
+            arrays, scalars = self._kernel_params(region.stmts, set())
+            args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(s) for s in scalars]
+            nbox = len(region.box) + (1 if region.has_return else 0)
+            lines = [f"{ind}_box = cuda.device_array({max(nbox, 1)}, np.float64)"]
+            if region.has_return:
+                lines.append(f"{ind}_box[{len(region.box)}:] = 0")
+            lines.append(f"{ind}{region.name}[1, 1]({', '.join([*args, '_box'])})")
+            if nbox:
+                lines.append(f"{ind}_h = _box.copy_to_host()")
+                for j, n in enumerate(region.box):
+                    lines.append(f"{ind}{py_name(n)} = {self._from_box(n, f'_h[{j}]')}")
+                if region.has_return:
+                    lines.append(f"{ind}if _h[{len(region.box)}]:")
+                    lines.append(f"{ind}{_IND}raise _FortranReturn()")
+                    self.uses_return = True
+            return lines
+        nest = region
+        nd = len(nest.loops)
+        lines = []
+        for k, lp in enumerate(nest.loops):
+            lo = self._host_int(p, lp.start)
+            hi = self._host_int(p, lp.stop)
+            st = self._host_int(p, lp.step) if lp.step is not None else "1"
+            lines.append(f"{ind}_lo{k}, _st{k} = {lo}, {st}")
+            lines.append(f"{ind}_n{k} = _trip(_lo{k}, {hi}, _st{k})")
+        red_vars = {r.var for r in nest.reductions} | {
+            v for r in nest.reductions for v in r.index_vars
+        }
+        loop_vars = {lp.var for lp in nest.loops}
+        arrays, scalars = self._kernel_params([*nest.loops], set())
+        _, written = _refs(nest.body)
+        scalars = [s for s in scalars if s not in written and s not in loop_vars]
+        scalars = [s for s in scalars if s not in red_vars]
+        arrays = [a for a in arrays if a not in set(nest.private_arrays)]
+        args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(s) for s in scalars]
+        for k in range(nd):
+            args += [f"_lo{k}", f"_st{k}", f"_n{k}"]
+        block = f"_block{nd}"
+        sizes = ", ".join(f"_n{k}" for k in nest.grid_order)
+        lines.append(f"{ind}_grid = _grid_for(({sizes},), {block})")
+        guard = " and ".join(f"_n{k} > 0" for k in range(nd))
+        if nest.reductions:
+            lines += self._reduction_launch(nest, args, block, guard, ind)
+        else:
+            lines.append(f"{ind}if {guard}:")
+            lines.append(f"{ind}{_IND}{nest.name}[_grid, {block}]({', '.join(args)})")
+        # The DO variables keep Fortran's final values for any later use on the host.
+        outside_reads, _ = _refs(_strip_loop(self.k.body, nest.loops[0]))
+        for k, lp in enumerate(nest.loops):
+            if lp.var in outside_reads:
+                t = _np_type(self.scope.type(lp.var))
+                lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{k} + _n{k} * _st{k})")
+        return lines
+
+    def _reduction_launch(self, nest: _Nest, args, block: str, guard: str, ind: str) -> list:
+        lines = [
+            f"{ind}_nb = _grid[0] * (_grid[1] if len(_grid) > 1 else 1) * "
+            "(_grid[2] if len(_grid) > 2 else 1)"
+        ]
+        red_args = []
+        inits = []
+        for r in nest.reductions:
+            t = _np_type(self.scope.type(r.var))
+            if r.op == "+":
+                red_args.append(f"{t}(0)")
+            elif r.op == "*":
+                red_args.append(f"{t}(1)")
+            else:
+                red_args.append(py_name(r.var))
+            red_args += [py_name(v) for v in r.index_vars]
+            inits.append(py_name(r.var))
+            inits += [py_name(v) for v in r.index_vars]
+        parts = []
+        for _, part, t in self._slots(nest):
+            lines.append(f"{ind}{part} = cuda.device_array(max(_nb, 1), {_np_type(t)})")
+            parts.append(part)
+        nbox = len(inits)
+        lines.append(f"{ind}_box = cuda.device_array({nbox}, np.float64)")
+        lines.append(f"{ind}if {guard}:")
+        lines.append(
+            f"{ind}{_IND}{nest.name}[_grid, {block}]({', '.join([*args, *red_args, *parts])})"
+        )
+        lines.append(
+            f"{ind}{_IND}{nest.name}_finish[1, _FINISH_THREADS]"
+            f"({', '.join([*parts, '_nb', '_box', *inits])})"
+        )
+        lines.append(f"{ind}{_IND}_h = _box.copy_to_host()")
+        j = 0
+        for r in nest.reductions:
+            for n in [r.var, *r.index_vars]:
+                lines.append(f"{ind}{_IND}{py_name(n)} = {self._from_box(n, f'_h[{j}]')}")
+                j += 1
+        return lines
+
+    def _from_box(self, name: str, text: str) -> str:
+        t = self.scope.type(name)
+        if t.base == "logical":
+            return f"np.bool_({text} != 0)"
+        if t.base == "integer":
+            return f"{_np_type(t)}(int({text}))"
+        return f"{_np_type(t)}({text})"
+
+    def _host_int(self, p: ExprPrinter, e: ir.Expr) -> str:
+        text = p.expr(e)
+        self.helpers |= p.helpers
+        text = _HELPER_CALL.sub(r"_host_f_\1(", text)
+        return text if re.fullmatch(r"-?\d+", text) else f"int({text})"
+
+    def driver(self, body: list) -> list[str]:
+        k = self.k
+        fn = py_name(k.name)
+        params = [py_name(a.name) for a in k.args]
+        sig = ", ".join(params)
+        sig = (
+            f"{sig}, *, block_1d=None, block_2d=None, block_3d=None"
+            if sig
+            else ("*, block_1d=None, block_2d=None, block_3d=None")
+        )
+        lines = [f"def {fn}({sig}):"]
+        lines.append(f'{_IND}"""Fortran {k.origin} {k.fortran_entry} (line {k.line}) on the GPU.')
+        lines.append("")
+        lines.append(
+            f"{_IND}Arrays are F-ordered numpy arrays, modified in place (INTENT(OUT/INOUT) are"
+        )
+        lines.append(f"{_IND}copied back); scalar INTENT(OUT/INOUT) values are returned.")
+        lines.append(f'{_IND}"""')
+        lines.append(f"{_IND}_block1 = tuple(block_1d or BLOCK_1D)")
+        lines.append(f"{_IND}_block2 = tuple(block_2d or BLOCK_2D)")
+        lines.append(f"{_IND}_block3 = tuple(block_3d or BLOCK_3D)")
+        for a in k.args:
+            if not a.dims:
+                lines.append(f"{_IND}{py_name(a.name)} = {_np_type(a.type)}({py_name(a.name)})")
+        for name, t in sorted(self.scalars.items()):
+            if name in {a.name for a in k.args}:
+                continue
+            zero = "False" if t.base == "logical" else "0"
+            lines.append(f"{_IND}{py_name(name)} = {_np_type(t)}({zero})")
+        lines.append(f"{_IND}# Copy in once; the arrays stay on the device until the end.")
+        for a in k.args:
+            if a.dims:
+                lines.append(f"{_IND}_d_{py_name(a.name)} = _to_device({py_name(a.name)})")
+        p = self._expr_printer()
+        for name, d in sorted(k.locals.items()):
+            if not d.dims or d.allocatable or self._only_private(name):
+                continue
+            try:
+                text = p.new_array(name, d.dims)
+            except CodegenError:
+                continue
+            text = _HELPER_CALL.sub(r"_host_f_\1(", text)
+            lines.append(f"{_IND}_d_{py_name(name)} = cuda.to_device({text})")
+        self.helpers |= p.helpers
+        hp = self._expr_printer()
+        host = _HostPrinter(hp, self, returns="raise _FortranReturn()", all_stmts=k.body)
+        for new, orig in self.host_loops:
+            host.originals[id(new)] = orig
+        uses_return = self.uses_return or any(
+            isinstance(r, _Serial) and r.has_return for r in self.serials
+        )
+        body_lines = host.block(body, 2 if uses_return else 1)
+        self.helpers |= hp.helpers
+        body_lines = [_HELPER_CALL.sub(r"_host_f_\1(", x) for x in body_lines]
+        if uses_return:
+            lines.append(f"{_IND}try:")
+            lines += body_lines
+            lines.append(f"{_IND}except _FortranReturn:")
+            lines.append(f"{_IND * 2}pass")
+        else:
+            lines += body_lines
+        lines.append(f"{_IND}# Copy back only INTENT(OUT/INOUT) arrays.")
+        for a in k.args:
+            if a.dims and a.intent in ("out", "inout"):
+                lines.append(f"{_IND}_to_host(_d_{py_name(a.name)}, {py_name(a.name)})")
+        outs = [py_name(n) for n in self._outputs()]
+        if len(outs) == 1:
+            lines.append(f"{_IND}return {outs[0]}")
+        elif outs:
+            lines.append(f"{_IND}return {', '.join(outs)}")
+        return lines
+
+    def _only_private(self, name: str) -> bool:
+        return any(name in n.private_arrays for n in self.nests) and not any(
+            name in _refs(s.stmts)[0] | _refs(s.stmts)[1] for s in self.serials
+        )
+
+    # -- whole module --------------------------------------------------------------------------
+    def build(self) -> GeneratedCode:
+        k = self.k
+        body = self.plan(k.body, False)
+        for region in self.serials:
+            region.box = self._box_for(region)
+        driver = self.driver(body)
+        kernels: list[str] = []
+        for nest in self.nests:
+            kernels += self.nest_kernel(nest) + ["", ""]
+            if nest.reductions:
+                kernels += self.finish_kernel(nest) + ["", ""]
+        for region in self.serials:
+            kernels += self.serial_kernel(region) + ["", ""]
+        functions = self.device_functions()
+        if not self.nests and not self.serials and not any(a.dims for a in k.args):
+            functions += self.scalar_device_version()
+        self._notes()
+        head = [
+            f'"""numba.cuda port of Fortran {k.origin} {k.fortran_entry} (line {k.line}),',
+            "generated by fortranspire.",
+            "",
+            f"Entry: {py_name(k.name)}({', '.join(py_name(a.name) for a in k.args)}). Arrays are "
+            "F-ordered numpy arrays",
+            "indexed with Fortran's lower bounds mapped to 0; they are copied to the device "
+            "once, kept",
+            "there across every kernel launch, and INTENT(OUT/INOUT) ones are copied back at "
+            "the end.",
+            "Launch configuration: BLOCK_1D / BLOCK_2D / BLOCK_3D below, or the block_1d= / "
+            "block_2d= /",
+            "block_3d= keyword arguments. Without a GPU, set NUMBA_ENABLE_CUDASIM=1.",
+            "",
+            *[f"- {n}" for n in self.notes],
+            '"""',
+            "",
+            "import math",
+            "",
+            "import numba",
+            "import numpy as np",
+            "from numba import cuda",
+            "",
+            f"BLOCK_1D = {DEFAULT_BLOCKS[1]!r}",
+            f"BLOCK_2D = {DEFAULT_BLOCKS[2]!r}",
+            f"BLOCK_3D = {DEFAULT_BLOCKS[3]!r}",
+            f"_MAX_BLOCK_THREADS = {MAX_BLOCK_THREADS}",
+            f"_FINISH_THREADS = {FINISH_THREADS}",
+            "_KEY_NONE = 2**62  # iteration number of 'no candidate yet' in argmax/argmin",
+            "",
+            "",
+            "class _FortranReturn(Exception):",
+            '    """RETURN executed on the host."""',
+            "",
+            "",
+            "def _trip(lo, hi, st):",
+            '    """Fortran DO trip count, evaluated once before the loop."""',
+            "    return max(0, (hi - lo + st) // st)",
+            "",
+            "",
+            "def _grid_for(sizes, block):",
+            "    return tuple((n + b - 1) // b for n, b in zip(sizes, block))",
+            "",
+            "",
+            "def _to_device(a):",
+            "    return cuda.to_device(np.asfortranarray(a))",
+            "",
+            "",
+            "def _to_host(d, a):",
+            "    if a.flags.f_contiguous:",
+            "        d.copy_to_host(a)",
+            "    else:",
+            "        a[...] = d.copy_to_host()",
+            "",
+            "",
+        ]
+        helpers = []
+        if self.helpers:
+            helpers.append("# Fortran intrinsics with semantics Python lacks, on the device ...")
+            helpers.append(helper_source(self.helpers, "@cuda.jit(device=True)"))
+            helpers.append("")
+            helpers.append("# ... and on the host (scalar statements outside the kernels).")
+            host = helper_source(self.helpers, "")
+            host = re.sub(r"\bdef _f_", "def _host_f_", host)
+            helpers.append(host.replace("\n\ndef ", "\ndef ").lstrip("\n"))
+            helpers += ["", ""]
+        code_lines = head + helpers + functions + kernels + driver
+        code = "\n".join(code_lines).rstrip() + "\n"
+        code = re.sub(r"\n{4,}", "\n\n\n", code)
+        return GeneratedCode(code, py_name(k.name), len(self.nests), list(self.notes))
+
+    def _notes(self) -> None:
+        notes = []
+        axes = "xyz"
+        for nest in self.nests:
+            grid = ", ".join(
+                f"{axes[pos]}={nest.loops[k].var}" for pos, k in enumerate(nest.grid_order)
+            )
+            text = (
+                f"line {nest.loops[0].line}: kernel {nest.name}, {len(nest.loops)}-D grid ({grid}),"
+                f" default block {DEFAULT_BLOCKS[len(nest.loops)]}"
+            )
+            if nest.private_arrays:
+                text += f", private arrays in cuda.local.array: {', '.join(nest.private_arrays)}"
+            if nest.reductions:
+                reds = ", ".join(f"{r.op} on {r.var}" for r in nest.reductions)
+                text += (
+                    f"; reductions ({reds}): block shared-memory tree + one-block finishing "
+                    "kernel (two passes)"
+                )
+                if any(r.op.startswith("arg") for r in nest.reductions):
+                    text += (
+                        ", argmax/argmin keep the "
+                        + ("first" if nest.first_occurrence else "last")
+                        + " occurrence via the iteration number"
+                    )
+            notes.append(text)
+        for region in self.serials:
+            line = getattr(region.stmts[0], "line", 0)
+            why = region.reason or "no parallel loop"
+            text = (
+                f"line {line}: sequential single-thread kernel {region.name}, Fortran order kept"
+                f" (no wavefront) ({why})"
+            )
+            if region.box:
+                text += f"; scalars copied back after it: {', '.join(region.box)}"
+            notes.append(text)
+        for new, _ in self.host_loops:
+            if isinstance(new, ir.Loop):
+                notes.append(
+                    f"line {new.line}: do {new.var} runs on the host; arrays stay resident on "
+                    "the device across its iterations (launches only, no copies)"
+                )
+        self.notes = notes + self.notes_extra
+
+
+def _contains_parallel_or_argmax(s: ir.Stmt) -> bool:
+    return any(
+        isinstance(x, ir.Loop) and (x.parallel or any(r.op.startswith("arg") for r in x.reductions))
+        for x in ir.walk([s])
+    )
+
+
+def _last_occurrence(body: list[ir.Stmt], r: ir.Reduction) -> bool:
+    """Whether the argmax IF compares with >= / <= (the last maximum wins)."""
+    for s in ir.walk(body):
+        if isinstance(s, ir.If):
+            for cond, _ in s.branches:
+                if isinstance(cond, ir.BinOp) and cond.op in (">=", "<="):
+                    if any(isinstance(x, ir.Var) and x.name == r.var for x in ir.walk_expr(cond)):
+                        return True
+    return False
+
+
+def generate_cuda(kernel: ir.Kernel) -> GeneratedCode:
+    """Print ``kernel`` (analysed) as a numba.cuda module with a host driver; see module doc."""
+    if kernel.unsupported:
+        first = kernel.unsupported[0]
+        raise CodegenError(f"unsupported construct: {first.construct}", first.line)
+    return _CudaModule(kernel).build()

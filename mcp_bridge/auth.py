@@ -1,0 +1,315 @@
+"""Bearer-key auth for the MCP endpoints, bound to the tenant of the Host header.
+
+The SDK's ``TokenVerifier.verify_token(token)`` sees only the token, not the request, so a thin
+ASGI middleware (:class:`TenantHostMiddleware`) resolves the tenant from the Host header first
+and hands it to the verifier through a context variable. The SDK's BearerAuthBackend then puts
+the resulting :class:`TenantAccessToken` into ``scope["user"]``, where tools read it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from pydantic import ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_bridge.hosts import TenantDirectory, run_db, tenant_directory
+from mcp_bridge.limits import limit_setting
+
+SCOPES = ("translate", "profile", "agent", "history")
+
+# Which scope each tool needs; also drives the HTTP-level 403 on /mcp.
+TOOL_SCOPES: dict[str, str] = {
+    "translate_kernel": "translate",
+    "translate_kernel_gpu": "translate",
+    "profile_kernels": "profile",
+    "ask_agent": "agent",
+    "list_kernel_runs": "history",
+    "get_kernel_run": "history",
+}
+
+TENANT_SCOPE_KEY = "fortranspire.tenant"
+current_tenant: ContextVar[Any | None] = ContextVar("fortranspire_mcp_tenant", default=None)
+
+
+class TenantAccessToken(AccessToken):
+    """An AccessToken that also carries the tenant and the ApiKey row it was checked against."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    tenant: Any = Field(default=None, exclude=True, repr=False)
+    api_key: Any = Field(default=None, exclude=True, repr=False)
+
+
+class TenantKeyVerifier(TokenVerifier):
+    """Checks a raw API key against the tenant resolved from this request's Host header.
+
+    Successful checks are cached for MCP_AUTH_CACHE_S seconds (0 disables): every MCP message
+    is its own HTTP request, and a database round trip per tools/list would dominate its cost.
+    Any save or delete of an ApiKey in this process (revocation through the dashboard, API or
+    admin) clears the cache at once; a revocation made by another process takes effect within
+    the TTL. A key's own expiry is checked on every hit.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Any, str], tuple[TenantAccessToken, float]] = {}
+        _verifiers.append(self)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        tenant = current_tenant.get()
+        # Checked before any hashing or DB work: a request on no known tenant host costs nothing.
+        if tenant is None or not token or len(token) > 512:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        cache_key = (tenant.pk, digest)
+        ttl = limit_setting("MCP_AUTH_CACHE_S")
+        now = time.monotonic()
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            access, cached_at = cached
+            if now - cached_at <= ttl and (
+                access.expires_at is None or access.expires_at > time.time()
+            ):
+                return access
+            self._cache.pop(cache_key, None)
+
+        from fortranspire_site.errors import ApplicationError
+        from tenants.services import api_key_authenticate
+
+        try:
+            key = await run_db(api_key_authenticate, raw_key=token, tenant=tenant)
+        except ApplicationError:
+            return None
+        scopes = [str(s) for s in (getattr(key, "scopes", None) or [])]
+        expires = getattr(key, "expires_at", None)
+        key_id = getattr(key, "pk", None) or "env"
+        tenant_id = getattr(tenant, "schema_name", None) or getattr(tenant, "pk", "")
+        access = TenantAccessToken(
+            # Never keep the raw key around (reprs, logs): its digest identifies it well enough.
+            token=digest,
+            client_id=f"{tenant_id}:{key_id}",
+            subject=f"{tenant_id}:{key_id}",
+            scopes=scopes,
+            expires_at=int(expires.timestamp()) if expires else None,
+            tenant=tenant,
+            api_key=key if getattr(key, "pk", None) else None,
+        )
+        if ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[cache_key] = (access, now)
+        return access
+
+
+_verifiers: list[TenantKeyVerifier] = []
+
+
+def forget_verified_keys(**_: Any) -> None:
+    """Signal receiver: an ApiKey changed (revoked, deleted), so no cached check may outlive it."""
+    for verifier in _verifiers:
+        verifier.clear()
+
+
+def connect_key_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    post_save.connect(
+        forget_verified_keys, sender="tenants.ApiKey", dispatch_uid="mcp_forget_keys_save"
+    )
+    post_delete.connect(
+        forget_verified_keys, sender="tenants.ApiKey", dispatch_uid="mcp_forget_keys_delete"
+    )
+
+
+def base_url(scope: Scope) -> str:
+    """scheme://host[:port] as the client addressed us (the tenant's own origin)."""
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode("latin-1") or "localhost"
+    return f"{scope.get('scheme', 'http')}://{host}"
+
+
+def resource_path_for(path: str) -> str:
+    """The RFC 9728 resource path an MCP request path belongs to."""
+    return "/sse" if path.startswith(("/sse", "/messages")) else "/mcp"
+
+
+def resource_metadata_url(scope: Scope) -> str:
+    return f"{base_url(scope)}/.well-known/oauth-protected-resource{resource_path_for(scope.get('path', ''))}"
+
+
+async def send_json(
+    send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class TenantHostMiddleware:
+    """Refuses hosts that belong to no tenant; otherwise exposes the tenant to the verifier."""
+
+    def __init__(self, app: ASGIApp, directory: TenantDirectory | None = None) -> None:
+        self.app = app
+        self.directory = directory or tenant_directory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        tenant = await self.directory.resolve(host)
+        if tenant is None:
+            # 421 like the SDK's own DNS-rebinding check: this server is not authoritative for it.
+            await send_json(
+                send,
+                421,
+                {
+                    "error": "unknown_host",
+                    "message": "No fortranspire organisation is served at this host.",
+                },
+            )
+            return
+        scope[TENANT_SCOPE_KEY] = tenant
+        reset = current_tenant.set(tenant)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_tenant.reset(reset)
+
+
+class RequireTenantAuth:
+    """401 with a per-host ``resource_metadata`` when the request carries no valid key.
+
+    The SDK's RequireAuthMiddleware takes one fixed metadata URL; every tenant has its own host,
+    so the URL is built from the request instead.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        if not isinstance(user, AuthenticatedUser):
+            headers = dict(scope.get("headers") or [])
+            presented = headers.get(b"authorization", b"").lower().startswith(b"bearer ")
+            error = "invalid_token" if presented else "unauthorized"
+            description = (
+                "The API key is unknown, revoked, expired or belongs to another organisation."
+                if presented
+                else "Send an API key as 'Authorization: Bearer <key>'."
+            )
+            parts = ['realm="fortranspire"']
+            if presented:
+                parts += [f'error="{error}"', f'error_description="{description}"']
+            parts.append(f'resource_metadata="{resource_metadata_url(scope)}"')
+            await send_json(
+                send,
+                401,
+                {"error": error, "error_description": description},
+                [(b"www-authenticate", ("Bearer " + ", ".join(parts)).encode())],
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+def missing_scope(access_token: AccessToken | None, tool_name: str) -> str | None:
+    """The scope ``tool_name`` needs that the token lacks, or None."""
+    needed = TOOL_SCOPES.get(tool_name)
+    if needed is None:
+        return None
+    scopes = set(access_token.scopes) if access_token else set()
+    return None if needed in scopes else needed
+
+
+class ToolScopeGuard:
+    """Answers a Streamable HTTP ``tools/call`` without the tool's scope with HTTP 403.
+
+    That is the MCP authorization spec's step-up signal (``insufficient_scope`` + the scope in
+    WWW-Authenticate); the body is also a JSON-RPC error so SDK clients surface it as an error.
+    The legacy SSE transport answers on the event stream, not on the POST, so there the tools
+    refuse with a tool error instead (they check scopes themselves either way).
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        messages = []
+        body = bytearray()
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body.extend(message.get("body", b""))
+            if not message.get("more_body") or len(body) > self.max_body_bytes:
+                break
+
+        async def replay():
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        refusal = self._refusal(scope, bytes(body))
+        if refusal is None:
+            await self.app(scope, replay, send)
+            return
+        request_id, needed = refusal
+        description = f"The '{needed}' scope is needed for this tool."
+        www = (
+            f'Bearer realm="fortranspire", error="insufficient_scope", scope="{needed}", '
+            f'error_description="{description}", resource_metadata="{resource_metadata_url(scope)}"'
+        )
+        await send_json(
+            send,
+            403,
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {
+                    "code": -32003,
+                    "message": f"insufficient_scope: {description}",
+                    "data": {"error": "insufficient_scope", "scope": needed},
+                },
+            },
+            [(b"www-authenticate", www.encode())],
+        )
+
+    @staticmethod
+    def _refusal(scope: Scope, body: bytes) -> tuple[Any, str] | None:
+        try:
+            message = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None  # the SDK answers malformed JSON-RPC itself
+        if not isinstance(message, dict) or message.get("method") != "tools/call":
+            return None
+        params = message.get("params") or {}
+        name = params.get("name") if isinstance(params, dict) else None
+        user = scope.get("user")
+        token = user.access_token if isinstance(user, AuthenticatedUser) else None
+        needed = missing_scope(token, name) if isinstance(name, str) else None
+        return None if needed is None else (message.get("id"), needed)

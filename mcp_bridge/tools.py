@@ -1,0 +1,589 @@
+"""The six MCP tools. Thin edges: check scope and limits, call a kernels service off the event
+loop, shape the answer (structured content + a text rendering). They never touch the ORM.
+
+Every call leaves a KernelRun behind: the services record successful and failed jobs
+themselves; refusals that happen before a service runs (scope, rate limit, size, job cap) are
+recorded here through ``kernels.services.kernel_run_record``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from pydantic import Field
+
+from fortranspire_site.errors import (
+    ApplicationError,
+    AuthenticationFailed,
+    PermissionDenied,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from mcp_bridge.auth import TOOL_SCOPES, TenantAccessToken
+from mcp_bridge.hosts import run_db
+from mcp_bridge.limits import check_source_size, job_slots, rate_limiter
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("parse", "analyse", "generate", "verify")
+
+LLM_SETUP_HELP = (
+    "No LLM is configured for this organisation, so ask_agent cannot answer yet. An owner can add "
+    "a Mistral API key in the dashboard (Settings -> LLM) or with "
+    "`PUT /api/v1/llm/credential` on this host; the deterministic translate/profile tools work "
+    "without one."
+)
+
+SourceArg = Annotated[
+    str,
+    Field(
+        description="Fortran 90+ source text (free form) holding one or more subroutines/functions."
+    ),
+]
+KernelArg = Annotated[
+    str | None,
+    Field(
+        description="Name of the one subroutine to port; all kernels in the source when omitted."
+    ),
+]
+VerifyArg = Annotated[
+    bool,
+    Field(
+        description="Run the port and the gfortran-compiled original on the same random inputs and compare."
+    ),
+]
+SizesArg = Annotated[
+    dict[str, int] | None,
+    Field(
+        description='Values for size arguments/parameters used when verifying, e.g. {"n": 1000}.'
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# plumbing shared by the tools
+
+
+def caller(ctx: Context) -> TenantAccessToken:
+    """The access token the transport authenticated for this request (tenant + key + scopes)."""
+    request = getattr(ctx.request_context, "request", None)
+    scope = getattr(request, "scope", None) or {}
+    user = scope.get("user")
+    token = user.access_token if isinstance(user, AuthenticatedUser) else None
+    if not isinstance(token, TenantAccessToken) or token.tenant is None:
+        raise AuthenticationFailed(
+            "This tool needs an API key sent as 'Authorization: Bearer <key>'."
+        )
+    return token
+
+
+def error_result(error: ApplicationError) -> CallToolResult:
+    data = error.to_dict()
+    text = error.message
+    retry_after = data.get("retry_after")
+    if retry_after is not None:
+        text += f" (retry_after={retry_after}s)"
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{data['error']}: {text}")],
+        structured_content=data,
+        is_error=True,
+    )
+
+
+def _engine_error_to_application(exc: Exception) -> ApplicationError | None:
+    from kernels.engine.report import EngineError
+
+    if isinstance(exc, EngineError):
+        return ValidationFailed(
+            exc.message, extra={"diagnostics": exc.to_dict().get("diagnostics", [])}
+        )
+    return None
+
+
+class _ProgressBridge:
+    """Carries the engine's progress callback (a worker thread) to ctx.report_progress (the loop).
+
+    MCP requires progress to increase, so stage k of the four maps onto [k, k + 0.9] by its own
+    done/total (total 4); an update that would not move forward is dropped.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.send, self.receive = anyio.create_memory_object_stream[tuple[float, str]](
+            max_buffer_size=64
+        )
+        self.last = -1.0
+
+    def callback(self, stage: str, done: int, total: int, message: str) -> None:
+        index = STAGES.index(stage) if stage in STAGES else len(STAGES) - 1
+        fraction = min(max((done / total) if total else 1.0, 0.0), 1.0)
+        # A finished stage stays below the start of the next one, so each stage shows up.
+        value = index + 0.9 * fraction
+        text = f"{stage}: {message}" if message else stage
+        try:
+            anyio.from_thread.run_sync(self._offer, value, text)
+        except Exception:  # progress must never break the job (loop gone, stream closed)
+            pass
+
+    def _offer(self, value: float, text: str) -> None:
+        try:
+            self.send.send_nowait((value, text))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # a slow client misses intermediate steps, not the result
+
+    async def forward(self) -> None:
+        async with self.receive:
+            async for value, text in self.receive:
+                if value <= self.last:
+                    continue
+                self.last = value
+                try:
+                    await self.ctx.report_progress(value, float(len(STAGES)), text)
+                except Exception:
+                    logger.debug("progress notification failed", exc_info=True)
+
+
+async def _run_job(ctx: Context, job: Callable[[Callable | None], Any]) -> Any:
+    """Run ``job(progress)`` in a worker thread, streaming its progress to the client."""
+    bridge = _ProgressBridge(ctx)
+    outcome: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bridge.forward)
+        try:
+            outcome["result"] = await run_db(job, bridge.callback)
+        except Exception as exc:
+            # Raised after the task group closes, so callers see the service's own exception
+            # rather than an ExceptionGroup.
+            outcome["error"] = exc
+        finally:
+            bridge.send.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _record_refusal(
+    token: TenantAccessToken | None,
+    tool: str,
+    error: ApplicationError | str,
+    started: float,
+    source: str = "",
+) -> None:
+    """Record a call that never reached a service (so the history shows refusals too)."""
+    if token is None:
+        return
+    from kernels.services import kernel_run_record
+
+    message = error.message if isinstance(error, ApplicationError) else str(error)
+    try:
+        kernel_run_record(
+            tenant=token.tenant,
+            channel="mcp",
+            tool=tool,
+            status="failed",
+            source=source,
+            error=message,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            api_key=token.api_key,
+        )
+    except Exception:
+        logger.exception("could not record the refused %s call", tool)
+
+
+def _record_success(
+    token: TenantAccessToken, tool: str, started: float, report: dict | None = None
+) -> None:
+    from kernels.services import kernel_run_record
+
+    try:
+        kernel_run_record(
+            tenant=token.tenant,
+            channel="mcp",
+            tool=tool,
+            status="ok",
+            duration_ms=int((time.monotonic() - started) * 1000),
+            api_key=token.api_key,
+            report=report or {},
+        )
+    except Exception:
+        logger.exception("could not record the %s call", tool)
+
+
+async def _guarded(
+    ctx: Context,
+    tool: str,
+    body: Callable[[TenantAccessToken], Any],
+    *,
+    source: str | None = None,
+    heavy: bool = False,
+    service_records: bool = True,
+) -> CallToolResult:
+    """Scope, rate limit, size and job-cap checks around ``body``; errors become tool errors.
+
+    ``service_records``: the service called by ``body`` writes the KernelRun itself on success,
+    and on engine failures (its error then carries ``run_id``). Every other outcome is recorded
+    here, so each call leaves exactly one KernelRun.
+    """
+    started = time.monotonic()
+    token: TenantAccessToken | None = None
+    try:
+        token = caller(ctx)
+        # First, so that refused calls count against the key too.
+        rate_limiter.check(token.client_id)
+        needed = TOOL_SCOPES[tool]
+        if needed not in token.scopes:
+            raise PermissionDenied(
+                f"This API key lacks the '{needed}' scope that {tool} needs. "
+                "Create a key with that scope in the dashboard.",
+                extra={"scope": needed},
+            )
+        if source is not None:
+            check_source_size(source)
+        if heavy:
+            async with job_slots.slot(token.tenant.pk):
+                result = await body(token)
+        else:
+            result = await body(token)
+        if not service_records:
+            await run_db(_record_success, token, tool, started)
+        return result
+    except ApplicationError as exc:
+        if "run_id" not in exc.extra:
+            await run_db(_record_refusal, token, tool, exc, started, source or "")
+        return error_result(exc)
+    except Exception as exc:
+        converted = _engine_error_to_application(exc)
+        if converted is None:
+            logger.exception("%s failed", tool)
+            converted = ApplicationError(f"{tool} failed: {type(exc).__name__}: {exc}")
+            converted.code = "internal_error"
+        await run_db(_record_refusal, token, tool, converted, started, source or "")
+        return error_result(converted)
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)
+
+
+def _fmt_err(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def render_translation(data: dict) -> str:
+    """A human/LLM-readable summary of the translate result; the full data is structured."""
+    lines = [
+        f"run_id: {data.get('run_id')}  file: {data.get('file')}  target: {data.get('target')}"
+    ]
+    for k in data.get("kernels", []):
+        lines.append(
+            f"- {k.get('name')}: {k.get('status')} on {k.get('device')}; "
+            f"max_abs_err={_fmt_err(k.get('max_abs_err'))} max_rel_err={_fmt_err(k.get('max_rel_err'))} "
+            f"max_ulp={_fmt_err(k.get('max_ulp'))}; parallel_loops={k.get('parallel_loops')}; "
+            f"llm_calls={k.get('llm_calls')}"
+        )
+        for d in k.get("diagnostics") or []:
+            lines.append(f"    line {d.get('line')}:{d.get('column')}: {d.get('message')}")
+        if k.get("code"):
+            lines.append(f"```python\n{k['code'].rstrip()}\n```")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# the tools
+
+
+async def _translate(
+    ctx: Context,
+    tool: str,
+    target: str,
+    source: str,
+    kernel: str | None,
+    verify: bool,
+    sizes: dict | None,
+) -> CallToolResult:
+    async def body(token: TenantAccessToken) -> CallToolResult:
+        from kernels.services import kernel_translate
+
+        def job(progress):
+            return kernel_translate(
+                tenant=token.tenant,
+                source=source,
+                target=target,
+                channel="mcp",
+                kernel=kernel,
+                verify=verify,
+                sizes=sizes,
+                api_key=token.api_key,
+                tool=tool,
+                progress=progress,
+            )
+
+        run, result = await _run_job(ctx, job)
+        data = {**result.to_dict(), "run_id": str(run.pk)}
+        return CallToolResult(
+            content=[TextContent(type="text", text=render_translation(data))],
+            structured_content=data,
+        )
+
+    return await _guarded(ctx, tool, body, source=source, heavy=True)
+
+
+async def translate_kernel(
+    source: SourceArg,
+    ctx: Context,
+    kernel: KernelArg = None,
+    verify: VerifyArg = True,
+    sizes: SizesArg = None,
+) -> CallToolResult:
+    """Port Fortran kernels to Python with numba (CPU, @njit + prange) and verify the port.
+
+    The deterministic compiler pipeline (parse -> analyse -> generate) needs no LLM. With
+    verify=true each kernel is compiled with gfortran and both versions run on the same random
+    inputs; every INTENT(OUT/INOUT) argument is compared. Returns the CLI JSON shape
+    ({file, target, kernels: [{name, status, max_abs_err, max_rel_err, max_ulp, llm_calls,
+    parallel_loops, device, code, diagnostics}]}) plus run_id for get_kernel_run.
+    Status is verified, translated, mismatch, unsupported or failed.
+    """
+    return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
+
+
+async def translate_kernel_gpu(
+    source: SourceArg,
+    ctx: Context,
+    kernel: KernelArg = None,
+    verify: VerifyArg = True,
+    sizes: SizesArg = None,
+) -> CallToolResult:
+    """Port Fortran kernels to numba.cuda GPU kernels (plus a host driver) and verify the port.
+
+    Same inputs and result shape as translate_kernel; device says where verification ran
+    (gpu, or simulator when the server has no GPU). Returns the CLI JSON shape plus run_id.
+    """
+    return await _translate(ctx, "translate_kernel_gpu", "gpu", source, kernel, verify, sizes)
+
+
+def _profile_image(data: dict) -> tuple[dict, ImageContent | None]:
+    """Pull a PNG chart out of the profile dict (bytes or base64) into an ImageContent."""
+    import base64
+
+    for key in ("chart_png", "plot_png", "png"):
+        raw = data.get(key)
+        if raw:
+            rest = {k: v for k, v in data.items() if k != key}
+            encoded = (
+                base64.b64encode(raw).decode() if isinstance(raw, bytes | bytearray) else str(raw)
+            )
+            return rest, ImageContent(type="image", data=encoded, mime_type="image/png")
+    return data, None
+
+
+def _profile_chart(data: dict) -> bytes | None:
+    """The profile's roofline/timing chart as PNG bytes (None if it cannot be drawn)."""
+    try:
+        from kernels.engine.plot import render_plot_png
+
+        return render_plot_png(data)
+    except Exception:  # a missing chart must not fail the profile itself
+        logger.warning("profile chart could not be rendered", exc_info=True)
+        return None
+
+
+def render_profile(data: dict) -> str:
+    lines = [f"run_id: {data.get('run_id')}"]
+    ranked = data.get("kernels") or data.get("ranking") or []
+    for i, k in enumerate(ranked, 1):
+        if isinstance(k, dict):
+            bits = [
+                f"{key}={k[key]}"
+                for key in ("flops", "bytes", "intensity", "estimated_s", "share")
+                if key in k
+            ]
+            lines.append(f"{i}. {k.get('name')}" + (f" ({', '.join(bits)})" if bits else ""))
+    if len(lines) == 1:
+        lines.append(_json_text({k: v for k, v in data.items() if k != "run_id"}))
+    return "\n".join(lines)
+
+
+async def profile_kernels(
+    source: SourceArg, ctx: Context, sizes: SizesArg = None
+) -> CallToolResult:
+    """Find the kernels in Fortran source and rank them by estimated cost (static analysis).
+
+    For each kernel: loop nests, flop and byte counts as formulas of the sizes, arithmetic
+    intensity, whether the hot loops are parallel, and the estimated share of the run time, so
+    you know which kernel to port first. Returns the profile as structured content plus a PNG
+    chart when available, and run_id.
+    """
+
+    async def body(token: TenantAccessToken) -> CallToolResult:
+        from kernels.services import kernel_profile
+
+        def job(progress):
+            run, data = kernel_profile(
+                tenant=token.tenant,
+                source=source,
+                channel="mcp",
+                sizes=sizes,
+                measure=False,
+                api_key=token.api_key,
+                progress=progress,
+                tool="profile_kernels",
+            )
+            data = dict(data)
+            chart = None
+            if not any(k in data for k in ("chart_png", "plot_png", "png")):
+                chart = _profile_chart(data)
+            return run, data, chart
+
+        run, data, chart = await _run_job(ctx, job)
+        data, image = _profile_image(data)
+        if image is None and chart:
+            _, image = _profile_image({"chart_png": chart})
+        data = {**data, "run_id": str(run.pk)}
+        content: list[Any] = [TextContent(type="text", text=render_profile(data))]
+        if image is not None:
+            content.append(image)
+        return CallToolResult(content=content, structured_content=data)
+
+    return await _guarded(ctx, "profile_kernels", body, source=source, heavy=True)
+
+
+async def ask_agent(
+    question: Annotated[
+        str, Field(description="What you want to know or have done, in plain language.")
+    ],
+    ctx: Context,
+    source: Annotated[
+        str | None, Field(description="Fortran source the question is about (optional).")
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        Field(description="id of an earlier kernel run to discuss (from list_kernel_runs)."),
+    ] = None,
+) -> CallToolResult:
+    """Ask the fortranspire agent (Mistral) about porting Fortran: explain a port, why a loop
+    is not parallel, how to restructure a kernel, or fix a run that did not verify. It can use
+    an earlier run (run_id) and proposes code that is verified like any other port.
+    Needs an LLM configured for the organisation; otherwise returns an error saying how.
+    """
+
+    async def body(token: TenantAccessToken) -> CallToolResult:
+        try:
+            from kernels.agent import agent_ask
+        except ImportError as exc:
+            raise ServiceUnavailable(LLM_SETUP_HELP) from exc
+
+        def job(progress):
+            return agent_ask(
+                tenant=token.tenant,
+                question=question,
+                source=source,
+                run_id=run_id,
+                api_key=token.api_key,
+                progress=progress,
+            )
+
+        run, answer = await _run_job(ctx, job)
+        answer = dict(answer) if isinstance(answer, dict) else {"answer": str(answer)}
+        data = {**answer, "run_id": str(run.pk)}
+        text = str(answer.get("answer") or answer.get("text") or _json_text(answer))
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=data
+        )
+
+    return await _guarded(ctx, "ask_agent", body, source=source or "", heavy=True)
+
+
+async def list_kernel_runs(
+    ctx: Context,
+    limit: Annotated[
+        int, Field(ge=1, le=100, description="How many runs to return (newest first).")
+    ] = 20,
+    offset: Annotated[int, Field(ge=0, description="How many of the newest runs to skip.")] = 0,
+) -> CallToolResult:
+    """List this organisation's earlier kernel runs (newest first): tool, kernels, status,
+    timing and llm_calls, so you can recall earlier ports and fetch one with get_kernel_run.
+    """
+
+    async def body(token: TenantAccessToken) -> CallToolResult:
+        from kernels.selectors import kernel_run_list
+
+        runs = await run_db(
+            lambda: [
+                r.to_dict()
+                for r in kernel_run_list(tenant=token.tenant, limit=limit, offset=offset)
+            ]
+        )
+        data = {"runs": runs, "limit": limit, "offset": offset, "count": len(runs)}
+        lines = [f"{len(runs)} run(s)"] + [
+            f"- {r.get('id')} {r.get('created_at')} {r.get('tool') or r.get('channel')} "
+            f"{', '.join(r.get('kernel_names') or []) or '-'}: {r.get('status')}"
+            for r in runs
+        ]
+        return CallToolResult(
+            content=[TextContent(type="text", text="\n".join(lines))], structured_content=data
+        )
+
+    return await _guarded(ctx, "list_kernel_runs", body, service_records=False)
+
+
+async def get_kernel_run(
+    run_id: Annotated[
+        str, Field(description="The run id returned by a translate tool or list_kernel_runs.")
+    ],
+    ctx: Context,
+) -> CallToolResult:
+    """Fetch one earlier kernel run of this organisation: its source, the full report (the
+    translate result with errors per argument) and the generated code.
+    """
+
+    async def body(token: TenantAccessToken) -> CallToolResult:
+        from kernels.selectors import kernel_run_get
+
+        data = await run_db(
+            lambda: kernel_run_get(tenant=token.tenant, run_id=run_id).to_dict(
+                include_source=True, include_report=True
+            )
+        )
+        text = (
+            f"run {data.get('id')}: {data.get('tool') or data.get('channel')} {data.get('status')}"
+        )
+        if data.get("generated_code"):
+            text += f"\n```python\n{data['generated_code'].rstrip()}\n```"
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=data
+        )
+
+    return await _guarded(ctx, "get_kernel_run", body, service_records=False)
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+JOB = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+
+TOOLS: list[tuple[Callable[..., Any], str, ToolAnnotations]] = [
+    (translate_kernel, "Translate Fortran kernels to numba (CPU)", JOB),
+    (translate_kernel_gpu, "Translate Fortran kernels to numba.cuda (GPU)", JOB),
+    (profile_kernels, "Profile Fortran kernels", JOB),
+    (
+        ask_agent,
+        "Ask the porting agent",
+        ToolAnnotations(read_only_hint=False, open_world_hint=True),
+    ),
+    (list_kernel_runs, "List earlier kernel runs", READ_ONLY),
+    (get_kernel_run, "Get one kernel run", READ_ONLY),
+]

@@ -1,0 +1,80 @@
+"""Who is calling, for the HTTP edges: API keys (Bearer) and dashboard sessions, bound to the
+tenant of the Host header. Services receive the resulting Caller's key/user, never the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
+from ninja.security import HttpBearer, SessionAuth
+
+from fortranspire_site.errors import AuthenticationFailed, PermissionDenied
+from tenants.models import OWNER_SCOPE, SCOPES, ApiKey, Membership, Tenant
+from tenants.selectors import membership_role
+from tenants.services import api_key_authenticate
+
+
+@dataclass
+class Caller:
+    tenant: Tenant
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    api_key: ApiKey | None = None
+    user: AbstractBaseUser | None = None
+
+    @property
+    def label(self) -> str:
+        if self.api_key is not None:
+            return f"key {self.api_key.prefix}"
+        if self.user is not None:
+            return f"user {self.user.get_username()}"
+        return "anonymous"
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise PermissionDenied(
+                f"this {'key' if self.api_key is not None else 'account'} lacks the "
+                f"{scope!r} scope",
+                extra={"required_scope": scope},
+            )
+
+
+def request_tenant(request: HttpRequest) -> Tenant:
+    tenant = getattr(request, "tenant", None)
+    if tenant is None or tenant.pk is None:
+        raise AuthenticationFailed("this host serves no tenant")
+    return tenant
+
+
+def caller_for_key(*, raw_key: str, tenant: Tenant) -> Caller:
+    key = api_key_authenticate(raw_key=raw_key, tenant=tenant)
+    return Caller(tenant=tenant, scopes=frozenset(key.scopes or []), api_key=key)
+
+
+def caller_for_user(*, user: AbstractBaseUser, tenant: Tenant) -> Caller | None:
+    """A logged-in member acts with every scope; owners also get 'owner'."""
+    role = membership_role(user=user, tenant=tenant)
+    if role is None:
+        return None
+    scopes = set(SCOPES)
+    if role == Membership.ROLE_OWNER:
+        scopes.add(OWNER_SCOPE)
+    return Caller(tenant=tenant, scopes=frozenset(scopes), user=user)
+
+
+class ApiKeyBearer(HttpBearer):
+    """``Authorization: Bearer fsp_...``, valid only on the host of the key's tenant."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Caller:
+        return caller_for_key(raw_key=token, tenant=request_tenant(request))
+
+
+class TenantSession(SessionAuth):
+    """A dashboard session of a member of the host's tenant (CSRF-checked by ninja)."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Caller | None:
+        user = getattr(request, "user", None)
+        tenant = getattr(request, "tenant", None)
+        if user is None or not user.is_authenticated or tenant is None or tenant.pk is None:
+            return None
+        return caller_for_user(user=user, tenant=tenant)

@@ -1,0 +1,281 @@
+"""The numba.cuda backend: kernel structure, host driver, reductions, argmax, Gauss-Seidel.
+
+Generated modules are executed in a subprocess with NUMBA_ENABLE_CUDASIM=1 (the CUDA simulator),
+so these tests need no GPU and never import generated code into the test process. Shapes are
+small and deliberately not multiples of the block sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernels.engine import find_kernels, ir
+from kernels.engine.analysis import analyse
+from kernels.engine.backends.common import CodegenError
+from kernels.engine.backends.cuda import generate_cuda
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
+REPO = Path(__file__).resolve().parents[2]
+
+RUNNER = r"""
+import json, sys, importlib.util
+import numpy as np
+spec = importlib.util.spec_from_file_location("gen", "gen.py")
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+req = json.load(open("req.json"))
+for name, value in req.get("module_vars", {}).items():
+    setattr(mod, name, tuple(value))
+data = np.load("inputs.npz")
+args = []
+for name in req["order"]:
+    v = data[name]
+    args.append(np.asfortranarray(v.copy()) if v.ndim else v[()])
+kwargs = {k: tuple(v) for k, v in req.get("kwargs", {}).items()}
+ret = getattr(mod, req["entry"])(*args, **kwargs)
+if not isinstance(ret, tuple):
+    ret = () if ret is None else (ret,)
+out = {f"arg{i}": a for i, a in enumerate(args) if isinstance(a, np.ndarray)}
+for i, r in enumerate(ret):
+    out[f"ret{i}"] = np.asarray(r)
+np.savez("outputs.npz", **out)
+"""
+
+
+def simulate(
+    tmp_path: Path,
+    code: str,
+    entry: str,
+    args: list,
+    *,
+    kwargs: dict | None = None,
+    module_vars: dict | None = None,
+    env_sim: bool = True,
+) -> tuple[list, list]:
+    """Run ``entry(*args)`` of ``code`` in a CUDA-simulator subprocess: (args after, returns)."""
+    (tmp_path / "gen.py").write_text(code)
+    (tmp_path / "run.py").write_text(RUNNER)
+    order = [f"a{i}" for i in range(len(args))]
+    np.savez(tmp_path / "inputs.npz", **{n: np.asarray(a) for n, a in zip(order, args)})
+    req = {"entry": entry, "order": order, "kwargs": kwargs or {}, "module_vars": module_vars or {}}
+    (tmp_path / "req.json").write_text(json.dumps(req))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    if env_sim:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "run.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "outputs.npz") as out:
+        after = [out[f"arg{i}"] if f"arg{i}" in out.files else None for i in range(len(args))]
+        rets = [out[k] for k in sorted(k for k in out.files if k.startswith("ret"))]
+    return after, rets
+
+
+def fixture_kernel(name: str, kernel: str | None = None) -> ir.Kernel:
+    path = FIXTURES / name
+    kernels = find_kernels(path.read_text(), filename=path.name)
+    k = kernels[0] if kernel is None else next(x for x in kernels if x.name == kernel)
+    analyse(k)
+    return k
+
+
+def heat_ir() -> ir.Kernel:
+    """Hand-built IR: unew(i,j) = u(i-1,j) + u(i,j+1) over a 0:n+1 x 0:m+1 grid, a time loop."""
+    i8 = ir.REAL8
+    n, m, nstep = ir.Var("n"), ir.Var("m"), ir.Var("nstep")
+    one = ir.Const(1, ir.INTEGER)
+    zero = ir.Const(0, ir.INTEGER)
+    dims = [ir.Dim(zero, ir.BinOp("+", n, one)), ir.Dim(zero, ir.BinOp("+", m, one))]
+    i, j = ir.Var("i"), ir.Var("j")
+
+    def ref(name, di=0, dj=0):
+        ii = ir.BinOp("+", i, ir.Const(di, ir.INTEGER)) if di else i
+        jj = ir.BinOp("+", j, ir.Const(dj, ir.INTEGER)) if dj else j
+        return ir.ArrayRef(name, [ii, jj])
+
+    update = ir.Assign(
+        ref("unew"),
+        ir.BinOp("*", ir.Const(0.5, i8), ir.BinOp("+", ref("u", di=-1), ref("u", dj=1))),
+        line=5,
+    )
+    inner = ir.Loop("i", one, n, None, [update], line=4, parallel=True)
+    outer = ir.Loop("j", one, m, None, [inner], line=3, parallel=True)
+    copy_i = ir.Loop("i", one, n, None, [ir.Assign(ref("u"), ref("unew"), line=8)], line=7)
+    copy_i.parallel = True
+    copy = ir.Loop("j", one, m, None, [copy_i], line=6, parallel=True)
+    time = ir.Loop("step", one, nstep, None, [outer, copy], line=2)
+    args = [
+        ir.Arg("n", ir.INTEGER, "in"),
+        ir.Arg("m", ir.INTEGER, "in"),
+        ir.Arg("nstep", ir.INTEGER, "in"),
+        ir.Arg("u", i8, "inout", dims),
+        ir.Arg("unew", i8, "inout", dims),
+    ]
+    locals_ = {v: ir.Decl(v, ir.INTEGER) for v in ("i", "j", "step")}
+    return ir.Kernel("heat", args, [time], locals_, "", "heat", line=1)
+
+
+def heat_reference(n, m, nstep, u, unew):
+    u, unew = u.copy(order="F"), unew.copy(order="F")
+    for _ in range(nstep):
+        unew[1 : n + 1, 1 : m + 1] = 0.5 * (u[0:n, 1 : m + 1] + u[1 : n + 1, 2 : m + 2])
+        u[1 : n + 1, 1 : m + 1] = unew[1 : n + 1, 1 : m + 1]
+    return u, unew
+
+
+# --------------------------------------------------------------------------------------------
+# Structure of the generated module
+
+
+def test_one_kernel_per_parallel_nest_with_first_index_on_thread_x() -> None:
+    gen = generate_cuda(heat_ir())
+    assert gen.entry == "heat" and gen.parallel_loops == 2
+    assert gen.code.count("@cuda.jit\ndef _k") == 2
+    # The contiguous Fortran index i goes to x: cuda.grid(2) returns (x, y) = (i's, j's) thread.
+    assert "_t1, _t0 = cuda.grid(2)" in gen.code
+    assert "if _t0 < _n0 and _t1 < _n1:" in gen.code  # bounds guard on both axes
+    assert "BLOCK_2D = (32, 8)" in gen.code
+    assert any("2-D grid (x=i, y=j)" in n for n in gen.notes)
+    compile(gen.code, "gen.py", "exec")
+
+
+def test_time_loop_stays_on_host_and_arrays_stay_resident() -> None:
+    code = generate_cuda(heat_ir()).code
+    driver = code[code.index("def heat(") :]
+    loop_at = driver.index("for step in range(")
+    # Copy-in happens once before the loop, copy-back once after it; the loop only launches.
+    assert driver.count("_to_device(") == 2 and driver.rindex("_to_device(") < loop_at
+    loop_body = driver[loop_at : driver.index("# Copy back")]
+    assert "copy_to_host" not in loop_body and "_to_host" not in loop_body
+    assert loop_body.count("[_grid, _block2](") == 2
+
+
+def test_only_intent_out_and_inout_arrays_are_copied_back() -> None:
+    k = fixture_kernel("private_temporaries.f90")
+    code = generate_cuda(k).code
+    assert "_to_host(_d_c, c)" in code
+    assert "_to_host(_d_a" not in code and "_to_host(_d_b" not in code
+
+
+def test_small_private_array_becomes_a_cuda_local_array() -> None:
+    gen = generate_cuda(fixture_kernel("small_local_array.f90"))
+    assert "tmp = cuda.local.array((3,), numba.float64)" in gen.code
+    assert gen.parallel_loops == 1
+
+
+def test_pure_and_elemental_functions_become_device_functions() -> None:
+    k = fixture_kernel("pure_elemental.f90", "apply_blend")
+    code = generate_cuda(k).code
+    assert code.count("@cuda.jit(device=True)") >= 1
+    assert "@cuda.jit(device=True)\ndef blend(" in code or "@cuda.jit(device=True)\ndef softclip(" in code
+
+
+def test_gauss_seidel_runs_in_a_sequential_kernel_and_says_so() -> None:
+    gen = generate_cuda(fixture_kernel("gauss_seidel.f90"))
+    assert gen.parallel_loops == 0
+    assert "[1, 1](" in gen.code
+    assert any("sequential single-thread kernel" in n and "carried" in n for n in gen.notes)
+
+
+def test_generated_module_imports_without_gpu_or_simulator(tmp_path: Path) -> None:
+    (tmp_path / "gen.py").write_text(generate_cuda(heat_ir()).code)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import gen; print(gen.BLOCK_1D, callable(gen.heat))"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(256,) True"
+
+
+def test_unsupported_kernel_is_refused_with_its_line() -> None:
+    k = heat_ir()
+    k.unsupported = [ir.Unsupported("derived type", line=7)]
+    with pytest.raises(CodegenError) as exc:
+        generate_cuda(k)
+    assert exc.value.line == 7
+
+
+# --------------------------------------------------------------------------------------------
+# Results on the simulator
+
+
+def test_hand_built_heat_matches_numpy_with_default_and_custom_blocks(tmp_path: Path) -> None:
+    n, m, nstep = 37, 11, 2  # 37 = 32 + 5 and 11 = 8 + 3: partial blocks on both axes
+    rng = np.random.default_rng(1)
+    u = np.asfortranarray(rng.random((n + 2, m + 2)))
+    unew = np.asfortranarray(rng.random((n + 2, m + 2)))
+    want_u, want_unew = heat_reference(n, m, nstep, u, unew)
+    code = generate_cuda(heat_ir()).code
+    after, rets = simulate(tmp_path, code, "heat", [n, m, nstep, u, unew])
+    assert rets == []
+    np.testing.assert_allclose(after[3], want_u, rtol=1e-14)
+    np.testing.assert_allclose(after[4], want_unew, rtol=1e-14)
+    after, _ = simulate(tmp_path, code, "heat", [n, m, nstep, u, unew], kwargs={"block_2d": [8, 4]})
+    np.testing.assert_allclose(after[3], want_u, rtol=1e-14)
+    after, _ = simulate(
+        tmp_path, code, "heat", [n, m, nstep, u, unew], module_vars={"BLOCK_2D": [16, 2]}
+    )
+    np.testing.assert_allclose(after[4], want_unew, rtol=1e-14)
+
+
+def test_argmax_keeps_the_first_occurrence_across_blocks(tmp_path: Path) -> None:
+    k = fixture_kernel("argmax_ties.f90")
+    gen = generate_cuda(k)
+    assert gen.parallel_loops == 1 and "_KEY_NONE" in gen.code
+    n = 601  # three 256-thread blocks, the last one partial
+    a = np.full(n, 0.2)  # nint(3*0.2) = 1 everywhere
+    # The maximum value 3 (nint(3*1.0)) appears in three different blocks; Fortran keeps the first.
+    for idx in (530, 300, 17):
+        a[idx] = 1.0
+    after, rets = simulate(tmp_path, gen.code, gen.entry, [n, a, np.int32(0), 0.0])
+    imax, vmax = (r.item() for r in rets)
+    assert (imax, vmax) == (18, 3.0)  # 1-based index of a[17]
+    # No element beats a(1): the location stays at its initial value 1.
+    after, rets = simulate(tmp_path, gen.code, gen.entry, [n, np.full(n, 0.2), np.int32(0), 0.0])
+    assert [r.item() for r in rets] == [1, 1.0]
+
+
+def test_sum_product_min_max_reductions_match_numpy(tmp_path: Path) -> None:
+    gen = generate_cuda(fixture_kernel("reductions.f90"))
+    assert gen.parallel_loops == 1
+    assert any("two passes" in n for n in gen.notes)
+    n, m = 45, 19  # 2 x 3 blocks of (32, 8), all partial at the edges
+    a = np.asfortranarray(np.random.default_rng(3).uniform(0.5, 1.5, (n, m)))
+    _, rets = simulate(tmp_path, gen.code, gen.entry, [n, m, a, 0.0, 0.0, 0.0, 0.0])
+    total, prod, amin, amax = (r.item() for r in rets)
+    terms = np.abs(a).sum()
+    assert abs(total - a.sum()) <= 1e-12 * terms
+    assert prod == pytest.approx(np.prod(0.5 + 0.5 * a.ravel(order="F")), rel=1e-12)
+    assert (amin, amax) == (a.min(), a.max())
+
+
+def test_gauss_seidel_sweep_is_bit_identical_to_the_sequential_order(tmp_path: Path) -> None:
+    gen = generate_cuda(fixture_kernel("gauss_seidel.f90"))
+    n, m, nsweep = 13, 9, 2
+    rng = np.random.default_rng(5)
+    f = np.asfortranarray(rng.random((n + 2, m + 2)))
+    u = np.asfortranarray(rng.random((n + 2, m + 2)))
+    want = u.copy(order="F")
+    for _ in range(nsweep):
+        for j in range(1, m + 1):
+            for i in range(1, n + 1):
+                want[i, j] = 0.25 * (
+                    want[i - 1, j] + want[i + 1, j] + want[i, j - 1] + want[i, j + 1] - f[i, j]
+                )
+    after, _ = simulate(tmp_path, gen.code, gen.entry, [n, m, nsweep, f, u])
+    assert np.array_equal(after[4], want)

@@ -1,0 +1,356 @@
+"""Frontend: fparser2 parse tree -> IR (units, declarations, statements, lowerings, errors)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from kernels.engine import ir
+from kernels.engine.frontend import parse_file
+from kernels.engine.report import FortranSyntaxError
+
+
+def kernels_of(source: str, filename: str = "t.f90") -> dict[str, ir.Kernel]:
+    return {k.name: k for k in parse_file(source, filename=filename).kernels}
+
+
+def only(source: str, filename: str = "t.f90") -> ir.Kernel:
+    (k,) = parse_file(source, filename=filename).kernels
+    return k
+
+
+def loops(stmts) -> list[ir.Loop]:
+    return [s for s in ir.walk(stmts) if isinstance(s, ir.Loop)]
+
+
+HEAT = """
+subroutine heat(nx, ny, u, unew)
+  implicit none
+  integer, parameter :: dp = kind(1.d0)
+  integer, intent(in) :: nx, ny
+  real(kind=dp), intent(in) :: u(0:nx+1, 0:ny+1)
+  real(dp), intent(inout) :: unew(0:nx+1, 0:ny+1)
+  integer :: i, j
+  do j = 1, ny
+    do i = 1, nx
+      unew(i, j) = 0.25_dp * (u(i-1, j) + u(i+1, j) + u(i, j-1) + u(i, j+1))
+    end do
+  end do
+end subroutine heat
+"""
+
+
+def test_subroutine_arguments_keep_order_types_intents_and_lower_bounds():
+    k = only(HEAT)
+    assert [a.name for a in k.args] == ["nx", "ny", "u", "unew"]
+    assert [a.intent for a in k.args] == ["in", "in", "in", "inout"]
+    u = k.arg("u")
+    assert u.type == ir.REAL8
+    assert isinstance(u.dims[0].lower, ir.Const) and u.dims[0].lower.value == 0
+    assert ir.eval_int(u.dims[0].upper, {"nx": 10}) == 11
+    assert k.fortran_entry == "heat" and "subroutine heat" in k.fortran_source.lower()
+
+
+def test_kind_spellings_resolve_to_real8():
+    k = only(
+        """
+subroutine kinds(a, b, c, d, e, f)
+  integer, parameter :: wp = selected_real_kind(15, 307)
+  real(8), intent(in) :: a
+  real*8, intent(in) :: b
+  double precision, intent(in) :: c
+  real(kind=wp), intent(in) :: d
+  real, intent(in) :: e
+  real(4), intent(out) :: f
+  f = e
+end subroutine
+"""
+    )
+    assert [a.type for a in k.args] == [ir.REAL8] * 4 + [ir.REAL4, ir.REAL4]
+
+
+def test_implicit_double_precision_rule_types_undeclared_names():
+    k = only(
+        """
+      SUBROUTINE S(N, A, X)
+      IMPLICIT DOUBLE PRECISION (A-H,O-Z)
+      DIMENSION A(N)
+      DO 10 I = 1, N
+         A(I) = X*A(I)
+   10 CONTINUE
+      END
+""",
+        filename="s.f",
+    )
+    assert k.arg("a").type == ir.REAL8 and k.arg("x").type == ir.REAL8
+    assert k.arg("n").type.base == "integer"
+
+
+def test_default_implicit_typing_without_implicit_none():
+    k = only("subroutine s(n, x, y)\n  y = x * n\nend subroutine\n")
+    assert k.arg("n").type == ir.INTEGER and k.arg("x").type == ir.REAL4
+    assert k.arg("y").intent == "out"
+
+
+def test_fixed_form_shared_label_builds_a_nested_loop():
+    k = only(
+        """
+      SUBROUTINE S(N, M, A)
+      INTEGER N, M
+      REAL*8 A(N, M)
+      DO 10 J = 1, M
+      DO 10 I = 1, N
+         A(I, J) = A(I, J) +
+     &             1.0D0
+   10 CONTINUE
+      END
+""",
+        filename="s.f",
+    )
+    outer = k.body[0]
+    assert isinstance(outer, ir.Loop) and outer.var == "j"
+    inner = outer.body[0]
+    assert isinstance(inner, ir.Loop) and inner.var == "i"
+    assert isinstance(inner.body[0], ir.Assign)
+
+
+def test_do_while_exit_cycle_and_construct_names():
+    k = only(
+        """
+subroutine s(n, x)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: x
+  integer :: i
+  outer: do while (x > 1.0d0)
+    do i = 1, n
+      if (i == 2) cycle
+      if (x < 2.0d0) exit outer
+      x = x / 2
+    end do
+  end do outer
+end subroutine
+"""
+    )
+    w = k.body[0]
+    assert isinstance(w, ir.WhileLoop) and w.label == "outer"
+    jumps = [s for s in ir.walk(k.body) if isinstance(s, (ir.Exit, ir.Cycle))]
+    assert [(type(s).__name__, s.label) for s in jumps] == [("Cycle", None), ("Exit", "outer")]
+
+
+def test_if_else_if_else_chain_keeps_branch_order():
+    k = only(
+        """
+subroutine s(x, y)
+  real(8), intent(in) :: x
+  real(8), intent(out) :: y
+  if (x > 1.0d0) then
+    y = 1.0d0
+  else if (x > 0.0d0) then
+    y = 2.0d0
+  else
+    y = 3.0d0
+  end if
+end subroutine
+"""
+    )
+    (stmt,) = k.body
+    assert isinstance(stmt, ir.If) and len(stmt.branches) == 2 and len(stmt.orelse) == 1
+    assert [b[1][0].value.value for b in stmt.branches] == [1.0, 2.0]
+
+
+def test_section_assignment_is_lowered_to_a_loop_over_the_open_dimension():
+    k = only(
+        """
+subroutine s(n, m, vx)
+  integer, intent(in) :: n, m
+  real(8), intent(inout) :: vx(n, m)
+  vx(1, :) = 0
+end subroutine
+"""
+    )
+    (loop,) = k.body
+    assert isinstance(loop, ir.Loop)
+    assign = loop.body[0]
+    assert isinstance(assign.target, ir.ArrayRef)
+    assert assign.target.indices[0] == ir.Const(1, ir.INTEGER)
+    assert assign.target.indices[1] == ir.Var(loop.var)
+
+
+def test_whole_array_expression_loops_with_first_dimension_innermost():
+    k = only(
+        """
+subroutine s(n, m, a, b, c)
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: a(n, m), b(n, m)
+  real(8), intent(out) :: c(n, m)
+  c = a * b + 1
+end subroutine
+"""
+    )
+    outer = k.body[0]
+    inner = outer.body[0]
+    assign = inner.body[0]
+    # c(inner, outer): the innermost loop runs over the contiguous first index.
+    assert assign.target.indices == [ir.Var(inner.var), ir.Var(outer.var)]
+
+
+def test_sum_over_a_section_is_hoisted_into_an_explicit_loop():
+    k = only(
+        """
+subroutine s(n, m, a, colsum)
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: a(n, m)
+  real(8), intent(out) :: colsum(m)
+  integer :: j
+  do j = 1, m
+    colsum(j) = sum(a(:, j))
+  end do
+end subroutine
+"""
+    )
+    body = k.body[0].body
+    assert isinstance(body[0], ir.Assign) and isinstance(body[1], ir.Loop)
+    assert isinstance(body[2].value, ir.Var) and body[2].value.name == body[0].target.name
+
+
+def test_module_constants_and_pure_functions_reach_the_kernel():
+    ks = kernels_of(
+        """
+module m
+  implicit none
+  real(8), parameter :: pi = 3.14159265358979d0
+  real(8), parameter :: two_pi = 2.0d0 * pi
+contains
+  pure real(8) function sq(x)
+    real(8), intent(in) :: x
+    sq = x * x
+  end function sq
+  subroutine s(n, a)
+    integer, intent(in) :: n
+    real(8), intent(inout) :: a(n)
+    integer :: i
+    do i = 1, n
+      a(i) = two_pi * sq(a(i))
+    end do
+  end subroutine s
+end module m
+"""
+    )
+    k = ks["s"]
+    assert k.fortran_module == "m"
+    assert k.constants["two_pi"].value == pytest.approx(2 * 3.14159265358979)
+    assert "sq" in k.functions and k.functions["sq"].pure
+
+
+def test_program_loop_nests_become_kernels_with_inferred_intents():
+    ks = kernels_of(
+        """
+program p
+  implicit none
+  integer, parameter :: n = 8
+  real(8) :: u(0:n+1), unew(0:n+1), c
+  integer :: i, step
+  c = 0.5d0
+  do i = 0, n + 1
+    u(i) = dble(i)
+  end do
+  do step = 1, 3
+    do i = 1, n
+      unew(i) = u(i) + c * (u(i+1) - u(i-1))
+    end do
+    print *, 'step', step
+    do i = 1, n
+      u(i) = unew(i)
+    end do
+  end do
+  print *, u(1)
+end program p
+"""
+    )
+    assert list(ks) == ["p_loop1", "p_loop2"]
+    init, time_loop = ks["p_loop1"], ks["p_loop2"]
+    assert [(a.name, a.intent) for a in init.args] == [("u", "out")]
+    intents = {a.name: a.intent for a in time_loop.args}
+    assert intents == {"u": "inout", "unew": "inout", "c": "in"}
+    assert not any(isinstance(s, ir.Unsupported) for s in ir.walk(time_loop.body))
+    assert "subroutine p_loop2(" in time_loop.fortran_source
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_extracted_program_kernel_source_compiles_with_gfortran(tmp_path):
+    k = kernels_of(
+        """
+program p
+  integer, parameter :: n = 8
+  real(8) :: u(n)
+  integer :: i
+  do i = 1, n
+    u(i) = 1.0d0
+    write(*, *) i
+  end do
+end program p
+"""
+    )["p_loop1"]
+    src = tmp_path / "k.f90"
+    src.write_text(k.fortran_source)
+    proc = subprocess.run(
+        ["gfortran", "-fsyntax-only", str(src)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unsupported_construct_is_reported_with_line_and_column():
+    k = only(
+        """subroutine s(n, a)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: a(n)
+  integer :: i
+  i = 1
+10 continue
+  a(i) = 2 * a(i)
+  i = i + 1
+  if (i <= n) goto 10
+end subroutine
+"""
+    )
+    (u,) = k.unsupported
+    assert u.construct == "GOTO" and u.line == 9 and u.column > 1
+    assert [a.name for a in k.args] == ["n", "a"]  # the kernel still has its interface
+
+
+def test_malformed_fortran_raises_syntax_error_with_position():
+    with pytest.raises(FortranSyntaxError) as info:
+        parse_file("subroutine s(a)\n  real :: a\n  a = (1.0 + \nend subroutine\n")
+    (d,) = info.value.diagnostics
+    assert d.line == 3 and d.column >= 1
+
+
+def test_capitalised_suffix_goes_through_the_preprocessor():
+    k = only(
+        "#define SCALE 2.0d0\nsubroutine s(x)\n  real(8), intent(inout) :: x\n"
+        "#ifdef UNDEFINED_FLAG\n  x = 0\n#else\n  x = SCALE * x\n#endif\nend subroutine\n",
+        filename="s.F90",
+    )
+    (assign,) = k.body
+    assert isinstance(assign.value, ir.BinOp) and assign.value.left.value == 2.0
+
+
+def test_assumed_shape_dummy_takes_its_extent_from_a_loop_bound():
+    k = only(
+        """
+module m
+contains
+  subroutine s(n, a)
+    integer, intent(in) :: n
+    real(8), intent(inout) :: a(:)
+    integer :: i
+    do i = 1, n
+      a(i) = 0
+    end do
+  end subroutine
+end module
+"""
+    )
+    assert k.arg("a").dims[0].upper == ir.Var("n")

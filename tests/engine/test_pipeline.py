@@ -1,0 +1,112 @@
+"""Pipeline: translate_source / find_kernels end to end (stages, statuses, progress, errors)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from kernels.engine import find_kernels, translate_source
+from kernels.engine.report import EngineError, FortranSyntaxError
+
+SAXPY = """
+subroutine saxpy(n, a, x, y)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a, x(n)
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = y(i) + a * x(i)
+  end do
+end subroutine saxpy
+
+subroutine scale(n, y)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = 2 * y(i)
+  end do
+end subroutine scale
+"""
+
+GOTO = """subroutine g(n, a)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: a(n)
+  integer :: i
+  i = 1
+10 a(i) = 0
+  i = i + 1
+  if (i <= n) go to 10
+end subroutine
+"""
+
+
+def test_find_kernels_lists_every_subroutine_in_source_order():
+    assert [k.name for k in find_kernels(SAXPY)] == ["saxpy", "scale"]
+
+
+def test_translation_without_verification_is_translated_with_zero_llm_calls():
+    stages = []
+    result = translate_source(
+        SAXPY, verify=False, progress=lambda stage, done, total, msg: stages.append(stage)
+    )
+    assert [k.status for k in result.kernels] == ["translated", "translated"]
+    assert all(k.llm_calls == 0 and k.parallel_loops == 1 for k in result.kernels)
+    assert result.ok
+    data = result.to_dict()
+    assert data["target"] == "cpu" and data["kernels"][0]["device"] == "cpu"
+    assert "def saxpy(n, a, x, y):" in data["kernels"][0]["code"]
+    assert stages.index("parse") < stages.index("analyse") < stages.index("generate")
+
+
+def test_kernel_selection_by_name_and_unknown_name_lists_the_kernels():
+    result = translate_source(SAXPY, verify=False, kernel="SCALE")
+    assert [k.name for k in result.kernels] == ["scale"]
+    with pytest.raises(EngineError) as info:
+        translate_source(SAXPY, verify=False, kernel="nope")
+    assert "saxpy" in info.value.message and "scale" in info.value.message
+
+
+def test_unsupported_kernel_gets_a_positioned_diagnostic_and_goes_to_the_fallback():
+    calls = []
+
+    def fallback(*, kernel, result, target, sizes, seed):
+        calls.append(kernel.name)
+        assert kernel.args and kernel.fortran_source  # enough to verify an LLM port
+        result.notes.append("fallback consulted")
+        return result
+
+    result = translate_source(GOTO, verify=False, llm_fallback=fallback)
+    (k,) = result.kernels
+    assert k.status == "unsupported" and k.code == ""
+    assert calls == ["g"] and "fallback consulted" in k.notes
+    (d,) = k.diagnostics
+    assert d.line == 8 and "GOTO" in d.message
+
+
+def test_syntax_error_is_raised_with_a_line():
+    with pytest.raises(FortranSyntaxError) as info:
+        translate_source("subroutine s(\n", verify=False)
+    assert info.value.diagnostics and info.value.diagnostics[0].line >= 1
+
+
+def test_translation_of_a_cpml_sized_kernel_is_fast():
+    import time
+    from pathlib import Path
+
+    src = (Path(__file__).parents[1] / "fixtures" / "fortran" / "cpml_elastic_2d.f90").read_text()
+    translate_source(src, verify=False)  # warm the parser factory
+    t0 = time.perf_counter()
+    result = translate_source(src, verify=False)
+    elapsed = time.perf_counter() - t0
+    assert result.kernels[0].status == "translated"
+    assert elapsed < 1.0  # target 0.3 s on an idle core; generous for a shared CI box
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_saxpy_is_verified_against_gfortran():
+    result = translate_source(SAXPY, kernel="saxpy", sizes={"n": 17})
+    (k,) = result.kernels
+    assert k.status == "verified", k.diagnostics
+    assert k.max_rel_err is not None and k.max_rel_err <= 1e-12

@@ -1,0 +1,1 @@
+"""Local stand-ins for outside services, so the suite runs with no network."""

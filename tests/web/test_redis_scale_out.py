@@ -1,0 +1,62 @@
+"""Scale-out over Redis (REDIS_URL): channels_redis group messages and a Celery task round trip.
+
+Skipped, with the reason, when REDIS_URL is unset or Redis does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def _redis_reachable() -> str | None:
+    if not REDIS_URL:
+        return "REDIS_URL is not set (e.g. REDIS_URL=redis://127.0.0.1:6379/0)"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"Redis at REDIS_URL is unreachable: {exc}"
+    return None
+
+
+_skip_reason = _redis_reachable()
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(_skip_reason is not None, reason=_skip_reason or ""),
+]
+
+
+def test_channels_redis_group_send_reaches_a_member_channel():
+    from channels_redis.core import RedisChannelLayer
+
+    async def round_trip() -> dict:
+        layer = RedisChannelLayer(hosts=[REDIS_URL])
+        channel = await layer.new_channel()
+        await layer.group_add("fortranspire-test", channel)
+        await layer.group_send("fortranspire-test", {"type": "run.finished", "run_id": "r1"})
+        message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+        await layer.group_discard("fortranspire-test", channel)
+        await layer.flush()
+        return message
+
+    assert asyncio.run(round_trip()) == {"type": "run.finished", "run_id": "r1"}
+
+
+def test_celery_task_runs_on_a_worker_through_redis():
+    from celery.contrib.testing.worker import start_worker
+
+    from fortranspire_site.celery import app
+    from kernels.tasks import ping
+
+    app.conf.update(broker_url=REDIS_URL, result_backend=REDIS_URL, task_always_eager=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            assert ping.delay().get(timeout=20) == "pong"
+    finally:
+        app.conf.update(task_always_eager=True)
