@@ -174,8 +174,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = FORTRANSPIRE_HOME / "static"
 
 # Requests carry Fortran source; 1 MB is plenty and bounds what one request can make us parse.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
-FORTRANSPIRE_MAX_SOURCE_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
+# The body limit leaves room for JSON escaping around a source of the maximum size.
+FORTRANSPIRE_MAX_SOURCE_BYTES = int(os.environ.get("FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
+DATA_UPLOAD_MAX_MEMORY_SIZE = FORTRANSPIRE_MAX_SOURCE_BYTES + 256 * 1024
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

@@ -101,7 +101,8 @@ class TenantKeyVerifier(TokenVerifier):
             scopes=scopes,
             expires_at=int(expires.timestamp()) if expires else None,
             tenant=tenant,
-            api_key=key if getattr(key, "pk", None) else None,
+            # The API_KEY env key has no row (pk None); runs still record its "env" prefix.
+            api_key=key,
         )
         if ttl > 0:
             if len(self._cache) > 10_000:

@@ -37,10 +37,8 @@ logger = logging.getLogger(__name__)
 STAGES = ("parse", "analyse", "generate", "verify")
 
 LLM_SETUP_HELP = (
-    "No LLM is configured for this organisation, so ask_agent cannot answer yet. An owner can add "
-    "a Mistral API key in the dashboard (Settings -> LLM) or with "
-    "`PUT /api/v1/llm/credential` on this host; the deterministic translate/profile tools work "
-    "without one."
+    "ask_agent is not available on this server yet (no LLM engine installed); the deterministic "
+    "translate and profile tools work without one."
 )
 
 SourceArg = Annotated[

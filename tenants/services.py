@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, schema_context
 
@@ -339,7 +340,9 @@ def api_key_authenticate(*, raw_key: str, tenant: Tenant) -> ApiKey:
         now = timezone.now()
         # Written at most once a minute: a hot key must not turn every request into a write.
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY:
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            # Conditional UPDATE: of many concurrent requests in the same minute, one writes.
+            stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_GRANULARITY)
+            ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
             key.last_used_at = now
     return key
 

@@ -448,9 +448,51 @@ def _privatisable(name, mine: list[_Access], body, loop: ir.Loop, after, ctx: _C
                 return False
             if _reads_in(ix, loop.var):
                 return False
-    first = min(mine, key=lambda a: a.order)
-    # Statement order: the first access (reads of a statement come before its write).
-    return first.write
+    # Every read must see an element written earlier in the same iteration (reads of a
+    # statement come before its write in ``order``).
+    ranges = _inner_loop_ranges(body, ctx)
+    writes = []
+    for a in sorted(mine, key=lambda a: a.order):
+        if a.write:
+            writes.append(a)
+            continue
+        if not any(_covers(w, a, ranges, ctx) for w in writes):
+            return False
+    return bool(writes)
+
+
+def _inner_loop_ranges(body, ctx: _Context) -> dict[str, tuple[int, int]]:
+    """Constant (lower, upper) of the step-1 DO loops inside ``body``, by variable."""
+    out = {}
+    for s in ir.walk(body):
+        if isinstance(s, ir.Loop) and s.step is None:
+            lo, hi = affine(ctx.fold(s.start)), affine(ctx.fold(s.stop))
+            if lo is not None and hi is not None and not lo[0] and not hi[0]:
+                out[s.var] = (lo[1], hi[1])
+    return out
+
+
+def _covers(w: _Access, r: _Access, ranges, ctx: _Context) -> bool:
+    """Whether write ``w`` (all its iterations) defines the element read by ``r``."""
+    for wi, ri in zip(w.indices, r.indices, strict=True):
+        if repr(wi) == repr(ri):
+            continue
+        fw, fr = affine(ctx.fold(wi)), affine(ctx.fold(ri))
+        if fr is None or fr[0] or fw is None:
+            return False
+        if not fw[0]:
+            if fw[1] != fr[1]:
+                return False
+        elif len(fw[0]) == 1:
+            ((var, coef),) = fw[0].items()
+            if coef != 1 or var not in ranges:
+                return False
+            lo, hi = ranges[var]
+            if not (lo + fw[1] <= fr[1] <= hi + fw[1]):
+                return False
+        else:
+            return False
+    return True
 
 
 def _carried(name, mine: list[_Access], loop: ir.Loop, body, ctx, inner_vars, written_scalars):

@@ -72,10 +72,12 @@ def needs_preprocessing(filename: str) -> bool:
 def preprocess(source: str, *, filename: str = "input.F90") -> str:
     """Run the C preprocessor (as gfortran -cpp does) and return the expanded text."""
     argv = None
+    # Line markers are kept (no -P) so that every output line goes back to its source line:
+    # diagnostics then point at the file the user wrote, not at the expanded text.
     if shutil.which("cpp"):
-        argv = ["cpp", "-traditional-cpp", "-P", "-undef", "-w", "-"]
+        argv = ["cpp", "-traditional-cpp", "-undef", "-nostdinc", "-w", "-"]
     elif shutil.which("gfortran"):
-        argv = ["gfortran", "-E", "-cpp", "-P", "-x", "f95-cpp-input", "-"]
+        argv = ["gfortran", "-E", "-cpp", "-nostdinc", "-x", "f95-cpp-input", "-"]
     if argv is None:
         raise EngineError("no C preprocessor (cpp or gfortran) is installed")
     try:
@@ -98,7 +100,32 @@ def preprocess(source: str, *, filename: str = "input.F90") -> str:
         if proc.returncode != 0:
             raise FortranSyntaxError(f"preprocessing {filename} failed: {proc.stderr[:500]}")
         out = proc.stdout
-    return out
+    return _realign_lines(out)
+
+
+def _realign_lines(text: str) -> str:
+    """Drop cpp line markers, placing each line of the user's file at its original number."""
+    marker = re.compile(r'^#\s*(\d+)\s+"([^"]*)"')
+    lines: list[str] = []
+    current_is_input = True
+    next_line = 1
+    for raw in text.splitlines():
+        m = marker.match(raw)
+        if m:
+            name = m.group(2)
+            current_is_input = name in ("<stdin>", "-") or not name.startswith(("<", "/"))
+            next_line = int(m.group(1))
+            continue
+        if not current_is_input:
+            continue
+        while len(lines) < next_line - 1:
+            lines.append("")
+        if len(lines) >= next_line:
+            lines.append(raw)  # a macro expanding to several lines: keep them in order
+        else:
+            lines.append(raw)
+        next_line += 1
+    return "\n".join(lines) + "\n"
 
 
 def parse_file(source: str, *, filename: str = "input.f90") -> ParsedFile:
@@ -862,6 +889,15 @@ class _ProcBuilder:
         return self._call_node(node.items[0], node.items[1])
 
     def _expr_Intrinsic_Function_Reference(self, node) -> ir.Expr:
+        name = _name(node.items[0])
+        if name not in INTRINSICS and name != "dot_product" and name not in self.scope.procedures:
+            raise _Unsupported(f"intrinsic {name.upper()}", 0, str(node))
+        if name == "dot_product":
+            # DOT_PRODUCT(x, y) of reals is SUM(x*y), accumulated in order.
+            call = self._call_node(node.items[0], node.items[1])
+            if len(call.args) != 2:
+                raise _Unsupported("DOT_PRODUCT arguments", 0, str(node))
+            return ir.Call("sum", [ir.BinOp("*", call.args[0], call.args[1])])
         return self._call_node(node.items[0], node.items[1])
 
     def _call_node(self, name_node, args_node) -> ir.Expr:
@@ -875,7 +911,7 @@ class _ProcBuilder:
                 args.append(self._subscript(a))  # type: ignore[arg-type]
             else:
                 args.append(self.expr(a))
-        if name not in INTRINSICS and name not in self.scope.procedures:
+        if name not in INTRINSICS and name not in self.scope.procedures and name != "dot_product":
             proc = self.file.find_procedure(name)
             if proc is None:
                 raise _Unsupported(f"call of unknown function {name.upper()}", 0, name)
@@ -1466,6 +1502,9 @@ def _construct_name(cls: str) -> str:
         "Forall_Construct": "FORALL construct",
         "Forall_Stmt": "FORALL statement",
         "Select_Case_Construct": "SELECT CASE construct",
+        "Case_Construct": "SELECT CASE construct",
+        "Select_Type_Construct": "SELECT TYPE construct",
+        "Do_Concurrent_Construct": "DO CONCURRENT",
         "Associate_Construct": "ASSOCIATE construct",
         "Block_Construct": "BLOCK construct",
         "Nullify_Stmt": "NULLIFY statement",
@@ -1769,13 +1808,10 @@ class _FileBuilder:
         assert proc is not None and scope is not None
         functions: dict[str, ir.Procedure] = {}
         self._callees(proc.body, scope, functions)
+        # Module-level problems (a TYPE definition, DATA...) only matter through the names a
+        # kernel uses, and those are caught below as references to module variables.
         unsupported = list(info.unsupported)
-        if info.module:
-            unsupported.extend(self.modules[info.module]["unsupported"])
-        for name in functions:
-            pinfo = self.procs.get(name)
-            if pinfo is not None:
-                unsupported.extend(pinfo.unsupported)
+        unsupported.extend(_callee_problems(functions, self.procs, constants_of(scope)))
         for s in ir.walk(proc.body):
             if isinstance(s, ir.Unsupported) and s not in unsupported:
                 unsupported.append(s)
@@ -1819,7 +1855,8 @@ class _FileBuilder:
             origin=info.kind,
         )
         if info.kind == "function":
-            kernel.result = proc.result  # type: ignore[attr-defined]
+            kernel.result = proc.result
+        kernel.notes = list(info.notes)
         self.notes[kernel.name] = list(info.notes)
         return kernel
 
@@ -1863,10 +1900,7 @@ class _FileBuilder:
         used = _names_in(stmts)
         loop_vars = {s.var for s in ir.walk(stmts) if isinstance(s, ir.Loop)}
         unsupported = [s for s in ir.walk(stmts) if isinstance(s, ir.Unsupported)]
-        for fp in functions:
-            pinfo = self.procs.get(fp)
-            if pinfo is not None:
-                unsupported.extend(pinfo.unsupported)
+        unsupported.extend(_callee_problems(functions, self.procs, constants_of(scope)))
         # Declaration problems only matter when they concern names this nest uses.
         for u in prog.unsupported:
             if u.line < start or u.line > end:
@@ -1977,15 +2011,45 @@ class _FileBuilder:
                     )
             else:
                 lines.append(f"  {_ftype(d.type)} :: {n}")
+        header = [_wrap_fortran(x, self.fixed) for x in lines]
         io = _io_lines(stmts_nodes=None, prog=prog, start=start, end=end)
+        comment = "C" if self.fixed else "!"
+        body = []
         for ln in range(start, end + 1):
             text = self.lines[ln - 1]
             if ln in io:
-                lines.append("! " + text.strip() + "   ! (output left out of the kernel)")
+                body.append(f"{comment} {text.strip()[:60]}   (output left out of the kernel)")
             else:
-                lines.append(text)
-        lines.append(f"end subroutine {name}")
-        return lib + "\n".join(lines) + "\n"
+                body.append(text)
+        footer = _wrap_fortran(f"end subroutine {name}", self.fixed)
+        return lib + "\n".join(header + body + [footer]) + "\n"
+
+
+def constants_of(scope: _Scope) -> dict[str, ir.Const]:
+    return dict(scope.consts)
+
+
+def _callee_problems(functions: dict[str, ir.Procedure], procs, consts) -> list[ir.Unsupported]:
+    """Unsupported constructs inside callees, and callees that use their host's variables."""
+    out: list[ir.Unsupported] = []
+    for name, fp in functions.items():
+        pinfo = procs.get(name)
+        if pinfo is not None:
+            out.extend(pinfo.unsupported)
+        pconsts = set(consts)
+        if pinfo is not None and pinfo.scope is not None:
+            pconsts |= set(pinfo.scope.consts)
+        known = set(fp.decls) | pconsts | set(functions) | INTRINSICS
+        for n in sorted(_names_in(fp.body) - known):
+            out.append(
+                ir.Unsupported(
+                    f"{fp.kind} {name} uses variable {n} of its host (host association)",
+                    fp.line,
+                    1,
+                    n,
+                )
+            )
+    return out
 
 
 def _call_problems(body, functions: dict[str, ir.Procedure], decls) -> list[ir.Unsupported]:
@@ -2015,6 +2079,30 @@ def _call_problems(body, functions: dict[str, ir.Procedure], decls) -> list[ir.U
                     )
                 )
     return out
+
+
+def _wrap_fortran(line: str, fixed: bool) -> str:
+    """Fit a generated statement in the source form's line length (72 fixed / 132 free)."""
+    text = line.strip()
+    if fixed:
+        width = 66  # columns 7-72
+        parts = [text[k : k + width] for k in range(0, len(text), width)] or [""]
+        return "\n".join(("      " if k == 0 else "     &") + p for k, p in enumerate(parts))
+    indent = line[: len(line) - len(line.lstrip())]
+    width = 120
+    if len(line) <= width:
+        return line
+    out = []
+    rest = text
+    first = True
+    while len(rest) > width:
+        cut = rest.rfind(",", 0, width)
+        cut = width if cut <= 0 else cut + 1
+        out.append(("" if first else "&") + rest[:cut] + "&")
+        rest = rest[cut:]
+        first = False
+    out.append("&" + rest)
+    return "\n".join(indent + x for x in out)
 
 
 def _io_lines(stmts_nodes, prog, start, end) -> set[int]:

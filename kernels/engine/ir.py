@@ -290,6 +290,10 @@ class Kernel:
     functions: dict[str, Procedure] = field(default_factory=dict)  # pure/elemental callees
     unsupported: list[Unsupported] = field(default_factory=list)
     origin: str = "subroutine"  # 'subroutine' | 'function' | 'extracted'
+    # Added by the frontend: the result variable of a FUNCTION kernel, and notes for the report
+    # (e.g. PRINT statements left out of an extracted program nest).
+    result: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def arg(self, name: str) -> Arg:
         for a in self.args:

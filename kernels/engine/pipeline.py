@@ -44,7 +44,7 @@ def find_kernels(source: str, *, filename: str = "input.f90") -> list[ir.Kernel]
 
     parsed = parse_file(source, filename=filename)
     for k in parsed.kernels:
-        k.notes = parsed.notes.get(k.name, [])  # type: ignore[attr-defined]
+        k.notes = list(parsed.notes.get(k.name, k.notes))
     return parsed.kernels
 
 
@@ -119,7 +119,7 @@ def translate_source(
 
     for n, k in enumerate(kernels):
         kr = KernelResult(name=k.name, status="translated", device=device, line=k.line)
-        kr.notes = list(getattr(k, "notes", []))
+        kr.notes = list(k.notes)
         kr.diagnostics = _diagnostics(k)
         result.kernels.append(kr)
         report("generate", n, total, f"generating {k.name}")

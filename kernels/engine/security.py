@@ -308,11 +308,13 @@ def _check_statement(stmt: _Stmt, *, fixed_form: bool) -> list[Diagnostic]:
     # Procedure calls anywhere in the statement (CALL x(...), or x(...) inside an expression).
     call_gap = "" if fixed_form else r"\s+"
     for name in _FORBIDDEN_CALLS:
+        # Any mention counts, not only a call: ``external system`` + ``call run(system)`` or a
+        # procedure pointer ``=> system`` reach the same routine without ``system(``.
         seen: set[int] = set()
-        for m in re.finditer(rf"(?<![a-z0-9_%]){name}{sep}\(", low):
+        for m in re.finditer(rf"(?<![a-z0-9_%]){name}(?![a-z0-9_])", low):
             seen.add(m.start())
             hit(m.start(), f"{name} is not allowed in a kernel")
-        for m in re.finditer(rf"\bcall{call_gap}{name}\b", low):
+        for m in re.finditer(rf"\bcall{call_gap}{name}(?![a-z0-9_])", low):
             if m.end() - len(name) not in seen:
                 hit(m.start(), f"{name} is not allowed in a kernel")
     for name in _FORBIDDEN_SUBROUTINES:

@@ -67,6 +67,9 @@ RESULT_KEY = "__result__"
 COMPILE_MEMORY_MB = 2048
 FORTRAN_RUN_MEMORY_MB = 3072
 PYTHON_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
+# On a GPU the limit is RLIMIT_DATA (see sandbox); the CUDA driver's pinned staging buffers and
+# context count against it, so leave room.
+GPU_RUN_MEMORY_MB = 16384
 
 
 # --------------------------------------------------------------------------------------------
@@ -736,7 +739,7 @@ def verify_against_gfortran(
             [sys.executable, "fsp_side.py", "fsp_port.json"],
             cwd=workdir,
             timeout_s=remaining(),
-            memory_mb=PYTHON_RUN_MEMORY_MB,
+            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
             env=_python_env(device),
             allow_gpu=device == "gpu",
         )

@@ -183,3 +183,24 @@ def test_non_unit_step_and_early_exit_stay_sequential():
     )
     assert not loops["i"].parallel and "step" in loops["i"].reason
     assert not loops["j"].parallel and "EXIT" in loops["j"].reason
+
+
+def test_local_array_read_before_it_is_written_in_the_iteration_is_not_private():
+    _, _, loops = analysed(
+        """
+subroutine s(n, p, q)
+  integer, intent(in) :: n
+  real(8), intent(in) :: p(n)
+  real(8), intent(out) :: q(n)
+  real(8) :: tmp(2)
+  integer :: i
+  tmp(2) = 0
+  do i = 1, n
+    tmp(1) = p(i)
+    q(i) = tmp(1) + tmp(2)
+    tmp(2) = p(i)
+  end do
+end subroutine
+"""
+    )
+    assert not loops["i"].parallel

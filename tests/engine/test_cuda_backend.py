@@ -279,3 +279,164 @@ def test_gauss_seidel_sweep_is_bit_identical_to_the_sequential_order(tmp_path: P
                 )
     after, _ = simulate(tmp_path, gen.code, gen.entry, [n, m, nsweep, f, u])
     assert np.array_equal(after[4], want)
+
+
+# --------------------------------------------------------------------------------------------
+# Real-GPU compilation without a GPU: every launched kernel compiles to PTX for sm_90
+
+RECORD_SIGNATURES = r"""
+import importlib.util, pickle, sys
+import numba
+import numpy as np
+from numba.cuda.simulator import kernel as K
+from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+sigs = {}
+launch = K.FakeCUDAKernel.__call__
+
+def recording(self, *args):
+    if not self._device and not K._kernel_context:
+        types = tuple(numba.typeof(a._ary if isinstance(a, FakeCUDAArray) else a) for a in args)
+        sigs.setdefault(self.fn.__name__, set()).add(types)
+    return launch(self, *args)
+
+K.FakeCUDAKernel.__call__ = recording
+spec = importlib.util.spec_from_file_location("gen", "gen.py")
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+data = np.load("inputs.npz")
+args = [np.asfortranarray(data[f"a{i}"].copy()) if data[f"a{i}"].ndim else data[f"a{i}"][()]
+        for i in range(len(data.files))]
+getattr(mod, sys.argv[1])(*args)
+pickle.dump(sigs, open("sigs.pkl", "wb"))
+"""
+
+COMPILE_PTX = r"""
+import importlib.util, pickle
+from numba import cuda
+import numba.cuda.dispatcher as dispatcher
+
+class _Hopper:  # device functions ask the current device for its compute capability
+    compute_capability = (9, 0)
+
+dispatcher.get_current_device = lambda: _Hopper()
+spec = importlib.util.spec_from_file_location("gen", "gen.py")
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+done = 0
+for name, sigs in pickle.load(open("sigs.pkl", "rb")).items():
+    for sig in sigs:
+        ptx, _ = cuda.compile_ptx(getattr(mod, name).py_func, sig, cc=(9, 0))
+        assert ".entry" in ptx
+        done += 1
+print(done)
+"""
+
+
+def _nvvm_available() -> bool:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    probe = (
+        "import numba\nfrom numba import cuda\n"
+        "def k(a):\n    a[0] = 1.0\n"
+        "cuda.compile_ptx(k, (numba.float64[:],), cc=(9, 0))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+    return proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "fixture, kernel, sizes",
+    [
+        ("argmax_ties.f90", None, {"n": 41}),
+        ("reductions.f90", None, {"n": 13, "m": 5}),
+        ("cpml_elastic_2d.f90", None, {"nx": 11, "ny": 9, "nstep": 1}),
+        ("small_local_array.f90", None, {"n": 9}),
+        ("pure_elemental.f90", "apply_blend", {}),
+        ("real4_arith.f90", None, {}),
+    ],
+)
+def test_launched_kernels_compile_to_ptx_for_a_real_gpu(tmp_path: Path, fixture, kernel, sizes):
+    """The simulator runs Python; this checks the same kernels type and compile for sm_90."""
+    if not _nvvm_available():
+        pytest.skip("NVVM/NVRTC not installed (pip install '.[gpu]' to compile PTX without a GPU)")
+    from kernels.engine.verify import make_inputs, plan_run
+
+    k = fixture_kernel(fixture, kernel)
+    gen = generate_cuda(k)
+    plan = plan_run(k, sizes)
+    inputs = make_inputs(plan, 0)
+    np.savez(
+        tmp_path / "inputs.npz",
+        **{f"a{i}": np.asarray(inputs[a.name]) for i, a in enumerate(plan.args)},
+    )
+    (tmp_path / "gen.py").write_text(gen.code)
+    (tmp_path / "record.py").write_text(RECORD_SIGNATURES)
+    (tmp_path / "compile.py").write_text(COMPILE_PTX)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    rec = subprocess.run(
+        [sys.executable, "record.py", gen.entry],
+        cwd=tmp_path,
+        env={**env, "NUMBA_ENABLE_CUDASIM": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rec.returncode == 0, rec.stderr[-3000:]
+    out = subprocess.run(
+        [sys.executable, "compile.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout.strip()) >= max(gen.parallel_loops, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark script
+
+
+def test_gpu_benchmark_runs_its_code_path_on_the_simulator(tmp_path: Path) -> None:
+    out = tmp_path / "gpu-simulator.json"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_bandwidth.py"),
+            "--simulate-small",
+            "--no-corpus",
+            "--output",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "simulator" and result["simulated"] is True
+    assert set(result["workloads"]) == {"heat2d", "stencil3d", "cpml"}
+    heat = result["workloads"]["heat2d"]
+    # 21 x 13 interior points, two nests per step, each reading one array and writing another.
+    assert heat["kernels_per_step"] == 2 and heat["bytes_per_step"] == 4 * 21 * 13 * 8
+    assert heat["time_per_step_s"] > 0 and heat["effective_bandwidth_GBps"] > 0
+    cpml = result["workloads"]["cpml"]
+    assert cpml["kernels_per_step"] >= 4 and cpml["launch_overhead_per_step_s"] > 0
+
+
+def test_gpu_benchmark_without_a_gpu_exits_cleanly_with_a_message() -> None:
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a GPU is present: the full benchmark would run")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_bandwidth.py"), "--no-corpus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0
+    assert "no NVIDIA GPU" in proc.stderr and "--simulate-small" in proc.stderr

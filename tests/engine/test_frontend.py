@@ -354,3 +354,13 @@ end module
 """
     )
     assert k.arg("a").dims[0].upper == ir.Var("n")
+
+
+def test_preprocessed_source_keeps_the_original_line_numbers():
+    k = only(
+        "#define A 1\n#define B 2\n\nsubroutine s(n, x)\n  integer :: n\n  real(8) :: x\n"
+        "#ifdef Z\n  x = 0\n#endif\n  go to 10\n10 continue\nend subroutine\n",
+        filename="s.F90",
+    )
+    assert k.line == 4
+    assert [u.line for u in k.unsupported] == [10]

@@ -172,3 +172,14 @@ def test_forbidden_call_assembled_by_a_macro_is_refused() -> None:
 
 def test_preprocessed_fixture_without_forbidden_calls_passes() -> None:
     assert find_forbidden((FIXTURES / "preprocessor.F90").read_text()) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "  external :: system\n  call run_it(system)",
+        "  procedure(), pointer :: p\n  p => execute_command_line",
+    ],
+)
+def test_forbidden_routine_passed_around_without_a_call_is_refused(body: str) -> None:
+    assert any("is not allowed" in msg for _, _, msg in _refused(_kernel(body)))

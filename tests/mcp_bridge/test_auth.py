@@ -76,6 +76,16 @@ def test_api_key_environment_variable_works_for_the_default_tenant_only(
     assert _initialize(mcp_live, "a.localhost", "legacy-shared-secret-for-tests").status_code == 200
     assert _initialize(mcp_live, "b.localhost", "legacy-shared-secret-for-tests").status_code == 401
 
+    async def call():
+        async with mcp_live.session("sse", "a.localhost", "legacy-shared-secret-for-tests") as session:
+            return await session.call_tool("list_kernel_runs", {})
+
+    assert not anyio.run(call).is_error
+    from kernels.selectors import kernel_run_list
+
+    (run,) = kernel_run_list(tenant=tenant_a)
+    assert run.tool == "list_kernel_runs" and run.api_key_prefix == "env"
+
 
 @pytest.mark.parametrize(
     "path", ["/mcp", "/sse", "/messages/?session_id=00", "/.well-known/oauth-protected-resource"]

@@ -69,7 +69,7 @@ def test_client_initializes_lists_six_tools_and_ports_saxpy(
     (kernel,) = data["kernels"]
     assert CLI_KERNEL_FIELDS <= set(kernel)
     assert kernel["name"] == "saxpy"
-    assert kernel["status"] == "verified"
+    assert kernel["status"] == "verified", (kernel["diagnostics"], kernel.get("notes"))
     assert kernel["device"] == "cpu"
     assert kernel["parallel_loops"] == 1
     assert kernel["llm_calls"] == 0

@@ -62,13 +62,26 @@ def test_generated_secret_key_is_persisted_privately_and_reused(tmp_path, monkey
     assert _persistent_secret_key(tmp_path / "home") == "from-the-environment"
 
 
-def test_concurrent_first_starts_share_one_server_and_one_database(tmp_path):
+@pytest.fixture
+def private_tmp():
+    """A temp dir outside pytest's basetemp, which a concurrent pytest run may prune under us."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="fsp-db-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_concurrent_first_starts_share_one_server_and_one_database(private_tmp):
     """Three processes starting a fresh embedded server at once (make run + CLI + tests)."""
     import json
     import os
     import subprocess
     import sys
 
+    tmp_path = private_tmp
     script = (
         "import json, psycopg\n"
         "from fortranspire_site import db\n"

@@ -234,7 +234,7 @@ def test_oversized_source_is_413(client_a, tenant_a, make_key, fake_engine, sett
 
 def test_request_body_over_the_upload_limit_is_413_json(client_a, tenant_a, make_key, fake_engine):
     key = make_key(tenant_a, scopes=["translate"])
-    response = _post(client_a, "/api/v1/translate", {"source": "!" * 1_100_000}, key)
+    response = _post(client_a, "/api/v1/translate", {"source": "!" * 1_400_000}, key)
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large" and fake_engine == []
 
@@ -261,3 +261,36 @@ def test_openapi_docs_are_served(client_a, tenant_a):
     assert schema.status_code == 200
     assert "/api/v1/translate" in schema.json()["paths"]
     assert client_a.get("/api/v1/docs").status_code == 200
+
+
+def _real_engine_missing() -> str | None:
+    import shutil
+
+    try:
+        from kernels.engine import translate_source  # noqa: F401
+        from kernels.engine.profile import profile_source  # noqa: F401
+    except ImportError as exc:
+        return f"the engine is not importable yet: {exc}"
+    if shutil.which("gfortran") is None:
+        return "gfortran is not installed"
+    return None
+
+
+@pytest.mark.skipif(_real_engine_missing() is not None, reason=str(_real_engine_missing()))
+def test_translate_and_profile_end_to_end_with_the_real_engine(client_a, tenant_a, make_key):
+    key = make_key(tenant_a, scopes=["translate", "profile", "history"])
+    translated = _post(client_a, "/api/v1/translate", {"source": SAXPY, "sizes": {"n": 50}}, key)
+    assert translated.status_code == 200, translated.content[:500]
+    kernel = translated.json()["kernels"][0]
+    assert (kernel["name"], kernel["status"], kernel["device"]) == ("saxpy", "verified", "cpu")
+    assert kernel["max_abs_err"] == 0.0 and "prange" in kernel["code"]
+
+    profiled = _post(client_a, "/api/v1/profile", {"source": SAXPY, "sizes": {"n": 50}}, key)
+    assert profiled.status_code == 200, profiled.content[:500]
+    assert profiled.json()["kernels"][0]["name"] == "saxpy"
+
+    runs = _get(client_a, "/api/v1/runs", key).json()["runs"]
+    ids = {r["id"] for r in runs}
+    assert {translated.json()["run_id"], profiled.json()["run_id"]} <= ids
+    run = kernel_run_get(tenant=tenant_a, run_id=translated.json()["run_id"])
+    assert run.status == "verified" and "prange" in run.generated_code

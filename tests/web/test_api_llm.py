@@ -242,3 +242,38 @@ def test_agent_analyses_and_translates_with_the_real_engine_then_answers(tenant_
     translate_run = kernel_run_get(tenant=tenant_a, run_id=translated["run_id"])
     assert translated["kernels"][0]["max_abs_err"] is not None
     assert translate_run.tool == "ask_agent.translate" and translate_run.status == "verified"
+
+
+def test_agent_outage_midway_is_a_503_and_the_run_keeps_the_trace_so_far(tenant_a, settings):
+    from fortranspire_site.errors import ServiceUnavailable
+    from kernels.engine import llm
+    from kernels.selectors import kernel_run_get
+    from tests.fakes.mistral_server import error
+
+    settings.FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS = True
+    script = [reply("", tool_calls=[("list_kernel_runs", {})])] + [error(503, "overloaded")] * 3
+    with FakeMistral(script) as fake:
+        creds.llm_credential_set(tenant=tenant_a, api_key=KEY, endpoint=fake.url)
+        with pytest.raises(ServiceUnavailable) as exc:
+            agent.agent_ask(
+                tenant=tenant_a,
+                question="list my runs",
+                chat_factory=lambda config: llm.MistralChat(config, sleep=lambda s: None),
+            )
+        assert len(fake.requests) == 4  # one answer, then 3 bounded attempts
+    assert "503" in exc.value.message and exc.value.extra["llm_error"] == "llm_unavailable"
+    run = kernel_run_get(tenant=tenant_a, run_id=exc.value.extra["run_id"])
+    assert run.status == "failed" and run.llm_calls == 1
+    assert [t["tool"] for t in run.report["trace"]] == ["list_kernel_runs"]
+
+
+def test_agent_rate_limited_by_mistral_is_a_429_with_retry_after(tenant_a, settings):
+    from fortranspire_site.errors import RateLimited
+    from tests.fakes.mistral_server import error
+
+    settings.FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS = True
+    with FakeMistral([error(429, "quota", headers={"Retry-After": "120"})]) as fake:
+        creds.llm_credential_set(tenant=tenant_a, api_key=KEY, endpoint=fake.url)
+        with pytest.raises(RateLimited) as exc:
+            agent.agent_ask(tenant=tenant_a, question="hi")
+    assert exc.value.status == 429 and exc.value.retry_after == 120

@@ -228,3 +228,16 @@ def test_operator_admin_refuses_a_private_llm_endpoint_as_a_form_error(operator,
     from tenants.models import LlmCredential
 
     assert not LlmCredential.objects.filter(tenant=tenant_a).exists()
+
+
+def test_member_logs_in_with_the_form_and_lands_on_the_dashboard(
+    tenant_a, tenant_client, django_user_model
+):
+    _member(django_user_model, tenant_a, "dora")
+    client = tenant_client(tenant_a)
+    assert client.get("/login/").status_code == 200
+    response = client.post("/login/", {"username": "dora", "password": "pw-for-tests-123"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.get("/").status_code == 200
+    wrong = tenant_client(tenant_a).post("/login/", {"username": "dora", "password": "nope"})
+    assert wrong.status_code == 200 and b"errorlist" in wrong.content

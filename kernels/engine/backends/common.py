@@ -936,7 +936,11 @@ class StmtPrinter:
     def assign(self, s: ir.Assign) -> str:
         tt = self.p.type_of(s.target)
         vt = self.p.type_of(s.value)
-        value = self.p.cast(self.p.expr(s.value), vt, tt)
+        if isinstance(s.value, ir.Const) and tt.base == "real" and vt.base == "integer":
+            # `x = 0` into a real: print the converted literal rather than a runtime cast.
+            value = self.p.const(ir.Const(float(s.value.value), tt))
+        else:
+            value = self.p.cast(self.p.expr(s.value), vt, tt)
         if isinstance(s.target, ir.Var):
             return f"{py_name(s.target.name)} = {value}"
         return f"{self.p.array_ref(s.target)} = {value}"

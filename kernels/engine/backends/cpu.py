@@ -19,7 +19,11 @@ from kernels.engine.backends.common import (
     py_name,
 )
 
-HELPER_DECORATOR = "@njit(fastmath=False, cache=False)"
+# error_model="numpy": a float division by zero gives inf/nan as in Fortran (IEEE) instead of
+# raising, and drops the zero test numba would put in front of every division.
+HELPER_DECORATOR = '@njit(fastmath=False, error_model="numpy", cache=False)'
+KERNEL_DECORATOR = '@njit(fastmath=False, error_model="numpy", cache=False)'
+PARALLEL_DECORATOR = '@njit(parallel=True, fastmath=False, error_model="numpy", cache=False)'
 
 
 class CpuStmtPrinter(StmtPrinter):
@@ -249,11 +253,7 @@ def generate_cpu(
         helpers |= used
     entry = py_name(kernel.name)
     n_par = sp.prange_loops
-    deco = (
-        "@njit(parallel=True, fastmath=False, cache=False)"
-        if n_par
-        else "@njit(fastmath=False, cache=False)"
-    )
+    deco = PARALLEL_DECORATOR if n_par else KERNEL_DECORATOR
     parts = [
         _docstring(kernel, outs, n_par),
         "",
@@ -277,6 +277,8 @@ def generate_cpu(
         "    " + returns,
         "",
     ]
+    if parts[-2] == "    " + returns and len(parts) > 2 and parts[-3] == "    " + returns:
+        del parts[-2]  # the Fortran already ends with RETURN
     code = "\n".join(parts)
     notes = []
     for info in analysis.loops:
