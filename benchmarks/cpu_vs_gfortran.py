@@ -268,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": REPEATS,
         "cases": rows,
     }
+    busiest = max(load_at_start[0], summary["load_average_at_end"][0])
+    if busiest > (os.cpu_count() or 1):
+        # Other processes held the cores: prange threads wait on descheduled team-mates at
+        # every parallel region, so the speedup says more about the load than about the code.
+        summary["warning"] = (
+            f"load average {busiest:.1f} > {os.cpu_count()} cores: prange timings are unreliable"
+        )
+        print("WARNING: " + summary["warning"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("cpu_vs_gfortran-quick.json" if args.quick else "cpu_vs_gfortran.json")
     out.write_text(json.dumps(summary, indent=2))

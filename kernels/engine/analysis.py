@@ -76,7 +76,7 @@ class KernelAnalysis:
         }
 
 
-# Private local arrays per loop (kept out of ir.Loop so the shared IR stays as agreed).
+# Name of the ir.Loop field listing privatised local arrays (kept for backends importing it).
 PRIVATE_ARRAYS_ATTR = "private_arrays"
 
 
@@ -133,7 +133,7 @@ def _sequential(loop: ir.Loop, reason: str) -> LoopInfo:
     loop.reason = reason
     loop.private = []
     loop.reductions = []
-    setattr(loop, PRIVATE_ARRAYS_ATTR, [])
+    loop.private_arrays = []
     return LoopInfo(loop.line, loop.var, False, reason, 0)
 
 
@@ -213,7 +213,7 @@ def _analyse_loop(loop: ir.Loop, ctx: _Context, enclosing: list[ir.Loop]) -> Loo
     loop.parallel = True
     loop.private = private
     loop.reductions = reductions
-    setattr(loop, PRIVATE_ARRAYS_ATTR, private_arrays)
+    loop.private_arrays = private_arrays
     bits = ["no loop-carried dependence"]
     if reductions:
         bits.append("reductions: " + ", ".join(f"{r.op} on {r.var}" for r in reductions))

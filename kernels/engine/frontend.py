@@ -20,6 +20,7 @@ import math
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -28,6 +29,7 @@ from kernels.engine.backends.common import INTRINSICS
 from kernels.engine.report import Diagnostic, EngineError, FortranSyntaxError
 
 _PARSER = None
+_PARSE_LOCK = threading.Lock()
 
 _FIXED_SUFFIXES = {".f", ".for", ".f77", ".ftn", ".fpp"}
 _CPP_SUFFIXES = {".F", ".F90", ".F95", ".F03", ".F08", ".FOR", ".FPP", ".FTN", ".F77"}
@@ -147,7 +149,10 @@ def _parse_tree(source: str, fixed: bool):
     reader = FortranStringReader(source, ignore_comments=False)
     reader.set_format(FortranFormat(not fixed, False))
     try:
-        tree = _parser()(reader)
+        # fparser keeps module-level state (symbol tables): one parse at a time per process,
+        # since the web service translates from several threads.
+        with _PARSE_LOCK:
+            tree = _parser()(reader)
     except FparserException as exc:
         raise _syntax_error(str(exc), source) from None
     except (RecursionError, ValueError, IndexError, AttributeError, KeyError, TypeError) as exc:
@@ -1102,6 +1107,8 @@ class _ProcBuilder:
         body = self.body(body_nodes)
         if ctrl is None:
             raise _Unsupported("DO without loop control (infinite DO)", line, str(head))
+        if len(ctrl.items) > 3 and ctrl.items[3] is not None:
+            return self._do_concurrent(ctrl.items[3], body, line, label)
         whilecond = ctrl.items[0]
         if whilecond is not None:
             pre: list[ir.Stmt] = []
@@ -1121,6 +1128,24 @@ class _ProcBuilder:
         if step is not None and isinstance(step, ir.Const) and step.value == 1:
             step = None
         return pre + [ir.Loop(var, exprs[0], exprs[1], step, body, line, label)]
+
+    def _do_concurrent(self, header, body, line: int, label) -> list[ir.Stmt]:
+        """DO CONCURRENT: iterations are independent, so the first index runs innermost."""
+        specs, mask = header.items[0], header.items[1] if len(header.items) > 1 else None
+        if mask is not None:
+            cond = self.expr(mask)
+            self._declare_names(cond, line)
+            body = [ir.If([(cond, body)], [], line)]
+        stmts = body
+        for spec in specs.children:
+            var_node, lo, hi, st = spec.items
+            var = _name(var_node)
+            self.ensure_declared(var, line)
+            step = self.expr(st) if st is not None else None
+            loop = ir.Loop(var, self.expr(lo), self.expr(hi), step, stmts, line)
+            stmts = [loop]
+        stmts[0].label = label
+        return stmts
 
     def _stmt_Exit_Stmt(self, node) -> list[ir.Stmt]:
         nm = node.items[1]
@@ -1604,12 +1629,37 @@ class _FileBuilder:
         for mod in self.modules.values():
             self._build_module_spec(mod)
         for info in self.order:
-            self._build_proc(info)
+            try:
+                self._build_proc(info)
+            except Exception as exc:  # noqa: BLE001 - one odd unit must not sink the file
+                info.failure = exc  # type: ignore[attr-defined]
         for info in self.order:
             if info.kind == "subroutine" or info.kind == "function":
-                self.kernels.append(self._kernel_from_proc(info))
+                try:
+                    if getattr(info, "failure", None) is not None:
+                        raise info.failure  # type: ignore[attr-defined]
+                    self.kernels.append(self._kernel_from_proc(info))
+                except Exception as exc:  # noqa: BLE001
+                    self.kernels.append(self._broken_kernel(info.name, info.start, exc))
         for prog in self.programs:
-            self.kernels.extend(self._extract_program(prog))
+            try:
+                self.kernels.extend(self._extract_program(prog))
+            except Exception as exc:  # noqa: BLE001
+                self.kernels.append(self._broken_kernel(prog.name, prog.start, exc))
+
+    def _broken_kernel(self, name: str, line: int, exc: Exception) -> ir.Kernel:
+        """A kernel the frontend could not build: reported as unsupported, never a traceback."""
+        msg = f"construct the frontend cannot handle ({type(exc).__name__}: {exc})"
+        return ir.Kernel(
+            name=name,
+            args=[],
+            body=[],
+            locals={},
+            fortran_source=self.source,
+            fortran_entry=name,
+            line=line,
+            unsupported=[ir.Unsupported(msg, line, 1, "")],
+        )
 
     def _collect_module(self, unit) -> None:
         stmt = _head(unit)

@@ -182,6 +182,7 @@ class Loop:
     reason: str = ""  # why it is (not) parallel
     private: list[str] = field(default_factory=list)
     reductions: list[Reduction] = field(default_factory=list)
+    private_arrays: list[str] = field(default_factory=list)  # local arrays, one copy per iteration
 
 
 @dataclass

@@ -124,3 +124,34 @@ def test_fixture_reaches_its_expected_status(path: Path, monkeypatch: pytest.Mon
 def _fp32_only(k) -> bool:
     # real(4) outputs are held to the ULP rule instead (see kernels/engine/verify.py).
     return all(a.passed for a in k.arguments) and any("ulp" in a.tolerance for a in k.arguments)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "mutation"),
+    [
+        ("heat2d_jacobi.f90", ("4.0 *", "4.000000001 *")),  # a constant off in the 10th digit
+        ("heat2d_jacobi.f90", ("prange(", "range(")),  # harmless: must still verify
+        ("stencil3d_7pt.f90", ("range(2, n)", "range(2, n + 1)")),  # writes the boundary
+    ],
+)
+def test_verification_judges_mutated_ports_of_fixtures(fixture: str, mutation) -> None:
+    """The acceptance test can fail: a port that differs from the Fortran is not verified."""
+    from kernels.engine import find_kernels, translate_source
+    from kernels.engine.verify import verify_against_gfortran
+
+    path = FIXTURES / fixture
+    source = path.read_text()
+    _, sizes = fixture_header(path)
+    (port,) = translate_source(source, filename=path.name, verify=False).kernels
+    (kernel,) = find_kernels(source, filename=path.name)
+    old, new = mutation
+    if old not in port.code:
+        pytest.skip(f"the generated code has no {old!r} to mutate")
+
+    class Mutated:
+        code = port.code.replace(old, new, 1)
+        entry = port.entry
+
+    report = verify_against_gfortran(kernel, Mutated(), sizes=sizes)
+    harmless = old == "prange("
+    assert report.status == ("verified" if harmless else "mismatch"), report.message

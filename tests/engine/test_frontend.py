@@ -364,3 +364,38 @@ def test_preprocessed_source_keeps_the_original_line_numbers():
     )
     assert k.line == 4
     assert [u.line for u in k.unsupported] == [10]
+
+
+def test_do_concurrent_becomes_a_loop_nest_with_the_first_index_innermost():
+    k = only(
+        """
+subroutine s(n, m, a)
+  integer, intent(in) :: n, m
+  real(8), intent(inout) :: a(n, m)
+  integer :: i, j
+  do concurrent (i = 1:n, j = 1:m)
+    a(i, j) = 0
+  end do
+end subroutine
+"""
+    )
+    outer = k.body[0]
+    assert outer.var == "j" and outer.body[0].var == "i"
+
+
+def test_strided_section_copy_maps_both_sides_with_the_same_stride():
+    k = only(
+        """
+subroutine s(n, a, b)
+  integer, intent(in) :: n
+  real(8), intent(in) :: b(n)
+  real(8), intent(inout) :: a(n)
+  a(2:n:2) = b(1:n-1:2)
+end subroutine
+"""
+    )
+    (loop,) = k.body
+    assert loop.step == ir.Const(2, ir.INTEGER)
+    assign = loop.body[0]
+    # b's element: 1 + (v - 2) = v - 1 for the target element a(v).
+    assert assign.value.indices[0] == ir.BinOp("-", ir.Var(loop.var), ir.Const(1, ir.INTEGER))

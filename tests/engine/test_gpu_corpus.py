@@ -17,7 +17,7 @@ import pytest
 
 from fortranspire_site.cli import main
 from kernels.engine import translate_source
-from kernels.engine.report import FortranSyntaxError, ForbiddenStatementError
+from kernels.engine.report import ForbiddenStatementError, FortranSyntaxError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
 SIMULATOR_MAX_SIZE = 40

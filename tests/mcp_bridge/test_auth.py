@@ -77,7 +77,9 @@ def test_api_key_environment_variable_works_for_the_default_tenant_only(
     assert _initialize(mcp_live, "b.localhost", "legacy-shared-secret-for-tests").status_code == 401
 
     async def call():
-        async with mcp_live.session("sse", "a.localhost", "legacy-shared-secret-for-tests") as session:
+        async with mcp_live.session(
+            "sse", "a.localhost", "legacy-shared-secret-for-tests"
+        ) as session:
             return await session.call_tool("list_kernel_runs", {})
 
     assert not anyio.run(call).is_error

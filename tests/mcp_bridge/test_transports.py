@@ -255,3 +255,25 @@ def test_profile_kernels_returns_the_ranking_and_a_png_chart(mcp_live, tenant_a,
 
     assert base64.b64decode(images[0].data).startswith(b"\x89PNG")
     assert "saxpy" in result.content[0].text
+
+
+def test_gpu_tool_returns_the_cli_shape_for_the_gpu_target(mcp_live, tenant_a, make_key):
+    if not engine_ready():
+        pytest.skip("engine (kernels.engine.pipeline) not merged yet")
+    key = make_key(tenant_a, scopes=["translate"])
+
+    async def scenario():
+        async with mcp_live.session("http", "a.localhost", key) as session:
+            return await session.call_tool(
+                "translate_kernel_gpu", {"source": SAXPY, "verify": False}
+            )
+
+    result = anyio.run(scenario)
+    assert not result.is_error, result.content
+    data = result.structured_content
+    assert data["target"] == "gpu" and data["run_id"]
+    (kernel,) = data["kernels"]
+    assert CLI_KERNEL_FIELDS <= set(kernel)
+    assert kernel["status"] == "translated"
+    assert kernel["device"] in ("gpu", "simulator")
+    assert "cuda" in kernel["code"]

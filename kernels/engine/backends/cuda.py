@@ -89,6 +89,11 @@ class _Serial:
     reason: str = ""
     box: list[str] = field(default_factory=list)  # scalars copied back to the host
     has_return: bool = False
+    conds: list[ir.Expr] = field(default_factory=list)  # IF conditions evaluated for the host
+
+    @property
+    def cond_names(self) -> list[str]:
+        return [f"_c{self.index}_{j}" for j in range(len(self.conds))]
 
     @property
     def name(self) -> str:
@@ -97,10 +102,22 @@ class _Serial:
 
 
 @dataclass
+class _Fused:
+    """Consecutive independent 1-D nests launched as one kernel (thread t runs each nest's t)."""
+
+    index: int
+    nests: list[_Nest]
+
+    @property
+    def name(self) -> str:
+        return f"_f{self.index}_line{self.nests[0].loops[0].line}"
+
+
+@dataclass
 class _Launch:
     """Marker statement in the host body: launch ``region`` here."""
 
-    region: _Nest | _Serial
+    region: _Nest | _Serial | _Fused
     line: int = 0
 
 
@@ -383,11 +400,11 @@ class _CudaModule:
         self.helpers: set[str] = set()
         self.notes: list[str] = []
         self.uses_return = False
-        self.region_of_stmt: dict[int, _Nest | _Serial] = {}
         self.host_loops: list[ir.Stmt] = []  # host control constructs (copies)
         self.inside_host_loop: dict[int, bool] = {}
         self.argmax_loops: dict[int, tuple[list[ir.Reduction], list[str]]] = {}
         self.notes_extra: list[str] = []
+        self.fused: list[_Fused] = []
 
     # -- planning ------------------------------------------------------------------------------
     def _is_host(self, s: ir.Stmt) -> bool:
@@ -461,13 +478,20 @@ class _CudaModule:
                 and _contains_parallel_or_argmax(s)
                 and self._header_is_host(s)
             ):
+                saved = self._snapshot()
                 try:
                     host = self._host_construct(s)
                 except _Demote:
+                    self._restore(saved)  # forget the kernels planned inside it
                     pending.append(s)
                     continue
                 flush()
                 out.append(host)
+                continue
+            split = self._device_condition(s, in_host_loop)
+            if split is not None:
+                flush()
+                out.extend(split)
                 continue
             if self._is_host(s):
                 flush()
@@ -477,7 +501,81 @@ class _CudaModule:
                 continue
             pending.append(s)
         flush()
+        return self._fuse(out)
+
+    def _snapshot(self) -> tuple:
+        return (
+            list(self.nests),
+            list(self.serials),
+            list(self.fused),
+            list(self.host_loops),
+            self.counter,
+        )
+
+    def _restore(self, saved: tuple) -> None:
+        self.nests, self.serials, self.fused, self.host_loops, self.counter = (
+            list(saved[0]),
+            list(saved[1]),
+            list(saved[2]),
+            list(saved[3]),
+            saved[4],
+        )
+
+    def _fuse(self, items: list) -> list:
+        """Merge runs of consecutive fusable 1-D nests into one launch each."""
+        out: list = []
+        run: list[_Nest] = []
+
+        def close() -> None:
+            if len(run) == 1:
+                out.append(_Launch(run[0], run[0].loops[0].line))
+            elif run:
+                self.counter += 1
+                fused = _Fused(self.counter, list(run))
+                self.fused.append(fused)
+                for nest in run:
+                    self.nests.remove(nest)
+                out.append(_Launch(fused, run[0].loops[0].line))
+            run.clear()
+
+        for item in items:
+            nest = item.region if isinstance(item, _Launch) else None
+            if isinstance(nest, _Nest) and self._fusable(nest):
+                if run and not all(_independent(nest, other) for other in run):
+                    close()
+                run.append(nest)
+                continue
+            close()
+            out.append(item)
+        close()
         return out
+
+    def _fusable(self, nest: _Nest) -> bool:
+        return len(nest.loops) == 1 and not nest.reductions and not nest.private_arrays
+
+    def _device_condition(self, s: ir.Stmt, in_host_loop: bool) -> list | None:
+        """An IF whose conditions read device arrays but whose branches are host work (EXIT of
+        the time loop, scalar updates): evaluate the conditions in a one-thread kernel, copy the
+        flags back, branch on the host. Keeps the parallel nests around it parallel."""
+        if not isinstance(s, ir.If) or self._header_is_host(s):
+            return None
+        bodies = [b for _, b in s.branches] + [s.orelse]
+        if not all(self._is_host(x) for b in bodies for x in b):
+            return None
+        if not in_host_loop and any(
+            isinstance(x, (ir.Exit, ir.Cycle)) for b in bodies for x in ir.walk(b)
+        ):
+            return None
+        self.counter += 1
+        probe = ir.If([(c, []) for c, _ in s.branches], [], s.line)
+        region = _Serial(self.counter, [probe], "", conds=[c for c, _ in s.branches])
+        self.serials.append(region)
+        self.inside_host_loop[id(region)] = in_host_loop
+        branches = [(ir.Var(n), b) for n, (_, b) in zip(region.cond_names, s.branches, strict=True)]
+        for x in ir.walk([s]):
+            if isinstance(x, ir.Return):
+                self.uses_return = True
+        return [_Launch(region, s.line), ir.If(branches, s.orelse, s.line)]
 
     def _host_construct(self, s: ir.Stmt) -> ir.Stmt:
         if isinstance(s, ir.Loop):
@@ -608,6 +706,8 @@ class _CudaModule:
         return outs
 
     def _box_for(self, region: _Serial) -> list[str]:
+        if region.conds:
+            return []
         _, writes = _refs(region.stmts)
         written = sorted(n for n in writes if n in self.scalars)
         skip = {id(s) for s in region.stmts}
@@ -727,6 +827,36 @@ class _CudaModule:
             lines += self._block_reduction(nest)
         return lines
 
+    def _fused_params(self, fused: _Fused) -> tuple[list[str], list[str]]:
+        arrays: set[str] = set()
+        scalars: set[str] = set()
+        for nest in fused.nests:
+            a, sc = self._kernel_params([*nest.loops], set())
+            _, written = _refs(nest.body)
+            arrays |= set(a)
+            scalars |= {x for x in sc if x not in written and x != nest.loops[0].var}
+        loop_vars = {n.loops[0].var for n in fused.nests}
+        return sorted(arrays), sorted(scalars - loop_vars)
+
+    def fused_kernel(self, fused: _Fused) -> list[str]:
+        arrays, scalars = self._fused_params(fused)
+        params = [py_name(a) for a in arrays] + [py_name(x) for x in scalars]
+        for q in range(len(fused.nests)):
+            params += [f"_lo{q}", f"_st{q}", f"_n{q}"]
+        lines = ["@cuda.jit", f"def {fused.name}({', '.join(params)}):"]
+        lines.append(
+            f"{_IND}# {len(fused.nests)} independent 1-D nests in one launch (thread _t runs "
+            "iteration _t of each)"
+        )
+        lines.append(f"{_IND}_t = cuda.grid(1)")
+        for q, nest in enumerate(fused.nests):
+            lp = nest.loops[0]
+            lines.append(f"{_IND}# line {lp.line}: do {lp.var}")
+            lines.append(f"{_IND}if _t < _n{q}:")
+            lines.append(f"{_IND * 2}{py_name(lp.var)} = _lo{q} + _t * _st{q}")
+            lines += self._device_body(nest.body, 2)
+        return lines
+
     def _partial_names(self, nest: _Nest) -> list[str]:
         names = []
         for j, r in enumerate(nest.reductions):
@@ -828,7 +958,7 @@ class _CudaModule:
         lines.append(f"{_IND}_tid = cuda.threadIdx.x")
         lines.append(f"{_IND}_nt = cuda.blockDim.x")
         sh = []
-        for j, (_, part, t) in enumerate(slots):
+        for j, (_, _part, t) in enumerate(slots):
             lines.append(f"{_IND}_sh{j} = cuda.shared.array(_FINISH_THREADS, {_numba_type(t)})")
             sh.append(f"_sh{j}")
         # Each thread starts from block _tid's partial (or block 0's when there are fewer blocks:
@@ -900,7 +1030,7 @@ class _CudaModule:
                 none = "_KEY_NONE" if nest.first_occurrence else -1
                 lines.append(f"{_IND * 2}if {sh[k + 1]}[0] != {none}:")
                 lines.append(f"{_IND * 3}_box[{slot}] = {sh[k]}[0]")
-                for q, v in enumerate(r.index_vars):
+                for q in range(len(r.index_vars)):
                     lines.append(f"{_IND * 3}_box[{slot + 1 + q}] = {sh[k + 2 + q]}[0]")
                 lines.append(f"{_IND * 2}else:")
                 lines.append(f"{_IND * 3}_box[{slot}] = {iv}")
@@ -911,16 +1041,14 @@ class _CudaModule:
         return lines
 
     def serial_kernel(self, region: _Serial) -> list[str]:
+        if region.conds:
+            return self._condition_kernel(region)
         region.box = self._box_for(region)
         arrays, scalars = self._kernel_params(region.stmts, set())
         params = [py_name(a) for a in arrays] + [py_name(s) for s in scalars] + ["_box"]
         lines = ["@cuda.jit", f"def {region.name}({', '.join(params)}):"]
         why = region.reason or "statements that touch arrays outside a parallel loop"
         lines.append(f"{_IND}# One thread runs these statements in Fortran order: {why}")
-        local_arrays = [
-            a for a in arrays if a in self.k.locals and self._private_to_region(a, region)
-        ]
-        del local_arrays  # global device arrays are used: safe for any size
         writes = [f"_box[{j}] = {py_name(n)}" for j, n in enumerate(region.box)]
         ret = "return"
         if region.has_return:
@@ -929,10 +1057,16 @@ class _CudaModule:
         lines += [f"{_IND}{w}" for w in writes]
         return lines
 
-    def _private_to_region(self, name: str, region: _Serial) -> bool:
-        skip = {id(s) for s in region.stmts}
-        r, w = _refs(_without(self.k.body, skip))
-        return name not in r and name not in w
+    def _condition_kernel(self, region: _Serial) -> list[str]:
+        arrays, scalars = self._kernel_params(region.stmts, set())
+        params = [py_name(a) for a in arrays] + [py_name(x) for x in scalars] + ["_box"]
+        lines = ["@cuda.jit", f"def {region.name}({', '.join(params)}):"]
+        lines.append(f"{_IND}# IF conditions that read device arrays, evaluated for the host")
+        p = self._expr_printer()
+        for j, cond in enumerate(region.conds):
+            lines.append(f"{_IND}_box[{j}] = 1.0 if {p.expr(cond)} else 0.0")
+        self.helpers |= p.helpers
+        return lines
 
     def device_functions(self) -> list[str]:
         lines: list[str] = []
@@ -1005,13 +1139,23 @@ class _CudaModule:
     def launch_lines(self, region: _Nest | _Serial, depth: int) -> list[str]:
         ind = _IND * depth
         p = self._expr_printer()
+        if isinstance(region, _Serial) and region.conds:
+            arrays, scalars = self._kernel_params(region.stmts, set())
+            args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(x) for x in scalars]
+            lines = [f"{ind}_box = cuda.device_array({len(region.conds)}, np.float64)"]
+            lines.append(f"{ind}{region.name}[1, 1]({', '.join([*args, '_box'])})")
+            lines.append(f"{ind}_h = _box.copy_to_host()")
+            for j, name in enumerate(region.cond_names):
+                lines.append(f"{ind}{name} = _h[{j}] != 0")
+            return lines
         if isinstance(region, _Serial):
             arrays, scalars = self._kernel_params(region.stmts, set())
             args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(s) for s in scalars]
             nbox = len(region.box) + (1 if region.has_return else 0)
-            lines = [f"{ind}_box = cuda.device_array({max(nbox, 1)}, np.float64)"]
-            if region.has_return:
-                lines.append(f"{ind}_box[{len(region.box)}:] = 0")
+            if region.has_return:  # the RETURN flag must start at 0
+                lines = [f"{ind}_box = cuda.to_device(np.zeros({nbox}))"]
+            else:
+                lines = [f"{ind}_box = cuda.device_array({max(nbox, 1)}, np.float64)"]
             lines.append(f"{ind}{region.name}[1, 1]({', '.join([*args, '_box'])})")
             if nbox:
                 lines.append(f"{ind}_h = _box.copy_to_host()")
@@ -1022,6 +1166,8 @@ class _CudaModule:
                     lines.append(f"{ind}{_IND}raise _FortranReturn()")
                     self.uses_return = True
             return lines
+        if isinstance(region, _Fused):
+            return self._fused_launch(region, depth)
         nest = region
         nd = len(nest.loops)
         lines = []
@@ -1058,6 +1204,34 @@ class _CudaModule:
             if lp.var in outside_reads:
                 t = _np_type(self.scope.type(lp.var))
                 lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{k} + _n{k} * _st{k})")
+        return lines
+
+    def _fused_launch(self, fused: _Fused, depth: int) -> list[str]:
+        ind = _IND * depth
+        p = self._expr_printer()
+        lines = []
+        for q, nest in enumerate(fused.nests):
+            lp = nest.loops[0]
+            lo, hi = self._host_int(p, lp.start), self._host_int(p, lp.stop)
+            st = self._host_int(p, lp.step) if lp.step is not None else "1"
+            lines.append(f"{ind}_lo{q}, _st{q} = {lo}, {st}")
+            lines.append(f"{ind}_n{q} = _trip(_lo{q}, {hi}, _st{q})")
+        trips = ", ".join(f"_n{q}" for q in range(len(fused.nests)))
+        lines.append(f"{ind}_nmax = max({trips})")
+        arrays, scalars = self._fused_params(fused)
+        args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(x) for x in scalars]
+        for q in range(len(fused.nests)):
+            args += [f"_lo{q}", f"_st{q}", f"_n{q}"]
+        lines.append(f"{ind}if _nmax > 0:")
+        lines.append(
+            f"{ind}{_IND}{fused.name}[_grid_for((_nmax,), _block1), _block1]({', '.join(args)})"
+        )
+        outside_reads, _ = _refs(_without(self.k.body, {id(n.loops[0]) for n in fused.nests}))
+        for q, nest in enumerate(fused.nests):
+            lp = nest.loops[0]
+            if lp.var in outside_reads:
+                t = _np_type(self.scope.type(lp.var))
+                lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{q} + _n{q} * _st{q})")
         return lines
 
     def _reduction_launch(self, nest: _Nest, args, block: str, guard: str, ind: str) -> list:
@@ -1203,6 +1377,8 @@ class _CudaModule:
             kernels += self.nest_kernel(nest) + ["", ""]
             if nest.reductions:
                 kernels += self.finish_kernel(nest) + ["", ""]
+        for fused in self.fused:
+            kernels += self.fused_kernel(fused) + ["", ""]
         for region in self.serials:
             kernels += self.serial_kernel(region) + ["", ""]
         functions = self.device_functions()
@@ -1278,7 +1454,8 @@ class _CudaModule:
         code_lines = head + helpers + functions + kernels + driver
         code = "\n".join(code_lines).rstrip() + "\n"
         code = re.sub(r"\n{4,}", "\n\n\n", code)
-        return GeneratedCode(code, py_name(k.name), len(self.nests), list(self.notes))
+        loops = len(self.nests) + sum(len(f.nests) for f in self.fused)
+        return GeneratedCode(code, py_name(k.name), loops, list(self.notes))
 
     def _notes(self) -> None:
         notes = []
@@ -1306,8 +1483,20 @@ class _CudaModule:
                         + " occurrence via the iteration number"
                     )
             notes.append(text)
+        for fused in self.fused:
+            lines = ", ".join(str(n.loops[0].line) for n in fused.nests)
+            notes.append(
+                f"lines {lines}: {len(fused.nests)} independent 1-D nests fused into kernel "
+                f"{fused.name} (one launch instead of {len(fused.nests)})"
+            )
         for region in self.serials:
             line = getattr(region.stmts[0], "line", 0)
+            if region.conds:
+                notes.append(
+                    f"line {line}: IF condition reads device arrays: one-thread kernel "
+                    f"{region.name} evaluates it, the flag comes back, the branch runs on the host"
+                )
+                continue
             why = region.reason or "no parallel loop"
             text = (
                 f"line {line}: sequential single-thread kernel {region.name}, Fortran order kept"
@@ -1323,6 +1512,35 @@ class _CudaModule:
                     "the device across its iterations (launches only, no copies)"
                 )
         self.notes = notes + self.notes_extra
+
+
+def _independent(a: _Nest, b: _Nest) -> bool:
+    """Whether nests ``a`` and ``b`` may run in one kernel with no order between their threads.
+
+    Legal when neither reads an array or scalar the other writes, and arrays both write are
+    written only with the same constant (Dirichlet edges: ``vx(1,:) = 0`` and ``vx(:,1) = 0``
+    meet at a corner, and either order leaves the same value there).
+    """
+    ra, wa = _refs(a.body)
+    rb, wb = _refs(b.body)
+    own = {a.loops[0].var, b.loops[0].var}
+    # Subscript reads are reads: only values read from the other's writes matter.
+    if (ra - own) & (wb - own) or (rb - own) & (wa - own):
+        return False
+    for name in (wa & wb) - own:
+        values = {
+            repr(x.value)
+            for x in ir.walk([*a.body, *b.body])
+            if isinstance(x, ir.Assign) and x.target.name == name
+        }
+        consts = all(
+            isinstance(x.value, ir.Const)
+            for x in ir.walk([*a.body, *b.body])
+            if isinstance(x, ir.Assign) and x.target.name == name
+        )
+        if len(values) != 1 or not consts:
+            return False
+    return True
 
 
 def _contains_parallel_or_argmax(s: ir.Stmt) -> bool:
