@@ -235,7 +235,13 @@ def _per_step(module, entry, kernel, sizes, steps, repeats) -> tuple[float, dict
     _time_driver(module, entry, kernel, sizes, max(s1, 1), 1)  # warm-up: JIT compile every kernel
     t1 = _time_driver(module, entry, kernel, sizes, s1, repeats)
     t2 = _time_driver(module, entry, kernel, sizes, s2, repeats)
-    return max(t2 - t1, 1e-12) / (s2 - s1), {f"t_{s1}_steps_s": t1, f"t_{s2}_steps_s": t2}
+    raw: dict[str, Any] = {f"t_{s1}_steps_s": t1, f"t_{s2}_steps_s": t2}
+    if t2 > t1:
+        return (t2 - t1) / (s2 - s1), raw
+    # Timing noise swamped the difference (only plausible on the simulator or a busy host):
+    # fall back to an upper bound and say so.
+    raw["per_step_method"] = f"T({s2})/{s2}: the difference T({s2}) - T({s1}) was not positive"
+    return t2 / s2, raw
 
 
 def _copy_bandwidth(nbytes: int, repeats: int) -> float:
@@ -394,7 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * bw / copy_bw:5.1f}% of copy ({copy_bw / 1e9:.1f} GB/s)",
                 flush=True,
             )
-    if not args.no_corpus:
+    if simulated and not args.no_corpus:
+        # The pipeline picks device 'gpu' when numba.cuda.is_available(), which the simulator
+        # also answers True in this process; tests/engine/test_gpu_corpus.py covers it instead.
+        print("corpus: skipped with --simulate-small (see tests/engine/test_gpu_corpus.py)")
+    elif not args.no_corpus:
         result["corpus"] = _corpus(simulated)
         print(f"corpus: {result['corpus']['verified']}/{result['corpus']['kernels']} verified")
     out = args.output or RESULTS / f"gpu-{_slug(device)}.json"

@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -135,6 +136,11 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
             "--no-access-log",
             "--timeout-graceful-shutdown",
             "3",
+            # Longer than the clients' own keep-alive expiry (httpx: 5 s), so the client closes an
+            # idle connection first; with equal timeouts a POST can race the server's close and
+            # fail with ReadError (seen with 500 SSE sessions).
+            "--timeout-keep-alive",
+            "30",
         ],
         cwd=ROOT,
         env=env,
@@ -150,6 +156,33 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("server did not start in 120 s")
+
+
+def stop_server(server: subprocess.Popen, home: Path) -> None:
+    """Stop uvicorn, then the embedded PostgreSQL it started.
+
+    SIGINT, not SIGTERM: uvicorn re-raises the signal after its graceful shutdown, and only a
+    KeyboardInterrupt lets pgserver's atexit hook stop the database. Whatever is still running
+    afterwards (a killed server) is stopped through postmaster.pid.
+    """
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    pid_file = home / "pgdata" / "postmaster.pid"
+    try:
+        postmaster = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(postmaster, signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -263,10 +296,14 @@ async def with_sessions(n: int, transport: str, base: str, headers: dict[str, st
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+REQUEST_TIMEOUT_S = 60
+
+
 async def timed(coro) -> tuple[float, bool]:
+    """(seconds, ok) for one request; a request lost on the wire counts as an error, not a hang."""
     start = time.perf_counter()
     try:
-        result = await coro
+        result = await asyncio.wait_for(coro, REQUEST_TIMEOUT_S)
         ok = not getattr(result, "is_error", False)
     except Exception:  # noqa: BLE001
         ok = False
@@ -320,8 +357,9 @@ async def translate_burst(sessions) -> dict[str, Any]:
     async def one(session):
         start = time.perf_counter()
         try:
-            result = await session.call_tool(
-                "translate_kernel", {"source": SMALL_KERNEL, "verify": False}
+            result = await asyncio.wait_for(
+                session.call_tool("translate_kernel", {"source": SMALL_KERNEL, "verify": False}),
+                REQUEST_TIMEOUT_S,
             )
             ok = not result.is_error
             detail = None
@@ -438,6 +476,8 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "fortranspire_site.settings",
     }
     env.pop("DATABASE_URL", None)
+    # SIGTERM (e.g. `timeout`) must still run the clean-up below: stop the server and its database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     key = prepare_database(env)
     port = _free_port()
     server = start_server(env, port)
@@ -469,11 +509,7 @@ def main() -> int:
             hold_sse_sessions(base, headers, args.sse_sessions, server.pid)
         )
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, home)
         if not args.home:
             shutil.rmtree(home, ignore_errors=True)
 

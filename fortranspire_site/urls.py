@@ -11,11 +11,14 @@ from kernels.api import api
 
 handler404 = "fortranspire_site.views.page_not_found"
 handler500 = "fortranspire_site.views.server_error"
+handler400 = "kernels.views.bad_request"  # dashboard: oversized form bodies get a 413 card
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("runs/<str:run_id>/", dashboard.run_detail, name="run_detail"),
+    path("runs/<str:run_id>/code.py", dashboard.run_code_download, name="run_code_download"),
     path("translate/", dashboard.translate, name="dashboard_translate"),
+    path("jobs/<str:job_id>/", dashboard.job_status, name="dashboard_job"),
     path("login/", dashboard.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("privacy", views.privacy, name="privacy"),

@@ -1,25 +1,38 @@
 """The tenant dashboard: runs history, a run's report and code, a form to translate a source.
 
-Only members of the host's tenant get in; the views call kernels.services / selectors and never
-write the ORM themselves.
+Only members of the host's tenant get in; the views call kernels.services / selectors (through
+kernels.dashboard_jobs for the htmx path) and never write the ORM themselves.
+
+Translating has two paths that record the same KernelRun:
+- htmx (``HX-Request`` header): the POST starts a job in a worker thread and answers at once
+  with a progress card that polls ``/jobs/<id>/`` until the result card replaces it;
+- plain POST (no JavaScript): the translation runs in the request, then redirects to the run.
 """
 
 from __future__ import annotations
 
+import re
 from functools import wraps
+from pathlib import PurePath
+from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
-from fortranspire_site.errors import ApplicationError
-from kernels import selectors, services
+from fortranspire_site.errors import ApplicationError, RateLimited
+from kernels import dashboard_jobs, selectors, services
 from tenants.auth import caller_for_user
 
 PAGE_SIZE = 25
+SIZE_ITEM = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*([0-9]+)\s*$")
 
 
 def member_required(view):
@@ -37,13 +50,81 @@ def member_required(view):
     return wrapper
 
 
+def _max_source_bytes() -> int:
+    return int(getattr(settings, "FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
+
+
 class TranslateForm(forms.Form):
-    source = forms.CharField(widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false"}))
+    source = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 16, "spellcheck": "false", "placeholder": "subroutine ... end"}
+        ),
+    )
+    upload = forms.FileField(
+        required=False,
+        label="or a file",
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".f,.f90,.F,.F90,.for,.f77,.f95,.f03,.f08"}
+        ),
+    )
     target = forms.ChoiceField(
         choices=[("cpu", "CPU (numba njit/prange)"), ("gpu", "GPU (numba.cuda)")]
     )
     kernel = forms.CharField(required=False, max_length=63, help_text="only this subroutine")
+    sizes = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"placeholder": "n=64, m=32"}),
+        help_text="array extents for verification, NAME=VALUE, comma separated",
+    )
     verify = forms.BooleanField(required=False, initial=True)
+
+    too_large = False
+
+    def clean_sizes(self) -> dict[str, int] | None:
+        text = self.cleaned_data.get("sizes") or ""
+        if not text.strip():
+            return None
+        sizes: dict[str, int] = {}
+        for item in re.split(r"[,;\s]+(?=[A-Za-z])", text.strip()):
+            match = SIZE_ITEM.match(item)
+            if not match:
+                raise forms.ValidationError(f"{item.strip()!r} is not NAME=VALUE (e.g. n=64)")
+            sizes[match.group(1).lower()] = int(match.group(2))
+        return sizes
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        limit = _max_source_bytes()
+        upload = data.get("upload")
+        source = data.get("source") or ""
+        filename = "input.f90"
+        if upload:
+            # Checked before reading so a huge upload costs no memory.
+            if upload.size > limit:
+                self.too_large = True
+                raise forms.ValidationError(
+                    f"the file is {upload.size} bytes; the limit is {limit} bytes"
+                )
+            try:
+                source = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("the file is not UTF-8 text") from None
+            # Only the base name, and only characters the engine's suffix rules expect:
+            # .F / .F90 decide whether the preprocessor runs.
+            name = PurePath(upload.name or "").name
+            filename = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] or "input.f90"
+        if not source.strip():
+            raise forms.ValidationError("paste Fortran source or choose a file")
+        size = len(source.encode("utf-8", errors="replace"))
+        if size > limit:
+            self.too_large = True
+            raise forms.ValidationError(f"the source is {size} bytes; the limit is {limit} bytes")
+        data["source"] = source
+        data["filename"] = filename
+        return data
 
 
 class LoginView(auth_views.LoginView):
@@ -51,8 +132,141 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
 
-@member_required
-def dashboard(request: HttpRequest) -> HttpResponse:
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+# ---- shaping a report for the templates -------------------------------------------------------
+
+
+def _fmt_number(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if value == int(value) and abs(value) < 1e9:
+            return str(int(value))
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _source_lines(source: str) -> list[str]:
+    return source.expandtabs(4).splitlines()
+
+
+def _diagnostics_view(diagnostics: list[dict], lines: list[str]) -> list[dict]:
+    """Each diagnostic with the offending source line and a caret under its column."""
+    shaped = []
+    for d in diagnostics or []:
+        line = int(d.get("line") or 0)
+        column = int(d.get("column") or 0)
+        item = {"line": line, "column": column, "message": d.get("message", "")}
+        if 1 <= line <= len(lines):
+            item["excerpt"] = lines[line - 1]
+            item["caret"] = " " * max(0, column - 1) + "^"
+        shaped.append(item)
+    return shaped
+
+
+def _kernel_view(k: dict, lines: list[str]) -> dict:
+    sizes = k.get("sizes") or {}
+    return {
+        "name": k.get("name", ""),
+        "status": k.get("status", ""),
+        "device": k.get("device", ""),
+        "parallel_loops": k.get("parallel_loops", 0),
+        "llm_calls": k.get("llm_calls", 0),
+        "max_abs_err": _fmt_number(k.get("max_abs_err")),
+        "max_rel_err": _fmt_number(k.get("max_rel_err")),
+        "max_ulp": _fmt_number(k.get("max_ulp")),
+        "sizes": ", ".join(f"{n}={v}" for n, v in sizes.items()),
+        "line": k.get("line", 0),
+        "entry": k.get("entry", ""),
+        "arguments": [
+            {
+                "name": a.get("name", ""),
+                "passed": a.get("passed"),
+                "max_abs_err": _fmt_number(a.get("max_abs_err")),
+                "max_rel_err": _fmt_number(a.get("max_rel_err")),
+                "max_ulp": _fmt_number(a.get("max_ulp")),
+                "tolerance": a.get("tolerance", ""),
+            }
+            for a in k.get("arguments") or []
+        ],
+        "diagnostics": _diagnostics_view(k.get("diagnostics") or [], lines),
+        "notes": list(k.get("notes") or []),
+        "code": k.get("code", ""),
+    }
+
+
+def _result_context(
+    *,
+    source: str,
+    report: dict | None = None,
+    error: dict | None = None,
+    run=None,
+    run_id: str | None = None,
+) -> dict:
+    """What ``dashboard/_result.html`` shows: the kernels of a report, or an error."""
+    lines = _source_lines(source)
+    report = report or {}
+    if error is None and report.get("error"):
+        # A failed run stores the engine error as its report.
+        error = {"message": report.get("message", ""), "diagnostics": report.get("diagnostics")}
+    kernels = [_kernel_view(k, lines) for k in report.get("kernels") or []]
+    if error is not None:
+        status = "failed"
+    elif run is not None:
+        status = run.status
+    else:
+        status = (
+            services.overall_status([k["status"] for k in kernels]) if kernels else "unsupported"
+        )
+    return {
+        "status": status,
+        "run": run,
+        "run_id": str(run.id) if run is not None else run_id,
+        "kernels": kernels,
+        "error": None
+        if error is None
+        else {
+            "message": error.get("message", ""),
+            "diagnostics": _diagnostics_view(error.get("diagnostics") or [], lines),
+        },
+        "has_code": any(k["code"] for k in kernels),
+    }
+
+
+def _form_error_context(form: TranslateForm) -> dict:
+    messages = []
+    for field, errors in form.errors.items():
+        label = "" if field == "__all__" else f"{form.fields[field].label or field}: "
+        messages.extend(f"{label}{e}" for e in errors)
+    return {
+        "status": "failed",
+        "kernels": [],
+        "error": {"message": "; ".join(messages), "diagnostics": []},
+        "run": None,
+        "run_id": None,
+        "has_code": False,
+    }
+
+
+def _run_get_or_none(request: HttpRequest, run_id: str | None):
+    if not run_id:
+        return None
+    try:
+        return selectors.kernel_run_get(tenant=request.tenant, run_id=run_id)
+    except ApplicationError:
+        return None
+
+
+def _index(request: HttpRequest, form: TranslateForm, *, result=None, status: int = 200):
     try:
         page = max(0, int(request.GET.get("page", 0)))
     except ValueError:
@@ -60,11 +274,23 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     runs = selectors.kernel_run_list(
         tenant=request.tenant, limit=PAGE_SIZE, offset=page * PAGE_SIZE
     )
-    return render(
-        request,
-        "dashboard/index.html",
-        {"runs": runs, "form": TranslateForm(), "page": page, "has_next": len(runs) == PAGE_SIZE},
-    )
+    context = {
+        "runs": runs,
+        "form": form,
+        "page": page,
+        "has_next": len(runs) == PAGE_SIZE,
+        "result": result,
+        "max_source_bytes": _max_source_bytes(),
+    }
+    return render(request, "dashboard/index.html", context, status=status)
+
+
+# ---- views --------------------------------------------------------------------------------
+
+
+@member_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return _index(request, TranslateForm())
 
 
 @member_required
@@ -75,35 +301,182 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         return render(
             request, "404.html", {"reason": "not_found", "message": exc.message}, status=404
         )
-    return render(request, "dashboard/run_detail.html", {"run": run})
+    result = _result_context(source=run.source, report=run.report, run=run)
+    if result["error"] is None and run.error:
+        result["error"] = {"message": run.error, "diagnostics": []}
+    bad_lines = {d["line"] for d in (result["error"] or {}).get("diagnostics", [])}
+    for k in result["kernels"]:
+        bad_lines.update(d["line"] for d in k["diagnostics"])
+    source_lines = [
+        {"number": n, "text": text, "bad": n in bad_lines}
+        for n, text in enumerate(_source_lines(run.source), start=1)
+    ]
+    return render(
+        request,
+        "dashboard/run_detail.html",
+        {"run": run, "result": result, "source_lines": source_lines},
+    )
+
+
+@member_required
+@require_GET
+def run_code_download(request: HttpRequest, run_id: str) -> HttpResponse:
+    """The generated Python as a .py attachment (the whole run, or ``?kernel=NAME``)."""
+    try:
+        run = selectors.kernel_run_get(tenant=request.tenant, run_id=run_id)
+    except ApplicationError as exc:
+        return render(
+            request, "404.html", {"reason": "not_found", "message": exc.message}, status=404
+        )
+    wanted = request.GET.get("kernel", "").strip().lower()
+    if wanted:
+        kernels = [k for k in (run.report or {}).get("kernels") or [] if k.get("name") == wanted]
+        code = kernels[0].get("code", "") if kernels else ""
+        stem = wanted
+    else:
+        code = run.generated_code
+        stem = "_".join(run.kernel_names or []) or f"run_{str(run.id)[:8]}"
+    if not code:
+        return render(
+            request,
+            "404.html",
+            {"reason": "not_found", "message": "this run has no generated code"},
+            status=404,
+        )
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", stem)[:80] or "kernel"
+    suffix = f"_{run.target}" if run.target else ""
+    response = HttpResponse(code, content_type="text/x-python; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{stem}{suffix}.py"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _too_large_response(request: HttpRequest) -> HttpResponse:
+    message = f"the request is too large; sources are limited to {_max_source_bytes()} bytes"
+    result = {
+        "status": "failed",
+        "kernels": [],
+        "error": {"message": message, "diagnostics": []},
+        "run": None,
+        "run_id": None,
+        "has_code": False,
+    }
+    if _is_htmx(request):
+        return render(request, "dashboard/_result.html", {"result": result}, status=413)
+    return _index(request, TranslateForm(), result=result, status=413)
 
 
 @member_required
 @require_http_methods(["POST"])
+@vary_on_headers("HX-Request")
 def translate(request: HttpRequest) -> HttpResponse:
-    form = TranslateForm(request.POST)
-    if not form.is_valid():
-        runs = selectors.kernel_run_list(tenant=request.tenant, limit=PAGE_SIZE)
-        return render(request, "dashboard/index.html", {"runs": runs, "form": form}, status=400)
+    try:
+        form = TranslateForm(request.POST, request.FILES)
+        valid = form.is_valid()
+    except RequestDataTooBig:
+        return _too_large_response(request)
+    htmx = _is_htmx(request)
+    if not valid:
+        status = 413 if form.too_large else 400
+        result = _form_error_context(form)
+        if htmx:
+            return render(request, "dashboard/_result.html", {"result": result}, status=status)
+        return _index(request, form, result=result, status=status)
     data = form.cleaned_data
+    options = {
+        "source": data["source"],
+        "target": data["target"],
+        "kernel": data["kernel"] or None,
+        "verify": data["verify"],
+        "sizes": data["sizes"],
+        "filename": data["filename"],
+    }
+    if htmx:
+        try:
+            job = dashboard_jobs.job_start(tenant=request.tenant, user=request.user, **options)
+        except RateLimited as exc:
+            result = _result_context(source="", error={"message": exc.message})
+            response = render(request, "dashboard/_result.html", {"result": result}, status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return _job_response(request, job, status=202)
     try:
         run, _result = services.kernel_translate(
             tenant=request.tenant,
-            source=data["source"],
-            target=data["target"],
             channel="dashboard",
-            kernel=data["kernel"] or None,
-            verify=data["verify"],
             user=request.user,
             tool="dashboard",
+            **options,
         )
     except ApplicationError as exc:
+        # The form comes back with the user's source and the error (line:column) above it.
         run_id = exc.extra.get("run_id")
-        if run_id:
-            return redirect("run_detail", run_id=run_id)
-        form.add_error(None, exc.message)
-        runs = selectors.kernel_run_list(tenant=request.tenant, limit=PAGE_SIZE)
-        return render(
-            request, "dashboard/index.html", {"runs": runs, "form": form}, status=exc.status
+        result = _result_context(
+            source=data["source"],
+            error={"message": exc.message, "diagnostics": exc.extra.get("diagnostics")},
+            run=_run_get_or_none(request, run_id),
+            run_id=run_id,
         )
+        return _index(request, form, result=result, status=exc.status)
     return redirect("run_detail", run_id=str(run.id))
+
+
+def _job_response(request: HttpRequest, job, *, status: int = 200) -> HttpResponse:
+    if not job.finished:
+        return render(request, "dashboard/_job.html", {"job": job}, status=status)
+    run = _run_get_or_none(request, job.run_id)
+    result = _result_context(
+        source=job.source, report=job.report, error=job.error, run=run, run_id=job.run_id
+    )
+    # The finished card also refreshes the history table (out-of-band swap).
+    runs = selectors.kernel_run_list(tenant=request.tenant, limit=PAGE_SIZE)
+    return render(
+        request,
+        "dashboard/_result.html",
+        {"result": result, "runs": runs, "refresh_runs": True},
+        status=200 if status == 202 else status,
+    )
+
+
+@member_required
+@require_GET
+@never_cache
+@vary_on_headers("HX-Request")
+def job_status(request: HttpRequest, job_id: str) -> HttpResponse:
+    """htmx polls this: the progress card while the job runs, the result card once it is done."""
+    job = dashboard_jobs.job_get(job_id=job_id, tenant=request.tenant, user=request.user)
+    if job is None:
+        message = "no such translation job (it may have finished long ago); see the run history"
+        if _is_htmx(request):
+            result = _result_context(source="", error={"message": message})
+            return render(request, "dashboard/_result.html", {"result": result}, status=404)
+        return render(request, "404.html", {"reason": "not_found", "message": message}, status=404)
+    if not _is_htmx(request):
+        if job.finished and job.run_id:
+            return redirect("run_detail", run_id=job.run_id)
+        return render(request, "dashboard/job.html", {"job": job})
+    return _job_response(request, job)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400 of tenant hosts: an oversized form body gets the dashboard's 413 message.
+
+    The CSRF middleware reads the POST body before any view runs, so a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE raises RequestDataTooBig there and lands here instead of in
+    ``translate``.
+    """
+    if isinstance(exception, RequestDataTooBig):
+        message = f"the request is too large; sources are limited to {_max_source_bytes()} bytes"
+        status = 413
+    else:
+        message = "the request could not be understood"
+        status = 400
+    if _is_htmx(request):
+        result = _result_context(source="", error={"message": message})
+        return render(request, "dashboard/_result.html", {"result": result}, status=status)
+    return render(
+        request,
+        "dashboard/error.html",
+        {"title": "Request refused", "message": message},
+        status=status,
+    )

@@ -79,7 +79,9 @@ class _StreamableHTTPEndpoint:
 
 def _protected_resource_metadata(request: Request) -> Response:
     base = base_url(request.scope)
-    suffix = request.path_params.get("resource", "")
+    suffix = request.path_params.get("resource", "").strip("/")
+    if suffix not in ("", "mcp", "sse"):
+        return JSONResponse({"error": "not_found", "message": "no such protected resource"}, 404)
     tenant = request.scope.get(TENANT_SCOPE_KEY)
     name = getattr(tenant, "name", None) or getattr(tenant, "schema_name", "")
     metadata = ProtectedResourceMetadata(
@@ -162,9 +164,9 @@ def build_mcp_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(warm_up_engine)
-        # Django, numba and fparser leave ~1e6 long-lived objects; every full collection walked
-        # them all (100-150 ms pauses, the p99 of tools/list under load). Freezing what start-up
-        # built keeps full collections to objects created while serving.
+        # Start-up leaves ~150k long-lived objects (Django, fparser, the SDK) that every full
+        # collection would walk again; freezing them roughly halved the full-collection pauses
+        # measured under the load benchmark (they set the p99 of tools/list).
         gc.collect()
         gc.freeze()
         manager = StreamableHTTPSessionManager(

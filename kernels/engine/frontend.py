@@ -738,6 +738,12 @@ class _ProcBuilder:
         self.scope.consts[d.name] = _typed(c.value, d.type)
 
     def _dims(self, shape, line: int) -> list[ir.Dim]:
+        if _cls(shape) == "Assumed_Size_Spec":
+            # x(*), y(n, *), z(2:*): explicit leading dims, then an open last dimension.
+            explicit, last_lower = shape.items
+            dims = self._dims(explicit, line) if explicit is not None else []
+            lo = self.expr(last_lower) if last_lower is not None else ir.Const(1, ir.INTEGER)
+            return dims + [ir.Dim(lo, None)]
         dims = []
         for spec in shape.children if hasattr(shape, "children") else shape:
             cls = _cls(spec)

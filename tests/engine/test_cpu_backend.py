@@ -202,3 +202,20 @@ end subroutine
     out = np.zeros(3)
     fn(3, out)
     assert out.tolist() == [3.0, 6.0, 9.0]
+
+
+def test_named_constants_in_subscripts_and_bounds_are_folded_to_values():
+    fn, gen = build(
+        """
+subroutine edge(a)
+  integer, parameter :: nx = 6, ny = 4
+  real(8), intent(inout) :: a(0:nx+1, ny)
+  a(nx/2, ny) = 1.0d0
+  a(nx, :) = 2.0d0
+end subroutine
+"""
+    )
+    assert "nx" not in gen.code.split("def edge")[1]
+    a = np.zeros((8, 4), order="F")
+    fn(a)
+    assert a[3, 3] == 1.0 and a[6, :].tolist() == [2.0] * 4

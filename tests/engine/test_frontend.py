@@ -399,3 +399,22 @@ end subroutine
     assign = loop.body[0]
     # b's element: 1 + (v - 2) = v - 1 for the target element a(v).
     assert assign.value.indices[0] == ir.BinOp("-", ir.Var(loop.var), ir.Const(1, ir.INTEGER))
+
+
+def test_assumed_size_dummies_get_an_open_last_dimension_and_a_loop_bound_extent():
+    k = only(
+        """
+      SUBROUTINE SCAL(N, DA, DX, W)
+      INTEGER N
+      DOUBLE PRECISION DA, DX(*), W(N, *)
+      INTEGER I
+      DO I = 1, N
+         DX(I) = DA * DX(I) + W(I, 1)
+      END DO
+      END
+""",
+        filename="scal.f",
+    )
+    assert k.arg("dx").dims[0].upper == ir.Var("n")
+    w = k.arg("w")
+    assert len(w.dims) == 2 and w.dims[0].upper == ir.Var("n") and w.dims[1].upper is None

@@ -128,6 +128,7 @@ def test_protected_resource_metadata_names_the_tenant_host(mcp_live, tenant_a):
             assert meta["authorization_servers"] == [base]
             assert meta["scopes_supported"] == ["translate", "profile", "agent", "history"]
             assert meta["bearer_methods_supported"] == ["header"]
+        assert http.get("/.well-known/oauth-protected-resource/admin").status_code == 404
 
 
 def test_session_cannot_be_used_with_another_key(mcp_live, tenant_a, make_key):

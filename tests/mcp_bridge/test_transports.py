@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from tests.mcp_bridge.conftest import SAXPY, engine_ready
+from tests.mcp_bridge.support import SAXPY, engine_ready
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 

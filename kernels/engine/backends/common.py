@@ -598,7 +598,7 @@ class ExprPrinter:
 
     def _offset(self, ix: ir.Expr, lower: ir.Expr) -> str:
         lower = self._fold_constants(lower)
-        a, b = affine(ix), affine(lower)
+        a, b = affine(self._fold_constants(ix)), affine(lower)
         if a is not None and b is not None:
             coef = dict(a[0])
             for k, v in b[0].items():

@@ -14,6 +14,12 @@ The generated module has the same entry signature as the Fortran routine (see
   gives one partial per block, and a one-block finishing kernel combines the partials. argmax
   carries the Fortran iteration number with the value so ties keep the FIRST occurrence,
   whatever the order threads finish in. Results come back to the host through one small array.
+- **Independent 1-D nests in a row** (the Dirichlet edges of the CPML demo: ``vx(1,:) = 0``...)
+  are fused into one launch when no nest reads what another writes and arrays written by several
+  are written with the same constant: fewer launches per time step.
+- **An IF whose condition reads device arrays** but whose branches are host work (``EXIT`` of
+  the time loop on a convergence test) costs a one-thread kernel plus a one-flag copy; the
+  nests around it stay parallel.
 - **Everything else that touches arrays** (a Gauss-Seidel sweep with carried dependences, a
   boundary update that is not parallel, DO WHILE with array conditions...) runs in a
   *sequential kernel*: one GPU thread executes the statements in Fortran order. This is always
@@ -53,6 +59,7 @@ from kernels.engine.backends.common import (
 DEFAULT_BLOCKS = {1: (256,), 2: (32, 8), 3: (32, 4, 2)}
 FINISH_THREADS = 256  # threads of the one-block kernel that combines per-block partials
 MAX_BLOCK_THREADS = 1024  # size of the shared-memory scratch of a reduction (CUDA's limit)
+STATIC_SHARED_BYTES = 48 * 1024  # static shared memory a block may use without opting in
 REDUCTION_OPS = ("+", "*", "min", "max", "argmax", "argmin")
 
 _IND = "    "
@@ -154,6 +161,26 @@ def _refs(stmts: list[ir.Stmt]) -> tuple[set[str], set[str]]:
                         if isinstance(sub, ir.Var):
                             reads.add(sub.name)
     return reads, writes
+
+
+def _reads_unbound(stmts: list[ir.Stmt], name: str) -> bool:
+    """Whether ``name`` is read anywhere except inside DO loops that assign it themselves."""
+
+    def reads(e: ir.Expr) -> bool:
+        return any(isinstance(x, ir.Var) and x.name == name for x in ir.walk_expr(e))
+
+    for s in stmts:
+        if any(reads(e) for e in stmt_exprs(s)):
+            return True
+        if isinstance(s, ir.Loop) and s.var == name:
+            continue  # the body sees the loop's own values
+        if isinstance(s, (ir.Loop, ir.WhileLoop)) and _reads_unbound(s.body, name):
+            return True
+        if isinstance(s, ir.If) and (
+            any(_reads_unbound(b, name) for _, b in s.branches) or _reads_unbound(s.orelse, name)
+        ):
+            return True
+    return False
 
 
 def _contains_parallel(s: ir.Stmt) -> bool:
@@ -711,7 +738,7 @@ class _CudaModule:
         _, writes = _refs(region.stmts)
         written = sorted(n for n in writes if n in self.scalars)
         skip = {id(s) for s in region.stmts}
-        outside_reads, outside_writes = _refs(_without(self.k.body, skip))
+        outside = _without(self.k.body, skip)
         outs = set(self._outputs())
         loop_vars = {x.var for x in ir.walk(region.stmts) if isinstance(x, ir.Loop)}
         assigned = {
@@ -721,7 +748,7 @@ class _CudaModule:
         }
         box = []
         for n in written:
-            needed = n in outside_reads or n in outs or n in outside_writes
+            needed = n in outs or _reads_unbound(outside, n)
             if not needed and self.inside_host_loop.get(id(region)):
                 # Inside a host loop the next launch starts from the host's value.
                 needed = n in assigned or n not in loop_vars
@@ -738,10 +765,10 @@ class _CudaModule:
         reads, writes = _refs(stmts)
         names = reads | writes
         arrays = sorted(n for n in names if n in self.arrays)
-        # Lower bounds (and extents) of the arrays appear in the subscripts.
+        # Lower bounds of the arrays appear in the subscripts (extents come from .shape).
         for a in arrays:
             for d in self.scope.dims[a]:
-                for part in (d.lower, d.upper):
+                for part in (d.lower,):
                     for sub in ir.walk_expr(part):
                         if isinstance(sub, ir.Var):
                             names.add(sub.name)
@@ -774,7 +801,7 @@ class _CudaModule:
             v for r in nest.reductions for v in r.index_vars
         }
         loop_vars = {lp.var for lp in nest.loops}
-        arrays, scalars = self._kernel_params([*nest.loops], set())
+        arrays, scalars = self._kernel_params(nest.body, set())
         _, written = _refs(nest.body)
         scalars = [s for s in scalars if s not in written and s not in loop_vars]
         scalars = [s for s in scalars if s not in red_vars]
@@ -831,7 +858,7 @@ class _CudaModule:
         arrays: set[str] = set()
         scalars: set[str] = set()
         for nest in fused.nests:
-            a, sc = self._kernel_params([*nest.loops], set())
+            a, sc = self._kernel_params(nest.body, set())
             _, written = _refs(nest.body)
             arrays |= set(a)
             scalars |= {x for x in sc if x not in written and x != nest.loops[0].var}
@@ -856,6 +883,14 @@ class _CudaModule:
             lines.append(f"{_IND * 2}{py_name(lp.var)} = _lo{q} + _t * _st{q}")
             lines += self._device_body(nest.body, 2)
         return lines
+
+    def _scratch(self, nest: _Nest) -> int:
+        """Entries of each shared scratch array: a block's threads, within 48 KiB in all."""
+        per_thread = sum(8 for _ in self._slots(nest))  # every slot is at most 8 bytes
+        n = MAX_BLOCK_THREADS
+        while n > 32 and n * per_thread > STATIC_SHARED_BYTES:
+            n //= 2
+        return n
 
     def _partial_names(self, nest: _Nest) -> list[str]:
         names = []
@@ -917,7 +952,9 @@ class _CudaModule:
         ]
         sh = []
         for j, (value, _, t) in enumerate(slots):
-            lines.append(f"{_IND}_sh{j} = cuda.shared.array(_MAX_BLOCK_THREADS, {_numba_type(t)})")
+            lines.append(
+                f"{_IND}_sh{j} = cuda.shared.array({self._scratch(nest)}, {_numba_type(t)})"
+            )
             lines.append(f"{_IND}_sh{j}[_tid] = {value}")
             sh.append(f"_sh{j}")
         lines += self._tree(nest, sh, 1)
@@ -1181,7 +1218,7 @@ class _CudaModule:
             v for r in nest.reductions for v in r.index_vars
         }
         loop_vars = {lp.var for lp in nest.loops}
-        arrays, scalars = self._kernel_params([*nest.loops], set())
+        arrays, scalars = self._kernel_params(nest.body, set())
         _, written = _refs(nest.body)
         scalars = [s for s in scalars if s not in written and s not in loop_vars]
         scalars = [s for s in scalars if s not in red_vars]
@@ -1199,9 +1236,9 @@ class _CudaModule:
             lines.append(f"{ind}if {guard}:")
             lines.append(f"{ind}{_IND}{nest.name}[_grid, {block}]({', '.join(args)})")
         # The DO variables keep Fortran's final values for any later use on the host.
-        outside_reads, _ = _refs(_strip_loop(self.k.body, nest.loops[0]))
+        outside = _strip_loop(self.k.body, nest.loops[0])
         for k, lp in enumerate(nest.loops):
-            if lp.var in outside_reads:
+            if _reads_unbound(outside, lp.var):
                 t = _np_type(self.scope.type(lp.var))
                 lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{k} + _n{k} * _st{k})")
         return lines
@@ -1226,10 +1263,10 @@ class _CudaModule:
         lines.append(
             f"{ind}{_IND}{fused.name}[_grid_for((_nmax,), _block1), _block1]({', '.join(args)})"
         )
-        outside_reads, _ = _refs(_without(self.k.body, {id(n.loops[0]) for n in fused.nests}))
+        outside = _without(self.k.body, {id(n.loops[0]) for n in fused.nests})
         for q, nest in enumerate(fused.nests):
             lp = nest.loops[0]
-            if lp.var in outside_reads:
+            if _reads_unbound(outside, lp.var):
                 t = _np_type(self.scope.type(lp.var))
                 lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{q} + _n{q} * _st{q})")
         return lines
@@ -1252,6 +1289,11 @@ class _CudaModule:
             red_args += [py_name(v) for v in r.index_vars]
             inits.append(py_name(r.var))
             inits += [py_name(v) for v in r.index_vars]
+        lines.append(f"{ind}if math.prod({block}) > {self._scratch(nest)}:")
+        lines.append(
+            f"{ind}{_IND}raise ValueError('{nest.name}: a reduction block may have at most "
+            f"{self._scratch(nest)} threads')"
+        )
         parts = []
         for _, part, t in self._slots(nest):
             lines.append(f"{ind}{part} = cuda.device_array(max(_nb, 1), {_np_type(t)})")
@@ -1411,7 +1453,6 @@ class _CudaModule:
             f"BLOCK_1D = {DEFAULT_BLOCKS[1]!r}",
             f"BLOCK_2D = {DEFAULT_BLOCKS[2]!r}",
             f"BLOCK_3D = {DEFAULT_BLOCKS[3]!r}",
-            f"_MAX_BLOCK_THREADS = {MAX_BLOCK_THREADS}",
             f"_FINISH_THREADS = {FINISH_THREADS}",
             "_KEY_NONE = 2**62  # iteration number of 'no candidate yet' in argmax/argmin",
             "",
