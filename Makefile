@@ -26,6 +26,17 @@ system-deps:
 	    exit 1; \
 	  fi; \
 	fi
+	@# Chromium drives the dashboard's browser test (tests/web/test_dashboard_browser.py); without
+	@# it that test skips, so a failed install only warns.
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing chromium with apt-get (for the dashboard browser test)..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the dashboard browser test will skip."; \
+	  else \
+	    echo "note: chromium is not installed; the dashboard browser test will skip ('sudo apt-get install chromium')."; \
+	  fi; \
+	fi
 
 HOST ?= 127.0.0.1
 PORT ?= 8000

@@ -30,6 +30,9 @@ bytes / time). Target: >= 80 % of the copy bandwidth for the 2-D and 3-D stencil
 **Launch overhead per step** (CPML: 12 parallel nests per step, the 8 one-dimensional
 edge nests fused into one launch, so 5 launches): the per-step time of the same driver at
 64^2, where the GPU work is negligible, so what remains is the host cost of the launches.
+Launches are asynchronous: this cost is hidden behind the GPU work of the previous launches as
+long as it is smaller than the GPU time per step, so ``launch_overhead_fraction`` (overhead / time
+per step at 4096^2) is an upper bound on what it costs there.
 
 Without a GPU the script prints why and exits 0 (nothing is written), unless ``--simulate-small``
 is given: then ``NUMBA_ENABLE_CUDASIM=1`` is set before numba is imported and every workload runs

@@ -92,6 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         log_level=args.log_level,
         proxy_headers=True,
+        # Longer than HTTP clients' own keep-alive expiry (httpx: 5 s), so an SSE client's POST
+        # never races the server closing the idle connection under it.
+        timeout_keep_alive=30,
     )
     return 0
 

@@ -28,6 +28,8 @@ STAGES = ("parse", "analyse", "generate", "verify")
 # Finished jobs are kept this long so a slow poll still finds its result; the run itself is in
 # the history forever (or until the tenant's retention purge).
 KEEP_FINISHED_S = 15 * 60
+# Each job holds its source and report (up to a few MB): bound how many finished ones stay.
+MAX_KEPT_FINISHED = 200
 # A member cannot queue more than this many unfinished jobs: each one may compile and run
 # Fortran for up to the sandbox's time limit, and the worker pool is shared by every tenant.
 MAX_PENDING_PER_USER = 2
@@ -109,10 +111,13 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def _prune(now: float) -> None:
-    for job_id in [
-        j.id for j in _jobs.values() if j.finished_at and now - j.finished_at > KEEP_FINISHED_S
-    ]:
-        del _jobs[job_id]
+    finished = sorted(
+        (j for j in _jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at
+    )
+    expired = [j for j in finished if now - j.finished_at > KEEP_FINISHED_S]
+    overflow = finished[: max(0, len(finished) - MAX_KEPT_FINISHED)]
+    for job in (*expired, *overflow):
+        _jobs.pop(job.id, None)
 
 
 def job_start(

@@ -19,7 +19,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -39,8 +39,15 @@ def member_required(view):
     """Logged in AND a member of this host's tenant (a user of tenant A is a stranger on B)."""
 
     @wraps(view)
-    @login_required
     def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            if _is_htmx(request):
+                # A 302 would be followed by the XHR and the login page swapped into a card:
+                # make the whole page go to the login form instead.
+                response = HttpResponse(status=401)
+                response["HX-Redirect"] = f"{settings.LOGIN_URL}?next=/"
+                return response
+            return redirect_to_login(request.get_full_path())
         caller = caller_for_user(user=request.user, tenant=request.tenant)
         if caller is None:
             return render(request, "dashboard/forbidden.html", {}, status=403)
@@ -72,14 +79,24 @@ class TranslateForm(forms.Form):
     target = forms.ChoiceField(
         choices=[("cpu", "CPU (numba njit/prange)"), ("gpu", "GPU (numba.cuda)")]
     )
-    kernel = forms.CharField(required=False, max_length=63, help_text="only this subroutine")
+    kernel = forms.CharField(
+        required=False,
+        max_length=63,
+        help_text="only this subroutine",
+        widget=forms.TextInput(attrs={"size": 14, "placeholder": "all"}),
+    )
     sizes = forms.CharField(
         required=False,
         max_length=500,
-        widget=forms.TextInput(attrs={"placeholder": "n=64, m=32"}),
+        widget=forms.TextInput(attrs={"placeholder": "n=64, m=32", "size": 18}),
         help_text="array extents for verification, NAME=VALUE, comma separated",
     )
     verify = forms.BooleanField(required=False, initial=True)
+    allow_llm = forms.BooleanField(
+        required=False,
+        label="LLM fallback",
+        help_text="let the tenant's Mistral model try kernels the translator does not cover",
+    )
 
     too_large = False
 
@@ -102,7 +119,7 @@ class TranslateForm(forms.Form):
         source = data.get("source") or ""
         filename = "input.f90"
         if upload:
-            # Checked before reading so a huge upload costs no memory.
+            # Checked before decoding: an oversized file is refused without reading it.
             if upload.size > limit:
                 self.too_large = True
                 raise forms.ValidationError(
@@ -247,14 +264,7 @@ def _form_error_context(form: TranslateForm) -> dict:
     for field, errors in form.errors.items():
         label = "" if field == "__all__" else f"{form.fields[field].label or field}: "
         messages.extend(f"{label}{e}" for e in errors)
-    return {
-        "status": "failed",
-        "kernels": [],
-        "error": {"message": "; ".join(messages), "diagnostics": []},
-        "run": None,
-        "run_id": None,
-        "has_code": False,
-    }
+    return _result_context(source="", error={"message": "; ".join(messages)})
 
 
 def _run_get_or_none(request: HttpRequest, run_id: str | None):
@@ -288,12 +298,16 @@ def _index(request: HttpRequest, form: TranslateForm, *, result=None, status: in
 # ---- views --------------------------------------------------------------------------------
 
 
+# never_cache: Back from a run page must show the history as it is now, not the copy the
+# browser kept from before the last translation.
 @member_required
+@never_cache
 def dashboard(request: HttpRequest) -> HttpResponse:
     return _index(request, TranslateForm())
 
 
 @member_required
+@never_cache
 def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         run = selectors.kernel_run_get(tenant=request.tenant, run_id=run_id)
@@ -353,14 +367,7 @@ def run_code_download(request: HttpRequest, run_id: str) -> HttpResponse:
 
 def _too_large_response(request: HttpRequest) -> HttpResponse:
     message = f"the request is too large; sources are limited to {_max_source_bytes()} bytes"
-    result = {
-        "status": "failed",
-        "kernels": [],
-        "error": {"message": message, "diagnostics": []},
-        "run": None,
-        "run_id": None,
-        "has_code": False,
-    }
+    result = _result_context(source="", error={"message": message})
     if _is_htmx(request):
         return render(request, "dashboard/_result.html", {"result": result}, status=413)
     return _index(request, TranslateForm(), result=result, status=413)
@@ -390,6 +397,7 @@ def translate(request: HttpRequest) -> HttpResponse:
         "verify": data["verify"],
         "sizes": data["sizes"],
         "filename": data["filename"],
+        "allow_llm": data["allow_llm"],
     }
     if htmx:
         try:

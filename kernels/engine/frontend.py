@@ -34,7 +34,19 @@ _PARSE_LOCK = threading.Lock()
 _FIXED_SUFFIXES = {".f", ".for", ".f77", ".ftn", ".fpp"}
 _CPP_SUFFIXES = {".F", ".F90", ".F95", ".F03", ".F08", ".FOR", ".FPP", ".FTN", ".F77"}
 
-_ARRAY_REDUCTIONS = {"sum", "maxval", "minval", "product"}
+_ARRAY_REDUCTIONS = {
+    "sum",
+    "maxval",
+    "minval",
+    "product",
+    "count",
+    "any",
+    "all",
+    "maxloc",
+    "minloc",
+}
+# Intrinsics the frontend lowers itself (the printers never see them).
+_LOWERED = {"count", "any", "all", "maxloc", "minloc", "dot_product"}
 # Intrinsic inquiry functions whose array argument is not elementwise.
 _INQUIRY = {"size", "lbound", "ubound", "kind", "huge", "tiny", "epsilon"}
 
@@ -901,7 +913,7 @@ class _ProcBuilder:
 
     def _expr_Intrinsic_Function_Reference(self, node) -> ir.Expr:
         name = _name(node.items[0])
-        if name not in INTRINSICS and name != "dot_product" and name not in self.scope.procedures:
+        if name not in INTRINSICS and name not in _LOWERED and name not in self.scope.procedures:
             raise _Unsupported(f"intrinsic {name.upper()}", 0, str(node))
         if name == "dot_product":
             # DOT_PRODUCT(x, y) of reals is SUM(x*y), accumulated in order.
@@ -922,7 +934,7 @@ class _ProcBuilder:
                 args.append(self._subscript(a))  # type: ignore[arg-type]
             else:
                 args.append(self.expr(a))
-        if name not in INTRINSICS and name not in self.scope.procedures and name != "dot_product":
+        if name not in INTRINSICS and name not in self.scope.procedures and name not in _LOWERED:
             proc = self.file.find_procedure(name)
             if proc is None:
                 raise _Unsupported(f"call of unknown function {name.upper()}", 0, name)
@@ -1333,7 +1345,10 @@ class _ProcBuilder:
             stmts = [ir.Loop(loop_vars[k], lo, hi, st, stmts, line)]
         return stmts
 
-    def _lower_array_assignment(self, target, value, line: int) -> list[ir.Stmt]:
+    def _lower_array_assignment(
+        self, target, value, line: int, mask: ir.Expr | None = None
+    ) -> list[ir.Stmt]:
+        """Loop nest for an array assignment; ``mask`` (WHERE) guards each element."""
         name, full, sec = self._section(target, line)
         # Fortran evaluates the whole right-hand side first. Element-by-element is only
         # equivalent when the target array is read at the very element being written.
@@ -1363,9 +1378,121 @@ class _ProcBuilder:
                 else:
                     idx.append(ix)
             elem_value = self._elementwise(value, loop_vars, sec, line)
-            return [ir.Assign(ir.ArrayRef(name, idx), elem_value, line)]
+            assign = ir.Assign(ir.ArrayRef(name, idx), elem_value, line)
+            if mask is None:
+                return [assign]
+            return [ir.If([(self._elementwise(mask, loop_vars, sec, line), [assign])], [], line)]
 
         return self._loop_nest(sec, body, line, "i_")
+
+    # -- WHERE and SELECT CASE ------------------------------------------------------------------
+    def _stmt_Where_Stmt(self, node) -> list[ir.Stmt]:
+        return self._where([(node.items[0], [node.items[1]])], _line(node))
+
+    def _stmt_Where_Construct(self, node) -> list[ir.Stmt]:
+        branches: list[tuple[object, list]] = []
+        for child in node.children:
+            c = _cls(child)
+            if c == "Where_Construct_Stmt":
+                branches.append((child.items[0], []))
+            elif c == "Masked_Elsewhere_Stmt":
+                branches.append((child.items[0], []))
+            elif c == "Elsewhere_Stmt":
+                branches.append((None, []))
+            elif c in ("End_Where_Stmt", "Comment"):
+                continue
+            elif c == "Assignment_Stmt":
+                branches[-1][1].append(child)
+            else:
+                raise _Unsupported(f"{_construct_name(c)} inside WHERE", _line(child), str(child))
+        return self._where(branches, _line(node))
+
+    def _where(self, branches, line: int) -> list[ir.Stmt]:
+        """WHERE/ELSEWHERE as one masked loop nest per assignment, in statement order.
+
+        Fortran evaluates the masks once, before any assignment; re-evaluating them per
+        element is only equivalent when no assignment of the construct writes a mask array.
+        """
+        masks = [self.expr(m) if m is not None else None for m, _ in branches]
+        mask_names = {n for m in masks if m is not None for n in _names_in_expr(m)}
+        out: list[ir.Stmt] = []
+        for k, (_, assigns) in enumerate(branches):
+            cond: ir.Expr | None = masks[k]
+            for earlier in masks[:k]:
+                if earlier is not None:
+                    neg = ir.UnaryOp("not", earlier)
+                    cond = neg if cond is None else ir.BinOp("and", neg, cond)
+            for a in assigns:
+                a_line = _line(a) or line
+                target = self.expr(a.items[0])
+                if not isinstance(target, (ir.Var, ir.ArrayRef)) or not self._is_array_valued(
+                    target
+                ):
+                    raise _Unsupported("WHERE assignment to a scalar", a_line, str(a))
+                single = len(branches) == 1 and len(assigns) == 1
+                if target.name in mask_names and not (
+                    single and _only_same_element(masks[0], target)
+                ):
+                    raise _Unsupported(
+                        "WHERE assignment to an array its mask reads (needs a mask temporary)",
+                        a_line,
+                        str(a),
+                    )
+                value = self.expr(a.items[2])
+                for e in (target, value) + ((cond,) if cond is not None else ()):
+                    self._declare_names(e, a_line)
+                pre: list[ir.Stmt] = []
+                value = self._hoist_reductions(value, pre, a_line)
+                out.extend(pre)
+                out.extend(self._lower_array_assignment(target, value, a_line, mask=cond))
+        return out
+
+    def _stmt_Case_Construct(self, node) -> list[ir.Stmt]:
+        line = _line(node)
+        selector = None
+        branches: list[tuple[ir.Expr, list]] = []
+        default: list | None = None
+        current: list | None = None
+        for child in node.children:
+            c = _cls(child)
+            if c == "Select_Case_Stmt":
+                selector = self.expr(child.items[0])
+                self._declare_names(selector, line)
+            elif c == "Case_Stmt":
+                sel = child.items[0]
+                current = []
+                if sel.items[0] is None:
+                    default = current
+                else:
+                    branches.append((self._case_condition(selector, sel.items[0], line), current))
+            elif c == "End_Select_Stmt":
+                continue
+            elif current is not None:
+                current.append(child)
+        # CASE blocks are disjoint, so an IF chain in any order picks the same block.
+        ir_branches = [(cond, self.body(nodes)) for cond, nodes in branches]
+        orelse = self.body(default) if default is not None else []
+        if not ir_branches:
+            return orelse
+        return [ir.If(ir_branches, orelse, line)]
+
+    def _case_condition(self, selector, ranges, line: int) -> ir.Expr:
+        cond: ir.Expr | None = None
+        for item in ranges.children:
+            if _cls(item) == "Case_Value_Range":
+                lo, hi = item.items
+                parts = []
+                if lo is not None:
+                    parts.append(ir.BinOp(">=", selector, self.expr(lo)))
+                if hi is not None:
+                    parts.append(ir.BinOp("<=", selector, self.expr(hi)))
+                term = parts[0] if len(parts) == 1 else ir.BinOp("and", parts[0], parts[1])
+            else:
+                term = ir.BinOp("==", selector, self.expr(item))
+            cond = term if cond is None else ir.BinOp("or", cond, term)
+        if cond is None:
+            raise _Unsupported("empty CASE selector", line)
+        return cond
 
     def _hoist_reductions(self, e: ir.Expr, pre: list[ir.Stmt], line: int) -> ir.Expr:
         """Replace SUM/MAXVAL/MINVAL/PRODUCT of arrays by temporaries computed in ``pre``."""
@@ -1373,6 +1500,8 @@ class _ProcBuilder:
             args = [self._hoist_reductions(a, pre, line) for a in e.args]
             e = ir.Call(e.name, args, e.keywords)
             if e.name in _ARRAY_REDUCTIONS and e.name not in self.scope.procedures:
+                if e.name in ("maxloc", "minloc"):
+                    return self._location(e, pre, line)
                 if e.keywords or len(e.args) != 1:
                     raise _Unsupported(f"{e.name.upper()} with DIM or MASK", line)
                 return self._reduction(e, pre, line)
@@ -1394,6 +1523,8 @@ class _ProcBuilder:
             raise _Unsupported(f"{e.name.upper()} of a scalar", line)
         _, _, sec = self._section(shape_ref, line)
         t = self._type_of(arg)
+        if e.name in ("count", "any", "all"):
+            return self._logical_reduction(e.name, arg, sec, pre, line)
         tmp = self.new_temp(f"{e.name}_", t)
         if e.name == "sum":
             init = ir.Const(0 if t.base == "integer" else 0.0, t)
@@ -1420,6 +1551,82 @@ class _ProcBuilder:
         pre.append(ir.Assign(ir.Var(tmp), init, line))
         pre.extend(self._loop_nest(sec, body, line, "r_"))
         return ir.Var(tmp)
+
+    def _logical_reduction(self, name: str, mask, sec, pre, line: int) -> ir.Expr:
+        """COUNT / ANY / ALL of a logical array expression, as an explicit loop nest."""
+        if name == "count":
+            tmp = self.new_temp("count_", ir.INTEGER)
+            init = ir.Const(0, ir.INTEGER)
+        else:
+            tmp = self.new_temp(f"{name}_", ir.LOGICAL)
+            init = ir.Const(name == "all", ir.LOGICAL)
+
+        def body(loop_vars):
+            elem = self._elementwise(mask, loop_vars, sec, line)
+            if name == "count":
+                upd = ir.Assign(ir.Var(tmp), ir.BinOp("+", ir.Var(tmp), ir.Const(1, ir.INTEGER)))
+                return [ir.If([(elem, [upd])], [], line)]
+            if name == "any":
+                return [ir.If([(elem, [ir.Assign(ir.Var(tmp), ir.Const(True, ir.LOGICAL))])])]
+            neg = ir.UnaryOp("not", elem)
+            return [ir.If([(neg, [ir.Assign(ir.Var(tmp), ir.Const(False, ir.LOGICAL))])])]
+
+        pre.append(ir.Assign(ir.Var(tmp), init, line))
+        pre.extend(self._loop_nest(sec, body, line, "r_"))
+        return ir.Var(tmp)
+
+    def _location(self, e: ir.Call, pre: list[ir.Stmt], line: int) -> ir.Expr:
+        """MAXLOC/MINLOC(x, DIM=1) of a rank-1 section: the first position of the extremum."""
+        dim = e.keywords.get("dim") or (e.args[1] if len(e.args) > 1 else None)
+        extra = set(e.keywords) - {"dim"}
+        if dim is None or extra or not (isinstance(dim, ir.Const) and dim.value == 1):
+            raise _Unsupported(f"{e.name.upper()} without DIM=1 (array result) or with MASK", line)
+        arg = e.args[0]
+        ref = _first_array_ref(arg, self)
+        if ref is None:
+            raise _Unsupported(f"{e.name.upper()} of a scalar", line)
+        _, _, sec = self._section(ref, line)
+        if len(sec) != 1:
+            raise _Unsupported(f"{e.name.upper()} of a rank-{len(sec)} array", line)
+        lo, _hi, step = sec[0]
+        t = self._type_of(arg)
+        pos = self.new_temp(f"{e.name}_", ir.INTEGER)
+        best = self.new_temp(f"{e.name}_val", t)
+        op = ">" if e.name == "maxloc" else "<"
+
+        def body(loop_vars):
+            elem = self._elementwise(arg, loop_vars, sec, line)
+            v = ir.Var(loop_vars[0])
+            offset = _sub(v, lo)
+            if step is not None and not (isinstance(step, ir.Const) and step.value == 1):
+                offset = ir.BinOp("/", offset, step)
+            position = _simplify(_add(offset, ir.Const(1, ir.INTEGER)))
+            # Strict comparison keeps the FIRST position; pos == 0 takes the first element.
+            cond = ir.BinOp(
+                "or",
+                ir.BinOp("==", ir.Var(pos), ir.Const(0, ir.INTEGER)),
+                ir.BinOp(op, elem, ir.Var(best)),
+            )
+            return [
+                ir.If(
+                    [
+                        (
+                            cond,
+                            [
+                                ir.Assign(ir.Var(best), elem, line),
+                                ir.Assign(ir.Var(pos), position, line),
+                            ],
+                        )
+                    ],
+                    [],
+                    line,
+                )
+            ]
+
+        pre.append(ir.Assign(ir.Var(pos), ir.Const(0, ir.INTEGER), line))
+        pre.append(ir.Assign(ir.Var(best), ir.Const(0 if t.base == "integer" else 0.0, t), line))
+        pre.extend(self._loop_nest(sec, body, line, "r_"))
+        return ir.Var(pos)
 
     def _type_of(self, e: ir.Expr) -> ir.FType:
         from kernels.engine.backends.common import ExprPrinter, Scope
@@ -1469,6 +1676,15 @@ def _first_array_ref(e: ir.Expr, b: _ProcBuilder):
             if r is not None:
                 return r
     return None
+
+
+def _only_same_element(mask: ir.Expr, target) -> bool:
+    """Whether ``mask`` reads ``target``'s array only at the element being assigned."""
+    for sub in ir.walk_expr(mask):
+        if isinstance(sub, (ir.Var, ir.ArrayRef)) and sub.name == target.name:
+            if repr(sub) != repr(target):
+                return False
+    return True
 
 
 def _sec_key(full) -> str:

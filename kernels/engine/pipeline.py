@@ -140,7 +140,14 @@ def translate_source(
             kr.status = "unsupported"
             if llm_fallback is not None:
                 report("generate", n, total, f"{k.name}: asking the LLM fallback")
-                updated = llm_fallback(kernel=k, result=kr, target=target, sizes=sizes, seed=seed)
+                try:
+                    updated = llm_fallback(
+                        kernel=k, result=kr, target=target, sizes=sizes, seed=seed
+                    )
+                except Exception as exc:  # noqa: BLE001 - the deterministic result still stands
+                    msg = exc.message if isinstance(exc, EngineError) else str(exc)
+                    kr.notes.append(f"LLM fallback failed: {type(exc).__name__}: {msg}")
+                    updated = None
                 if updated is not None:
                     result.kernels[-1] = updated
             continue

@@ -219,3 +219,61 @@ end subroutine
     a = np.zeros((8, 4), order="F")
     fn(a)
     assert a[3, 3] == 1.0 and a[6, :].tolist() == [2.0] * 4
+
+
+def test_where_and_select_case_compute_what_fortran_does():
+    fn, _ = build(
+        """
+subroutine wc(n, a, c, r)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a(n)
+  real(8), intent(out) :: c(n)
+  integer, intent(out) :: r(n)
+  integer :: i
+  where (a > 0.7d0)
+    c = 2 * a
+  elsewhere (a < 0.2d0)
+    c = -a
+  elsewhere
+    c = 0
+  end where
+  do i = 1, n
+    select case (i)
+    case (1, 3:4)
+      r(i) = 10
+    case (5:)
+      r(i) = 20
+    case default
+      r(i) = 30
+    end select
+  end do
+end subroutine
+"""
+    )
+    a = np.array([0.9, 0.1, 0.5, 0.8, 0.0])
+    c = np.zeros(5)
+    r = np.zeros(5, dtype=np.int32)
+    fn(5, a, c, r)
+    assert c.tolist() == [1.8, -0.1, 0.0, 1.6, -0.0]
+    assert r.tolist() == [10, 30, 10, 10, 20]
+
+
+def test_maxloc_minloc_keep_the_first_occurrence_and_count_any_all_reduce_masks():
+    fn, _ = build(
+        """
+subroutine locs(n, a, imax, imin, cnt, anyneg, allpos)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a(0:n-1)
+  integer, intent(out) :: imax, imin, cnt
+  logical, intent(out) :: anyneg, allpos
+  imax = maxloc(a, dim=1)
+  imin = minloc(a(1:n-1), 1)
+  cnt = count(a > 0.5d0)
+  anyneg = any(a < 0)
+  allpos = all(a > 0)
+end subroutine
+"""
+    )
+    a = np.array([0.1, 0.9, 0.3, 0.9, 0.1])
+    # positions are 1-based within the (section of the) array, ties give the first one
+    assert fn(5, a, 0, 0, 0, False, False) == (2, 4, 2, False, True)

@@ -418,3 +418,56 @@ def test_assumed_size_dummies_get_an_open_last_dimension_and_a_loop_bound_extent
     assert k.arg("dx").dims[0].upper == ir.Var("n")
     w = k.arg("w")
     assert len(w.dims) == 2 and w.dims[0].upper == ir.Var("n") and w.dims[1].upper is None
+
+
+def test_select_case_becomes_an_if_chain_with_ranges_and_default():
+    k = only(
+        """
+subroutine s(k, r)
+  integer, intent(in) :: k
+  integer, intent(out) :: r
+  select case (k)
+  case (1, 3:5)
+    r = 1
+  case (:-1)
+    r = 2
+  case default
+    r = 3
+  end select
+end subroutine
+"""
+    )
+    (stmt,) = k.body
+    assert isinstance(stmt, ir.If) and len(stmt.branches) == 2
+    assert stmt.orelse[0].value == ir.Const(3, ir.INTEGER)
+    first = stmt.branches[0][0]
+    assert first.op == "or" and first.right.op == "and"
+
+
+def test_where_elsewhere_lowers_to_masked_loops_and_rejects_mask_writes():
+    k = only(
+        """
+subroutine s(n, a, c)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a(n)
+  real(8), intent(out) :: c(n)
+  where (a > 0)
+    c = a
+  elsewhere
+    c = 0
+  end where
+end subroutine
+"""
+    )
+    first, second = k.body
+    guard = second.body[0]
+    assert isinstance(guard, ir.If) and guard.branches[0][0].op == "not"
+    clip = only(
+        "subroutine s(n, a)\n  integer :: n\n  real(8) :: a(n)\n  where (a > 0) a = -a\nend subroutine\n"
+    )
+    assert not clip.unsupported  # one assignment reading its own element: elementwise is exact
+    bad = only(
+        "subroutine s(n, a, b)\n  integer :: n\n  real(8) :: a(n), b(n)\n"
+        "  where (a > 0)\n    a = -a\n    b = a\n  end where\nend subroutine\n"
+    )
+    assert "mask" in bad.unsupported[0].construct

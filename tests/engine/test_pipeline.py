@@ -110,3 +110,12 @@ def test_saxpy_is_verified_against_gfortran():
     (k,) = result.kernels
     assert k.status == "verified", k.diagnostics
     assert k.max_rel_err is not None and k.max_rel_err <= 1e-12
+
+
+def test_a_failing_llm_fallback_leaves_the_unsupported_result_with_a_note():
+    def fallback(**_):
+        raise RuntimeError("no API key")
+
+    (k,) = translate_source(GOTO, verify=False, llm_fallback=fallback).kernels
+    assert k.status == "unsupported"
+    assert any("LLM fallback failed" in n and "no API key" in n for n in k.notes)

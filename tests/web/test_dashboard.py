@@ -391,3 +391,32 @@ def test_anonymous_visitor_is_sent_to_login(tenant_a, tenant_client):
     for url in ("/", "/jobs/abc/", "/runs/abc/code.py"):
         response = tenant_client(tenant_a).get(url)
         assert response.status_code == 302 and "/login/" in response["Location"], url
+
+
+def test_llm_fallback_checkbox_hands_the_tenants_fallback_to_the_engine(
+    alice, fake_engine, monkeypatch
+):
+    fallback = object()
+    monkeypatch.setattr(services, "_llm_fallback_for", lambda tenant: fallback)
+    alice.post("/translate/", {"source": SAXPY, "target": "cpu"})
+    alice.post("/translate/", {"source": SAXPY, "target": "cpu", "allow_llm": "on"})
+    assert [call["llm_fallback"] for call in fake_engine] == [None, fallback]
+
+
+def test_finished_jobs_kept_in_memory_are_bounded(alice, tenant_a, fake_engine, monkeypatch):
+    monkeypatch.setattr(dashboard_jobs, "RUN_INLINE", True)
+    monkeypatch.setattr(dashboard_jobs, "MAX_KEPT_FINISHED", 2)
+    options = {"source": SAXPY, "target": "cpu", "kernel": None, "verify": False, "sizes": None}
+    jobs = [dashboard_jobs.job_start(tenant=tenant_a, user=alice.user, **options) for _ in range(4)]
+    assert all(job.state == "done" for job in jobs)
+    kept = [
+        job
+        for job in jobs
+        if dashboard_jobs.job_get(job_id=job.id, tenant=tenant_a, user=alice.user)
+    ]
+    assert kept == jobs[1:]  # the oldest finished job was dropped first
+
+
+def test_expired_session_on_an_htmx_poll_sends_the_whole_page_to_login(tenant_a, tenant_client):
+    response = tenant_client(tenant_a).get("/jobs/0123456789abcdef/", **HTMX)
+    assert response.status_code == 401 and response["HX-Redirect"] == "/login/?next=/"

@@ -51,6 +51,7 @@ from kernels.engine.backends.common import (
     GeneratedCode,
     Scope,
     StmtPrinter,
+    affine,
     helper_source,
     py_name,
     stmt_exprs,
@@ -260,14 +261,22 @@ def _without(stmts: list[ir.Stmt], skip: set[int]) -> list[ir.Stmt]:
     return out
 
 
-def _argmax_loop_parallel(
-    loop: ir.Loop, kernel: ir.Kernel
-) -> tuple[list[ir.Reduction], list[str]] | None:
-    """Whether a loop analysis kept sequential only for its argmax/argmin is otherwise parallel.
+def _const_step(loop: ir.Loop) -> int | None:
+    if loop.step is None:
+        return 1
+    a = affine(loop.step)
+    return a[1] if a is not None and not a[0] else None
 
-    The CPU backend keeps first-occurrence argmax sequential; on the GPU it is worth a parallel
-    reduction. Re-run the dependence analysis on the loop without the argmax IF statements: if
-    the rest is parallel, the loop is a parallel nest with an argmax reduction.
+
+def _probe_parallel(loop: ir.Loop, kernel: ir.Kernel) -> dict[int, tuple[list, list]] | None:
+    """GPU-only parallelism the CPU-oriented analysis leaves out, proved by the same analysis.
+
+    Analysis keeps two kinds of loops sequential for the CPU's sake: first-occurrence
+    argmax/argmin (prange cannot merge per-chunk locations) and non-unit steps (prange needs step
+    1). On the GPU both are parallel when the rest of the body is: re-run the dependence analysis
+    on a probe copy of the nest with the argmax IF statements removed and the step normalised
+    (same iterations, ascending: the dependence tests do not depend on the order). Returns
+    {id(loop): (reductions, private arrays)} for the outermost levels that are parallel.
     """
     if loop.parallel:
         return None
@@ -275,67 +284,90 @@ def _argmax_loop_parallel(
         from kernels.engine import analysis
     except ImportError:  # pragma: no cover - analysis is part of the engine
         return None
+    levels = [loop]
+    while len(levels) < 3 and len(levels[-1].body) == 1 and isinstance(levels[-1].body[0], ir.Loop):
+        levels.append(levels[-1].body[0])
+    body = levels[-1].body
     red = None
-    for r in loop.reductions:
-        if r.op in ("argmax", "argmin"):
-            red = r
+    for lp in levels:
+        for r in lp.reductions:
+            if r.op in ("argmax", "argmin"):
+                red = r
     if red is None:
         # Analysis may stop at the location variable ("used after the loop") before it sees
         # the pattern: look for it directly.
         written = sorted(
             {
                 x.target.name
-                for x in ir.walk(loop.body)
+                for x in ir.walk(body)
                 if isinstance(x, ir.Assign) and isinstance(x.target, ir.Var)
             }
         )
         for name in written:
             try:
-                r = analysis._reduction(name, loop.body, loop)
+                r = analysis._reduction(name, body, levels[-1])
             except Exception:  # noqa: BLE001 - best effort
                 r = None
             if r is not None and r.op in ("argmax", "argmin"):
                 red = r
                 break
-    if red is None:
+    steps = [_const_step(lp) for lp in levels]
+    if red is None and all(st == 1 for st in steps):
         return None
-    owned = {red.var, *red.index_vars}
+    if any(st is None or st == 0 for st in steps):
+        return None
+    if red is not None:
+        owned = {red.var, *red.index_vars}
 
-    def is_pattern(s: ir.Stmt) -> bool:
-        return (
-            isinstance(s, ir.If)
-            and all(isinstance(x, ir.Assign) for _, b in s.branches for x in b)
-            and all(
-                isinstance(x.target, ir.Var) and x.target.name in owned
-                for _, b in s.branches
-                for x in b
+        def is_pattern(s: ir.Stmt) -> bool:
+            return (
+                isinstance(s, ir.If)
+                and all(isinstance(x, ir.Assign) for _, b in s.branches for x in b)
+                and all(
+                    isinstance(x.target, ir.Var) and x.target.name in owned
+                    for _, b in s.branches
+                    for x in b
+                )
             )
-        )
 
-    body = [s for s in loop.body if not is_pattern(s)]
-    if len(body) == len(loop.body):
-        return None
-    probe = ir.Loop(loop.var, loop.start, loop.stop, loop.step, body, loop.line, loop.label)
-    # Analyse the probe inside a copy of the kernel body where it replaces the loop, so that
-    # "used after the loop" questions are answered against the real surroundings.
+        stripped = [s for s in body if not is_pattern(s)]
+        if len(stripped) == len(body):
+            return None
+        body = stripped
+    # Build the probe nest from the inside out.
+    probes: list[ir.Loop] = []
+    inner: list[ir.Stmt] = body
+    for lp, st in zip(reversed(levels), reversed(steps), strict=True):
+        lo, hi = (lp.start, lp.stop) if st > 0 else (lp.stop, lp.start)
+        probe = ir.Loop(lp.var, lo, hi, None, inner, lp.line, lp.label)
+        probes.insert(0, probe)
+        inner = [probe]
     try:
         ctx = analysis._Context(kernel)
+        # "Used after the loop" questions are answered against the real surroundings.
         ctx.kernel = ir.Kernel(
             kernel.name,
             kernel.args,
-            _replace(kernel.body, loop, probe),
+            _replace(kernel.body, loop, probes[0]),
             kernel.locals,
             kernel.fortran_source,
             kernel.fortran_entry,
             constants=kernel.constants,
             functions=kernel.functions,
         )
-        info = analysis._analyse_loop(probe, ctx, [])
-    except Exception:  # the probe is best effort: any failure keeps the loop sequential
+        infos = [analysis._analyse_loop(p, ctx, []) for p in probes]
+    except Exception:  # noqa: BLE001 - the probe is best effort: failure keeps it sequential
         return None
-    if not info.parallel:
+    found: dict[int, tuple[list, list]] = {}
+    for lp, probe, info in zip(levels, probes, infos, strict=True):
+        if not info.parallel:
+            break
+        reds = list(probe.reductions) + ([red] if red is not None else [])
+        found[id(lp)] = (reds, list(getattr(probe, "private_arrays", [])))
+    if not found or (red is not None and len(found) != len(levels)):
+        # argmax needs every level around the pattern in the grid (one thread per candidate).
         return None
-    return [*probe.reductions, red], list(getattr(probe, "private_arrays", []))
+    return found
 
 
 def _replace(stmts: list[ir.Stmt], old: ir.Stmt, new: ir.Stmt) -> list[ir.Stmt]:
@@ -429,7 +461,7 @@ class _CudaModule:
         self.uses_return = False
         self.host_loops: list[ir.Stmt] = []  # host control constructs (copies)
         self.inside_host_loop: dict[int, bool] = {}
-        self.argmax_loops: dict[int, tuple[list[ir.Reduction], list[str]]] = {}
+        self.probed: dict[int, tuple[list[ir.Reduction], list[str]]] = {}
         self.notes_extra: list[str] = []
         self.fused: list[_Fused] = []
 
@@ -487,10 +519,10 @@ class _CudaModule:
 
         for s in stmts:
             if isinstance(s, ir.Loop) and not s.parallel:
-                found = _argmax_loop_parallel(s, self.k)
+                found = _probe_parallel(s, self.k)
                 if found is not None:
-                    self.argmax_loops[id(s)] = found
-            if isinstance(s, ir.Loop) and (s.parallel or id(s) in self.argmax_loops):
+                    self.probed.update(found)
+            if isinstance(s, ir.Loop) and (s.parallel or id(s) in self.probed):
                 nest = self._try_nest(s)
                 if nest is not None:
                     flush()
@@ -635,7 +667,9 @@ class _CudaModule:
         loops = [loop]
         while len(loops) < 3:
             inner = loops[-1].body
-            if len(inner) != 1 or not isinstance(inner[0], ir.Loop) or not inner[0].parallel:
+            if len(inner) != 1 or not isinstance(inner[0], ir.Loop):
+                break
+            if not (inner[0].parallel or id(inner[0]) in self.probed):
                 break
             cand = inner[0]
             bound_names = set()
@@ -650,8 +684,8 @@ class _CudaModule:
         reductions: list[ir.Reduction] = []
         private_arrays: list[str] = []
         for lp in loops:
-            if id(lp) in self.argmax_loops:
-                reds, privs = self.argmax_loops[id(lp)]
+            if id(lp) in self.probed:
+                reds, privs = self.probed[id(lp)]
                 reductions.extend(reds)
                 private_arrays.extend(privs)
             else:
