@@ -1842,6 +1842,11 @@ class _FileBuilder:
                 info = _ProcInfo(
                     unit, "program", name, None, start=_line(unit), end=_end_line(unit)
                 )
+                for c in unit.children:
+                    if _cls(c) == "Internal_Subprogram_Part":
+                        for sub in c.children:
+                            if _cls(sub) in ("Subroutine_Subprogram", "Function_Subprogram"):
+                                info.internal.append(self._collect_proc(sub, None))
                 self.programs.append(info)
             else:
                 raise FortranSyntaxError(
@@ -2080,6 +2085,7 @@ class _FileBuilder:
         assert proc is not None and scope is not None
         functions: dict[str, ir.Procedure] = {}
         self._callees(proc.body, scope, functions)
+        functions = _pass_host_variables(proc, functions, {i.name for i in info.internal})
         # Module-level problems (a TYPE definition, DATA...) only matter through the names a
         # kernel uses, and those are caught below as references to module variables.
         unsupported = list(info.unsupported)
@@ -2169,6 +2175,9 @@ class _FileBuilder:
         decls = prog.proc.decls
         functions: dict[str, ir.Procedure] = {}
         self._callees(stmts, scope, functions)
+        functions = _pass_host_variables(
+            prog.proc, functions, {i.name for i in prog.internal}, body=stmts
+        )
         used = _names_in(stmts)
         loop_vars = {s.var for s in ir.walk(stmts) if isinstance(s, ir.Loop)}
         unsupported = [s for s in ir.walk(stmts) if isinstance(s, ir.Unsupported)]
@@ -2293,12 +2302,80 @@ class _FileBuilder:
                 body.append(f"{comment} {text.strip()[:60]}   (output left out of the kernel)")
             else:
                 body.append(text)
+        # The program's internal procedures the nest calls come along (host association
+        # then binds their references to the program's variables to this subroutine's).
+        called = {s.name for s in ir.walk(stmts) if isinstance(s, ir.CallStmt)}
+        called |= {
+            c.name
+            for st in ir.walk(stmts)
+            for e in _stmt_exprs(st)
+            for c in ir.walk_expr(e)
+            if isinstance(c, ir.Call)
+        }
+        inner = [i for i in prog.internal if i.name in called]
+        if inner:
+            body.append(_wrap_fortran("contains", self.fixed))
+            for i in prog.internal:  # all of them: they may call each other
+                body.append(self._unit_text(i.start, i.end))
         footer = _wrap_fortran(f"end subroutine {name}", self.fixed)
         return lib + "\n".join(header + body + [footer]) + "\n"
 
 
 def constants_of(scope: _Scope) -> dict[str, ir.Const]:
     return dict(scope.consts)
+
+
+def _pass_host_variables(
+    host: ir.Procedure,
+    functions: dict[str, ir.Procedure],
+    internal: set[str],
+    body: list[ir.Stmt] | None = None,
+) -> dict[str, ir.Procedure]:
+    """Turn host association into explicit arguments for the host's internal procedures.
+
+    An internal procedure that reads its host's variables gets them as extra trailing dummy
+    arguments (arrays are passed whole and may be updated in place; scalars must only be
+    read), and every call site passes them. The backends then see ordinary procedures.
+    """
+    import copy
+
+    free: dict[str, list[str]] = {}
+    for name in internal & set(functions):
+        fp = functions[name]
+        own = set(fp.decls) | set(functions) | INTRINSICS
+        names = sorted(n for n in _names_in(fp.body) - own if n in host.decls)
+        names = [n for n in names if host.decls[n].parameter is None]
+        written = _written_names(fp.body)
+        if any(n in written and not host.decls[n].dims for n in names):
+            continue  # a host scalar assigned inside: left for the diagnostics
+        if names:
+            free[name] = names
+    if not free:
+        return functions
+    out = dict(functions)
+    for name, names in free.items():
+        fp = copy.deepcopy(functions[name])
+        for n in names:
+            d = copy.deepcopy(host.decls[n])
+            d.intent = "inout" if d.dims else "in"
+            fp.decls[n] = d
+        fp.args = list(fp.args) + names
+        out[name] = fp
+    from kernels.engine.backends.common import stmt_exprs
+
+    bodies = [host.body if body is None else body] + [fp.body for fp in out.values()]
+    calls: dict[int, ir.Call] = {}
+    for block in bodies:
+        for st in ir.walk(block):
+            if isinstance(st, ir.CallStmt) and st.name in free:
+                st.args = list(st.args) + [ir.Var(n) for n in free[st.name]]
+            for e in stmt_exprs(st):
+                for c in ir.walk_expr(e):
+                    if isinstance(c, ir.Call) and c.name in free:
+                        calls[id(c)] = c
+    for c in calls.values():
+        c.args = list(c.args) + [ir.Var(n) for n in free[c.name]]
+    return out
 
 
 def _callee_problems(functions: dict[str, ir.Procedure], procs, consts) -> list[ir.Unsupported]:
@@ -2375,6 +2452,12 @@ def _wrap_fortran(line: str, fixed: bool) -> str:
         first = False
     out.append("&" + rest)
     return "\n".join(indent + x for x in out)
+
+
+def _stmt_exprs(st):
+    from kernels.engine.backends.common import stmt_exprs
+
+    return stmt_exprs(st)
 
 
 def _io_lines(stmts_nodes, prog, start, end) -> set[int]:

@@ -277,3 +277,28 @@ end subroutine
     a = np.array([0.1, 0.9, 0.3, 0.9, 0.1])
     # positions are 1-based within the (section of the) array, ties give the first one
     assert fn(5, a, 0, 0, 0, False, False) == (2, 4, 2, False, True)
+
+
+def test_internal_procedures_get_host_variables_as_extra_arguments():
+    fn, gen = build(
+        """
+subroutine outer(n, a, c)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: a(n)
+  real(8), intent(in) :: c
+  integer :: i
+  do i = 1, n
+    a(i) = scaled(a(i))
+  end do
+contains
+  pure real(8) function scaled(x)
+    real(8), intent(in) :: x
+    scaled = c * x
+  end function
+end subroutine
+"""
+    )
+    assert "def scaled(x, c):" in gen.code and "scaled(a[i - 1], c)" in gen.code
+    a = np.array([1.0, 2.0])
+    fn(2, a, 3.0)
+    assert a.tolist() == [3.0, 6.0]

@@ -471,3 +471,29 @@ end subroutine
         "  where (a > 0)\n    a = -a\n    b = a\n  end where\nend subroutine\n"
     )
     assert "mask" in bad.unsupported[0].construct
+
+
+def test_program_internal_procedures_travel_with_the_extracted_kernel():
+    ks = kernels_of(
+        """
+program pc
+  integer, parameter :: n = 5
+  real(8) :: u(n), c
+  integer :: i
+  c = 0.5d0
+  do i = 1, n
+    u(i) = half(dble(i))
+  end do
+contains
+  pure real(8) function half(x)
+    real(8), intent(in) :: x
+    half = c * x
+  end function
+end program
+"""
+    )
+    k = ks["pc_loop1"]
+    assert {a.name for a in k.args} == {"u", "c"}
+    assert k.functions["half"].args == ["x", "c"]
+    assert "contains" in k.fortran_source and "function half" in k.fortran_source
+    assert not k.unsupported

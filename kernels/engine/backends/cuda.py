@@ -184,10 +184,6 @@ def _reads_unbound(stmts: list[ir.Stmt], name: str) -> bool:
     return False
 
 
-def _contains_parallel(s: ir.Stmt) -> bool:
-    return any(isinstance(x, ir.Loop) and x.parallel for x in ir.walk([s]))
-
-
 def _escaping_jump(stmts: list[ir.Stmt]) -> bool:
     """True when an EXIT/CYCLE in ``stmts`` targets a loop that encloses ``stmts``."""
 
