@@ -16,9 +16,8 @@ Contract for other stages (verify, profile, backends, the service layer):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 # --------------------------------------------------------------------------------------------
 # Types
@@ -108,7 +107,7 @@ class Call:
     keywords: dict[str, Expr] = field(default_factory=dict)
 
 
-Expr = Union[Const, Var, ArrayRef, BinOp, UnaryOp, Call]
+Expr = Const | Var | ArrayRef | BinOp | UnaryOp | Call
 
 # --------------------------------------------------------------------------------------------
 # Declarations
@@ -245,7 +244,7 @@ class Allocate:
     line: int = 0
 
 
-Stmt = Union[Assign, Loop, WhileLoop, If, Exit, Cycle, CallStmt, Return, Unsupported, Allocate]
+Stmt = Assign | Loop | WhileLoop | If | Exit | Cycle | CallStmt | Return | Unsupported | Allocate
 
 
 @dataclass
@@ -317,6 +316,29 @@ def walk(stmts: list[Stmt]) -> Iterator[Stmt]:
             for _, body in s.branches:
                 yield from walk(body)
             yield from walk(s.orelse)
+
+
+def prune(stmts: list[Stmt], drop: Callable[[Stmt], bool]) -> list[Stmt]:
+    """A copy of the statement tree without the statements ``drop`` selects (at any depth).
+
+    Loops are rebuilt from their header only (analysis annotations are not carried over): the
+    callers use the pruned tree to ask what the code *around* a nest reads and writes.
+    """
+    out: list[Stmt] = []
+    for s in stmts:
+        if drop(s):
+            continue
+        if isinstance(s, Loop):
+            out.append(Loop(s.var, s.start, s.stop, s.step, prune(s.body, drop), s.line))
+        elif isinstance(s, WhileLoop):
+            out.append(WhileLoop(s.cond, prune(s.body, drop), s.line))
+        elif isinstance(s, If):
+            out.append(
+                If([(c, prune(b, drop)) for c, b in s.branches], prune(s.orelse, drop), s.line)
+            )
+        else:
+            out.append(s)
+    return out
 
 
 def walk_expr(e: Expr | Slice | None) -> Iterator[Expr | Slice]:

@@ -7,6 +7,7 @@ kernel goes to ``llm_fallback`` when the caller passes one.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import PurePath
 from typing import Any
@@ -51,6 +52,10 @@ def find_kernels(source: str, *, filename: str = "input.f90") -> list[ir.Kernel]
 def _device_for(target: str) -> str:
     if target == "cpu":
         return "cpu"
+    # Under NUMBA_ENABLE_CUDASIM the simulator reports itself as an available device; that is
+    # not a GPU, and verification must then run in the simulator too.
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return "simulator"
     try:
         from numba import cuda
 

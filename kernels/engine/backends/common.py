@@ -1223,25 +1223,7 @@ def _own_jumps(loop: ir.Loop | ir.WhileLoop):
 
 def _strip(stmts: list[ir.Stmt], loop: ir.Loop) -> list[ir.Stmt]:
     """``stmts`` with ``loop``'s body removed (its header expressions stay)."""
-    out: list[ir.Stmt] = []
-    for s in stmts:
-        if s is loop:
-            continue
-        if isinstance(s, ir.Loop):
-            out.append(ir.Loop(s.var, s.start, s.stop, s.step, _strip(s.body, loop), s.line))
-        elif isinstance(s, ir.WhileLoop):
-            out.append(ir.WhileLoop(s.cond, _strip(s.body, loop), s.line))
-        elif isinstance(s, ir.If):
-            out.append(
-                ir.If(
-                    [(c, _strip(b, loop)) for c, b in s.branches],
-                    _strip(s.orelse, loop),
-                    s.line,
-                )
-            )
-        else:
-            out.append(s)
-    return out
+    return ir.prune(stmts, lambda s: s is loop)
 
 
 def _plus(e: ir.Expr, text: str, k: int, p: ExprPrinter) -> str:

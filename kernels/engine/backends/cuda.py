@@ -213,48 +213,12 @@ def _numba_type(t: ir.FType) -> str:
 
 def _strip_loop(stmts: list[ir.Stmt], loop: ir.Stmt) -> list[ir.Stmt]:
     """``stmts`` without the subtree of ``loop`` (matched by identity)."""
-    out: list[ir.Stmt] = []
-    for s in stmts:
-        if s is loop:
-            continue
-        if isinstance(s, ir.Loop):
-            out.append(ir.Loop(s.var, s.start, s.stop, s.step, _strip_loop(s.body, loop), s.line))
-        elif isinstance(s, ir.WhileLoop):
-            out.append(ir.WhileLoop(s.cond, _strip_loop(s.body, loop), s.line))
-        elif isinstance(s, ir.If):
-            out.append(
-                ir.If(
-                    [(c, _strip_loop(b, loop)) for c, b in s.branches],
-                    _strip_loop(s.orelse, loop),
-                    s.line,
-                )
-            )
-        else:
-            out.append(s)
-    return out
+    return ir.prune(stmts, lambda s: s is loop)
 
 
 def _without(stmts: list[ir.Stmt], skip: set[int]) -> list[ir.Stmt]:
     """``stmts`` with the statements whose id is in ``skip`` removed (at any depth)."""
-    out: list[ir.Stmt] = []
-    for s in stmts:
-        if id(s) in skip:
-            continue
-        if isinstance(s, ir.Loop):
-            out.append(ir.Loop(s.var, s.start, s.stop, s.step, _without(s.body, skip), s.line))
-        elif isinstance(s, ir.WhileLoop):
-            out.append(ir.WhileLoop(s.cond, _without(s.body, skip), s.line))
-        elif isinstance(s, ir.If):
-            out.append(
-                ir.If(
-                    [(c, _without(b, skip)) for c, b in s.branches],
-                    _without(s.orelse, skip),
-                    s.line,
-                )
-            )
-        else:
-            out.append(s)
-    return out
+    return ir.prune(stmts, lambda s: id(s) in skip)
 
 
 def _const_step(loop: ir.Loop) -> int | None:
