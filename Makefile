@@ -10,7 +10,7 @@ export FORTRANSPIRE_HOME ?= $(CURDIR)/.fortranspire
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,gpu]'
 	touch $@
 
 install: system-deps $(VENV)/.installed
