@@ -110,7 +110,12 @@ def ensure_embedded_server() -> dict:
             home = fortranspire_home()
             home.mkdir(parents=True, exist_ok=True)
             pgdata = home / "pgdata"
-            if pgdata.exists():
+            # pgserver's get_server() creates PGDATA with exist_ok=False *before* it takes its
+            # inter-process lock, so concurrent first starts (make run + CLI + tests) race on the
+            # mkdir. Creating it here is safe: whether to initdb is decided under that lock, from
+            # PG_VERSION, not from the directory's existence.
+            pgdata.mkdir(exist_ok=True)
+            if (pgdata / "PG_VERSION").exists():
                 with PostgresServer._lock:
                     _prune_dead_handles(pgdata)
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
