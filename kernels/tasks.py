@@ -12,85 +12,30 @@ def ping() -> str:
     return "pong"
 
 
-def _translate(
-    *,
-    tenant_slug: str,
-    source: str,
-    target: str,
-    channel: str,
-    kernel: str | None,
-    verify: bool,
-    sizes: dict | None,
-    seed: int,
-    tool: str,
-) -> dict:
+def _translate(tenant_slug: str, source: str, *, target: str, tool: str, **options) -> dict:
+    """Runs kernels.services.kernel_translate for the tenant; options are its keyword arguments
+    (channel, kernel, verify, sizes, seed), all plain JSON."""
     from kernels.services import kernel_translate
     from tenants.selectors import tenant_get
 
-    tenant = tenant_get(slug=tenant_slug)
+    options.setdefault("channel", "api")
     run, result = kernel_translate(
-        tenant=tenant,
-        source=source,
-        target=target,
-        channel=channel,
-        kernel=kernel,
-        verify=verify,
-        sizes=sizes,
-        seed=seed,
-        tool=tool,
+        tenant=tenant_get(slug=tenant_slug), source=source, target=target, tool=tool, **options
     )
     return {**result.to_dict(), "run_id": str(run.id)}
 
 
 @app.task(name="kernels.tasks.translate")
-def translate(
-    tenant_slug: str,
-    source: str,
-    *,
-    channel: str = "api",
-    kernel: str | None = None,
-    verify: bool = True,
-    sizes: dict | None = None,
-    seed: int = 0,
-    tool: str = "translate_kernel",
-) -> dict:
-    return _translate(
-        tenant_slug=tenant_slug,
-        source=source,
-        target="cpu",
-        channel=channel,
-        kernel=kernel,
-        verify=verify,
-        sizes=sizes,
-        seed=seed,
-        tool=tool,
-    )
+def translate(tenant_slug: str, source: str, *, tool: str = "translate_kernel", **options) -> dict:
+    return _translate(tenant_slug, source, target="cpu", tool=tool, **options)
 
 
 @app.task(name="kernels.tasks.translate_gpu")
 def translate_gpu(
-    tenant_slug: str,
-    source: str,
-    *,
-    channel: str = "api",
-    kernel: str | None = None,
-    verify: bool = True,
-    sizes: dict | None = None,
-    seed: int = 0,
-    tool: str = "translate_kernel_gpu",
+    tenant_slug: str, source: str, *, tool: str = "translate_kernel_gpu", **options
 ) -> dict:
     """Routed to the ``gpu`` queue (settings.CELERY_TASK_ROUTES) so only GPU nodes take it."""
-    return _translate(
-        tenant_slug=tenant_slug,
-        source=source,
-        target="gpu",
-        channel=channel,
-        kernel=kernel,
-        verify=verify,
-        sizes=sizes,
-        seed=seed,
-        tool=tool,
-    )
+    return _translate(tenant_slug, source, target="gpu", tool=tool, **options)
 
 
 @app.task(name="kernels.tasks.purge")

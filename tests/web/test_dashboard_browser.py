@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.live_server import serve_site
 
 CHROMIUM = "/usr/bin/chromium"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
@@ -47,41 +46,11 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def site(transactional_db, tenant_a) -> Iterator[int]:
     """uvicorn serving the whole site (fortranspire_site.asgi) on a loopback port, in a thread."""
-    import uvicorn
-
-    from fortranspire_site.asgi import build_application
-
-    port = _free_port()
-    config = uvicorn.Config(
-        build_application(),
-        host="127.0.0.1",
-        port=port,
-        lifespan="on",
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-dashboard", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
+    with serve_site(name="uvicorn-dashboard") as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.mark.timeout(240)

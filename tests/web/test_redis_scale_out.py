@@ -60,3 +60,37 @@ def test_celery_task_runs_on_a_worker_through_redis():
             assert ping.delay().get(timeout=20) == "pong"
     finally:
         app.conf.update(task_always_eager=True)
+
+
+SAXPY = """\
+subroutine saxpy(n, a, x, y)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a, x(n)
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = a * x(i) + y(i)
+  end do
+end subroutine saxpy
+"""
+
+
+def test_translate_task_on_a_worker_records_the_run_in_the_tenant(transactional_db, tenant_a):
+    from celery.contrib.testing.worker import start_worker
+
+    from fortranspire_site.celery import app
+    from kernels.selectors import kernel_run_get
+    from kernels.tasks import translate
+
+    app.conf.update(broker_url=REDIS_URL, result_backend=REDIS_URL, task_always_eager=False)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            result = translate.delay(tenant_a.schema_name, SAXPY, sizes={"n": 37}).get(timeout=120)
+    finally:
+        app.conf.update(task_always_eager=True)
+
+    assert [k["status"] for k in result["kernels"]] == ["verified"]
+    run = kernel_run_get(tenant=tenant_a, run_id=result["run_id"])
+    assert run.status == "verified"
+    assert run.channel == "api"
+    assert run.kernel_names == ["saxpy"]
