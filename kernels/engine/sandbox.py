@@ -51,18 +51,29 @@ lim(resource.RLIMIT_CPU, cfg["cpu_s"], cfg["cpu_s"] + 2)  # SIGXCPU first, SIGKI
 lim(resource.RLIMIT_NOFILE, cfg["nofile"])
 lim(resource.RLIMIT_FSIZE, cfg["fsize"])
 lim(resource.RLIMIT_DATA if cfg["use_data_limit"] else resource.RLIMIT_AS, cfg["memory"])
-isolated = 0
-if cfg["isolate_net"]:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
-        if libc.unshare(CLONE_NEWNET) == 0:
-            isolated = 1
-        elif libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-            isolated = 1
-    except Exception:
-        isolated = 0
-status.write(str(isolated))
+isolated = hidden = 0
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
+try:
+    libc = ctypes.CDLL(None, use_errno=True)
+except Exception:
+    libc = None
+flags = (CLONE_NEWNET if cfg["isolate_net"] else 0) | (CLONE_NEWNS if cfg["hide"] else 0)
+if libc is not None and flags:
+    # Root gets the namespaces directly; elsewhere a user namespace grants them, if allowed.
+    if libc.unshare(flags) == 0 or libc.unshare(CLONE_NEWUSER | flags) == 0:
+        isolated = int(bool(flags & CLONE_NEWNET))
+        if flags & CLONE_NEWNS and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
+            # An empty tmpfs over each hidden directory (the server's state: SECRET_KEY, the
+            # database files); private propagation keeps these mounts out of the host.
+            hidden = 1
+            for path in cfg["hide"]:
+                if os.path.isdir(path) and libc.mount(
+                    b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    b"size=64k,mode=0",
+                ) != 0:
+                    hidden = 0
+status.write("%d%d" % (isolated, hidden))
 status.close()
 argv = cfg["argv"]
 try:
@@ -82,6 +93,7 @@ class SandboxResult:
     duration_s: float = 0.0
     network_isolated: bool = False
     output_truncated: bool = False
+    paths_hidden: bool = False
 
     @property
     def ok(self) -> bool:
@@ -148,6 +160,7 @@ def run_sandboxed(
     max_output_bytes: int = DEFAULT_OUTPUT_CAP,
     max_file_mb: int = DEFAULT_FILE_MB,
     max_open_files: int = 256,
+    hide_paths: list[str | os.PathLike[str]] | None = None,
 ) -> SandboxResult:
     """Run ``argv`` in ``cwd`` under limits and return what happened; never raises for the child's failures.
 
@@ -155,6 +168,8 @@ def run_sandboxed(
     segment instead, because the CUDA driver maps huge virtual ranges. ``cpu_s`` defaults to
     twice the wall timeout (a parallel child burns CPU on several cores). ``env`` adds variables
     to the scrubbed environment; nothing else from the parent's environment is passed.
+    ``hide_paths`` (default: the server's state directory, see :func:`server_state_dirs`) are
+    covered by an empty tmpfs in a private mount namespace where the OS allows it.
     """
     cwd = os.fspath(cwd)
     cpu_limit = math.ceil(cpu_s if cpu_s is not None else max(2 * timeout_s, timeout_s + 5))
@@ -168,6 +183,12 @@ def run_sandboxed(
         "memory": memory_mb * 1024 * 1024,
         "use_data_limit": allow_gpu,
         "isolate_net": isolate_network,
+        "hide": [
+            os.path.realpath(p)
+            for p in (server_state_dirs() if hide_paths is None else hide_paths)
+            # Never hide the directory the child works in.
+            if not os.path.realpath(cwd).startswith(os.path.realpath(p) + os.sep)
+        ],
     }
     child_env = scrubbed_env(home=cwd, extra=env, allow_gpu=allow_gpu)
     data = stdin.encode() if isinstance(stdin, str) else stdin
@@ -204,7 +225,8 @@ def run_sandboxed(
     err.join(5)
     duration = time.monotonic() - start
     with os.fdopen(status_r, "rb") as fh:
-        isolated = fh.read(1) == b"1"
+        flags = fh.read(2)
+    isolated, hidden = flags[:1] == b"1", flags[1:2] == b"1"
     return SandboxResult(
         returncode=proc.returncode,
         stdout=out.text(),
@@ -212,6 +234,7 @@ def run_sandboxed(
         timed_out=timed_out,
         duration_s=duration,
         network_isolated=isolated,
+        paths_hidden=hidden,
         output_truncated=out.truncated or err.truncated,
     )
 
@@ -260,6 +283,15 @@ class _CappedReader:
     def text(self) -> str:
         text = b"".join(self._chunks).decode("utf-8", errors="replace")
         return text + ("\n[output truncated]" if self.truncated else "")
+
+
+def server_state_dirs() -> list[str]:
+    """Directories sandboxed code must not see: the server's state (``$FORTRANSPIRE_HOME``,
+    default ``./.fortranspire``: SECRET_KEY, the embedded database) plus
+    ``$FORTRANSPIRE_SANDBOX_HIDE`` (``os.pathsep``-separated)."""
+    home = os.environ.get("FORTRANSPIRE_HOME") or os.path.join(os.getcwd(), ".fortranspire")
+    extra = [p for p in os.environ.get("FORTRANSPIRE_SANDBOX_HIDE", "").split(os.pathsep) if p]
+    return [home, *extra]
 
 
 @contextlib.contextmanager

@@ -126,6 +126,36 @@ def test_network_is_unreachable_when_isolation_is_available(tmp_path: Path) -> N
         server.close()
 
 
+def test_server_state_directory_is_hidden_from_sandboxed_code(tmp_path: Path, monkeypatch) -> None:
+    # The server's state directory holds SECRET_KEY (which derives the key encrypting tenants'
+    # LLM credentials) and the database files: sandboxed code must not read them.
+    home = tmp_path / "state"
+    home.mkdir()
+    (home / "secret_key").write_text("do-not-leak")
+    monkeypatch.setenv("FORTRANSPIRE_HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_sandboxed(["cat", str(home / "secret_key")], cwd=work, timeout_s=30, memory_mb=512)
+    if not result.paths_hidden:
+        pytest.skip("this OS refuses a private mount namespace to us: nothing can be hidden here")
+    assert "do-not-leak" not in result.stdout
+    assert result.returncode != 0
+    assert (home / "secret_key").read_text() == "do-not-leak"  # hidden only inside the sandbox
+
+
+def test_the_working_directory_is_never_hidden(tmp_path: Path) -> None:
+    (tmp_path / "input.txt").write_text("visible")
+    result = run_sandboxed(
+        ["cat", "input.txt"],
+        cwd=tmp_path,
+        timeout_s=30,
+        memory_mb=512,
+        hide_paths=[tmp_path.parent],
+    )
+    assert result.returncode == 0
+    assert result.stdout == "visible"
+
+
 def test_output_is_capped(tmp_path: Path) -> None:
     result = _py("import sys; sys.stdout.write('x' * 3_000_000)", tmp_path, max_output_bytes=1000)
     assert result.returncode == 0
