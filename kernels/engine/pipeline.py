@@ -90,8 +90,14 @@ def translate_source(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     llm_fallback: Any = None,
+    time_budget_s: float | None = None,
 ) -> TranslationResult:
-    """Translate every kernel of ``source`` (or only ``kernel``) and verify it against gfortran."""
+    """Translate every kernel of ``source`` (or only ``kernel``) and verify it against gfortran.
+
+    ``time_budget_s`` (default ``$FORTRANSPIRE_MAX_RUN_S``, 600 s) bounds the whole call: each
+    verification's sandbox timeout is cut to what is left, and kernels reached after the budget is
+    spent are reported ``failed`` with the reason instead of keeping a request busy for minutes.
+    """
     if target not in ("cpu", "gpu"):
         raise EngineError(f"unknown target {target!r}: use 'cpu' or 'gpu'")
 
@@ -99,6 +105,8 @@ def translate_source(
         if progress is not None:
             progress(stage, done, total, message)
 
+    budget = time_budget_s if time_budget_s is not None else _default_time_budget()
+    deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
     kernels = find_kernels(source, filename=filename)
     report("parse", 1, 1, f"{len(kernels)} kernel(s) found")
@@ -143,7 +151,7 @@ def translate_source(
                 k.unsupported.append(ir.Unsupported(msg, line or k.line, 1, ""))
         if generated is None:
             kr.status = "unsupported"
-            if llm_fallback is not None:
+            if llm_fallback is not None and time.monotonic() < deadline:
                 report("generate", n, total, f"{k.name}: asking the LLM fallback")
                 try:
                     updated = llm_fallback(
@@ -163,8 +171,22 @@ def translate_source(
         if not verify:
             kr.status = "translated"
             continue
+        remaining = deadline - time.monotonic()
+        if remaining < 1.0:
+            kr.status = "failed"
+            kr.diagnostics.append(
+                Diagnostic(
+                    k.line,
+                    1,
+                    f"not verified: this request's time budget of {budget:g} s ran out "
+                    "(translate fewer kernels with --kernel, or raise FORTRANSPIRE_MAX_RUN_S)",
+                )
+            )
+            continue
         report("verify", n, total, f"verifying {k.name} against gfortran")
-        _verify_into(kr, k, generated, sizes=sizes, seed=seed, device=device)
+        _verify_into(
+            kr, k, generated, sizes=sizes, seed=seed, device=device, timeout_s=min(120.0, remaining)
+        )
     report("verify", total, total, "done")
     return result
 
@@ -179,7 +201,16 @@ def _generate(k: ir.Kernel, target: str, analysis):
     return generate_cpu(k, analysis)
 
 
-def _verify_into(kr: KernelResult, k: ir.Kernel, generated, *, sizes, seed, device) -> None:
+def _default_time_budget() -> float:
+    try:
+        return max(1.0, float(os.environ.get("FORTRANSPIRE_MAX_RUN_S", "600")))
+    except ValueError:
+        return 600.0
+
+
+def _verify_into(
+    kr: KernelResult, k: ir.Kernel, generated, *, sizes, seed, device, timeout_s: float = 120.0
+) -> None:
     try:
         from kernels.engine.verify import verify_against_gfortran
     except ImportError:
@@ -188,7 +219,9 @@ def _verify_into(kr: KernelResult, k: ir.Kernel, generated, *, sizes, seed, devi
         return
     t0 = time.perf_counter()
     try:
-        rep = verify_against_gfortran(k, generated, sizes=sizes, seed=seed, device=device)
+        rep = verify_against_gfortran(
+            k, generated, sizes=sizes, seed=seed, device=device, timeout_s=timeout_s
+        )
     except EngineError as exc:
         kr.status = "failed"
         kr.diagnostics.append(Diagnostic(k.line, 1, f"verification failed: {exc.message}"))

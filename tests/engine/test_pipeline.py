@@ -119,3 +119,56 @@ def test_a_failing_llm_fallback_leaves_the_unsupported_result_with_a_note():
     (k,) = translate_source(GOTO, verify=False, llm_fallback=fallback).kernels
     assert k.status == "unsupported"
     assert any("LLM fallback failed" in n and "no API key" in n for n in k.notes)
+
+
+TWO_KERNELS = """\
+subroutine scale(n, x)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: x(n)
+  integer :: i
+  do i = 1, n
+    x(i) = 2.0d0 * x(i)
+  end do
+end subroutine scale
+
+subroutine shift(n, x)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: x(n)
+  integer :: i
+  do i = 1, n
+    x(i) = x(i) + 1.0d0
+  end do
+end subroutine shift
+"""
+
+
+def test_kernels_past_the_time_budget_fail_with_the_reason_instead_of_running(monkeypatch):
+    import kernels.engine.verify as verify
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("verification started after the budget ran out")
+
+    monkeypatch.setattr(verify, "verify_against_gfortran", must_not_run)
+    result = translate_source(TWO_KERNELS, time_budget_s=0.5)
+
+    assert [k.status for k in result.kernels] == ["failed", "failed"]
+    assert all(k.code for k in result.kernels)  # the port itself is still delivered
+    assert "time budget of 0.5 s ran out" in result.kernels[0].diagnostics[-1].message
+    assert not result.ok
+
+
+def test_the_time_budget_caps_each_verification_timeout(monkeypatch):
+    import kernels.engine.verify as verify
+
+    seen = []
+    real = verify.verify_against_gfortran
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["timeout_s"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verify, "verify_against_gfortran", spy)
+    result = translate_source(TWO_KERNELS, kernel="scale", time_budget_s=60)
+
+    assert [k.status for k in result.kernels] == ["verified"]
+    assert len(seen) == 1 and 55 < seen[0] <= 60
