@@ -156,24 +156,49 @@ def parse_file(source: str, *, filename: str = "input.f90") -> ParsedFile:
 def _parse_tree(source: str, fixed: bool):
     from fparser.common.readfortran import FortranStringReader
     from fparser.common.sourceinfo import FortranFormat
+    from fparser.two.symbol_table import SYMBOL_TABLES
     from fparser.two.utils import FparserException
 
     reader = FortranStringReader(source, ignore_comments=False)
     reader.set_format(FortranFormat(not fixed, False))
+    # fparser's reader calls sys.exit(1) on some errors (a mismatched END name, say): in a
+    # server that would end the worker thread. Report them as syntax errors instead.
+    reader.exit_on_error = False
+    reader.error = lambda message, item=None: _reader_error(message, item, reader)
     try:
         # fparser keeps module-level state (symbol tables): one parse at a time per process,
-        # since the web service translates from several threads.
+        # since the web service translates from several threads. The tables are cleared
+        # first, so they neither grow for the life of the server nor keep a scope left open by
+        # a parse that failed half-way.
         with _PARSE_LOCK:
+            SYMBOL_TABLES.clear()
             tree = _parser()(reader)
     except FparserException as exc:
         raise _syntax_error(str(exc), source) from None
-    except (RecursionError, ValueError, IndexError, AttributeError, KeyError, TypeError) as exc:
+    except FortranSyntaxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fparser fails on some bad input with its own bugs
+        # (assertions, index errors...): whatever it raises, the source did not parse.
+        line = max(1, int(getattr(reader, "linecount", 1) or 1))
+        detail = str(exc) or type(exc).__name__
         raise FortranSyntaxError(
-            f"could not parse the source: {exc}", [Diagnostic(1, 1, str(exc))]
+            f"could not parse the source near line {line}: {detail}",
+            [Diagnostic(line, 1, detail)],
         ) from None
     if tree is None or not tree.children:
         raise FortranSyntaxError("no Fortran program unit found", [Diagnostic(1, 1, "empty")])
     return tree
+
+
+def _reader_error(message: str, item, reader) -> None:
+    if item is not None and getattr(item, "span", None):
+        line = item.span[0]
+    else:  # fparser passes no item for some errors: the line it was reading is the best guess
+        line = max(1, int(getattr(reader, "linecount", 1) or 1))
+    message = message.removesuffix(" Ignoring.")  # fparser's wording; we do not ignore it
+    raise FortranSyntaxError(
+        f"syntax error at line {line}: {message}", [Diagnostic(line, 1, message)]
+    )
 
 
 def _syntax_error(message: str, source: str) -> FortranSyntaxError:

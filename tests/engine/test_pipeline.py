@@ -172,3 +172,21 @@ def test_the_time_budget_caps_each_verification_timeout(monkeypatch):
 
     assert [k.status for k in result.kernels] == ["verified"]
     assert len(seen) == 1 and 55 < seen[0] <= 60
+
+
+def test_a_mismatched_end_name_is_a_syntax_error_with_its_line_not_an_exit():
+    # fparser's reader calls sys.exit(1) on this by default, which would end a server thread.
+    source = "module good\ncontains\n  subroutine s(x)\n    real :: x\n    x = 1.0\n  end subroutine s\nend module bad\n"
+    with pytest.raises(FortranSyntaxError) as err:
+        find_kernels(source)
+    assert err.value.diagnostics[0].line == 7
+    assert "good" in err.value.message and "Ignoring" not in err.value.message
+
+
+def test_parsing_twice_does_not_accumulate_fparser_symbol_tables():
+    from fparser.two.symbol_table import SYMBOL_TABLES
+
+    source = "module m1\n  integer, parameter :: k = 3\nend module m1\n"
+    find_kernels(source)
+    find_kernels(source.replace("m1", "m2"))
+    assert list(SYMBOL_TABLES._symbol_tables) == ["m2"]
