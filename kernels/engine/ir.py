@@ -341,27 +341,51 @@ def prune(stmts: list[Stmt], drop: Callable[[Stmt], bool]) -> list[Stmt]:
     return out
 
 
-def walk_expr(e: Expr | Slice | None) -> Iterator[Expr | Slice]:
-    """Every sub-expression, parents first."""
-    if e is None:
+def walk_expr(
+    e: Expr | Slice | None, skip: Callable[[Expr | Slice], bool] | None = None
+) -> Iterator[Expr | Slice]:
+    """Every sub-expression, parents first; ``skip`` prunes a node and everything below it."""
+    if e is None or (skip is not None and skip(e)):
         return
     yield e
     if isinstance(e, Slice):
         for part in (e.lower, e.upper, e.step):
-            yield from walk_expr(part)
+            yield from walk_expr(part, skip)
     elif isinstance(e, ArrayRef):
         for ix in e.indices:
-            yield from walk_expr(ix)
+            yield from walk_expr(ix, skip)
     elif isinstance(e, BinOp):
-        yield from walk_expr(e.left)
-        yield from walk_expr(e.right)
+        yield from walk_expr(e.left, skip)
+        yield from walk_expr(e.right, skip)
     elif isinstance(e, UnaryOp):
-        yield from walk_expr(e.operand)
+        yield from walk_expr(e.operand, skip)
     elif isinstance(e, Call):
         for a in e.args:
-            yield from walk_expr(a)
+            yield from walk_expr(a, skip)
         for a in e.keywords.values():
-            yield from walk_expr(a)
+            yield from walk_expr(a, skip)
+
+
+def fortran_text(e: Expr | Slice | None) -> str:
+    """Compact Fortran-looking text of an expression (``(n-2)*m``), for formulas and messages."""
+    if e is None:
+        return ""
+    if isinstance(e, Const):
+        return str(e.value).lower() if isinstance(e.value, bool) else str(e.value)
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, ArrayRef):
+        return f"{e.name}({','.join(fortran_text(i) for i in e.indices)})"
+    if isinstance(e, Slice):
+        text = f"{fortran_text(e.lower)}:{fortran_text(e.upper)}"
+        return text + (f":{fortran_text(e.step)}" if e.step is not None else "")
+    if isinstance(e, BinOp):
+        return f"({fortran_text(e.left)}{e.op}{fortran_text(e.right)})"
+    if isinstance(e, UnaryOp):
+        return f"{e.op}{fortran_text(e.operand)}"
+    if isinstance(e, Call):
+        return f"{e.name}({','.join(fortran_text(a) for a in e.args)})"
+    return "?"
 
 
 class NotConstant(ValueError):

@@ -433,28 +433,6 @@ def entry_name(kernel: ir.Kernel) -> str:
     return f"{name}_" if keyword.iskeyword(name) else name
 
 
-def _fortran_expr(e: ir.Expr | ir.Slice | None) -> str:
-    """Readable Fortran-like text of an IR expression, for the prompt only."""
-    if e is None:
-        return ""
-    if isinstance(e, ir.Const):
-        return str(e.value)
-    if isinstance(e, ir.Var):
-        return e.name
-    if isinstance(e, ir.Slice):
-        text = f"{_fortran_expr(e.lower)}:{_fortran_expr(e.upper)}"
-        return text + (f":{_fortran_expr(e.step)}" if e.step is not None else "")
-    if isinstance(e, ir.ArrayRef):
-        return f"{e.name}({', '.join(_fortran_expr(i) for i in e.indices)})"
-    if isinstance(e, ir.BinOp):
-        return f"({_fortran_expr(e.left)} {e.op} {_fortran_expr(e.right)})"
-    if isinstance(e, ir.UnaryOp):
-        return f"{e.op}{_fortran_expr(e.operand)}"
-    if isinstance(e, ir.Call):
-        return f"{e.name}({', '.join(_fortran_expr(a) for a in e.args)})"
-    return str(e)
-
-
 def _describe_args(kernel: ir.Kernel) -> str:
     lines = []
     for a in kernel.args:
@@ -464,7 +442,7 @@ def _describe_args(kernel: ir.Kernel) -> str:
             dtype = str(a.type)
         if a.is_array:
             dims = ", ".join(
-                f"{_fortran_expr(d.lower)}:{_fortran_expr(d.upper) if d.upper is not None else '*'}"
+                f"{ir.fortran_text(d.lower)}:{ir.fortran_text(d.upper) if d.upper is not None else '*'}"
                 for d in a.dims
             )
             lines.append(

@@ -231,7 +231,7 @@ def _to_poly(e: ir.Expr, atoms: dict[str, ir.Expr]) -> Poly:
     try:
         return _to_poly_strict(e)
     except _Opaque:
-        name = _expr_text(e)
+        name = ir.fortran_text(e)
         atoms[name] = e
         return Poly.symbol(name)
 
@@ -256,28 +256,6 @@ def _to_poly_strict(e: ir.Expr) -> Poly:
                 if all((c / k).denominator == 1 for c in a.terms.values()):
                     return a.scale(1 / k)
     raise _Opaque
-
-
-def _expr_text(e: ir.Expr | ir.Slice | None) -> str:
-    """Fortran-looking text of an expression, for symbolic formulas and messages."""
-    if e is None:
-        return ""
-    if isinstance(e, ir.Const):
-        return str(e.value).lower() if isinstance(e.value, bool) else str(e.value)
-    if isinstance(e, ir.Var):
-        return e.name
-    if isinstance(e, ir.ArrayRef):
-        return f"{e.name}({','.join(_expr_text(i) for i in e.indices)})"
-    if isinstance(e, ir.Slice):
-        text = f"{_expr_text(e.lower)}:{_expr_text(e.upper)}"
-        return text + (f":{_expr_text(e.step)}" if e.step is not None else "")
-    if isinstance(e, ir.BinOp):
-        return f"({_expr_text(e.left)}{e.op}{_expr_text(e.right)})"
-    if isinstance(e, ir.UnaryOp):
-        return f"{e.op}{_expr_text(e.operand)}"
-    if isinstance(e, ir.Call):
-        return f"{e.name}({','.join(_expr_text(a) for a in e.args)})"
-    return "?"
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +496,7 @@ def _array_accesses(
 ) -> list[tuple[str, _Access]]:
     """Arrays read in ``e`` (including inside subscripts) with the loop variables indexing them."""
     out: list[tuple[str, _Access]] = []
-    for sub in _walk_data(e):
+    for sub in ir.walk_expr(e, _is_inquiry):
         if isinstance(sub, ir.ArrayRef) and sub.name in arrays:
             used = {
                 v.name
@@ -533,27 +511,9 @@ def _array_accesses(
     return out
 
 
-def _walk_data(e: ir.Expr | ir.Slice | None):
-    """Like ir.walk_expr, but skips the arguments of inquiry functions (SIZE(a) reads no data)."""
-    if e is None:
-        return
-    if isinstance(e, ir.Call) and e.name in INQUIRY_INTRINSICS:
-        return
-    yield e
-    if isinstance(e, ir.Slice):
-        for part in (e.lower, e.upper, e.step):
-            yield from _walk_data(part)
-    elif isinstance(e, ir.ArrayRef):
-        for ix in e.indices:
-            yield from _walk_data(ix)
-    elif isinstance(e, ir.BinOp):
-        yield from _walk_data(e.left)
-        yield from _walk_data(e.right)
-    elif isinstance(e, ir.UnaryOp):
-        yield from _walk_data(e.operand)
-    elif isinstance(e, ir.Call):
-        for a in [*e.args, *e.keywords.values()]:
-            yield from _walk_data(a)
+def _is_inquiry(e: ir.Expr | ir.Slice) -> bool:
+    """SIZE(a) and friends read no array data: cost walks skip them and their arguments."""
+    return isinstance(e, ir.Call) and e.name in INQUIRY_INTRINSICS
 
 
 INQUIRY_INTRINSICS = frozenset(
@@ -785,7 +745,7 @@ class _CostWalker:
         if step.is_const and step.constant_value() != 0:
             k = step.constant_value()
             return (stop - start + step).scale(1 / k), mid
-        name = f"(({_expr_text(loop.stop)}-{_expr_text(loop.start)}+{_expr_text(loop.step)})/{_expr_text(loop.step)})"
+        name = f"(({ir.fortran_text(loop.stop)}-{ir.fortran_text(loop.start)}+{ir.fortran_text(loop.step)})/{ir.fortran_text(loop.step)})"
         self.atoms[name] = ir.BinOp(
             "/", ir.BinOp("+", ir.BinOp("-", loop.stop, loop.start), loop.step), loop.step
         )

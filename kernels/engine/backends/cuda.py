@@ -906,34 +906,36 @@ class _CudaModule:
                     slots.append((py_name(v), f"_p{j}_{py_name(v)}", self.scope.type(v)))
         return slots
 
-    def _combine(self, nest: _Nest, sh: list[str], a: str, b: str, depth: int) -> list[str]:
-        """Lines combining slot values at index ``b`` into index ``a`` of the arrays ``sh``."""
+    def _combine(
+        self, nest: _Nest, dst: list[str], a: str, src: list[str], b: str, depth: int
+    ) -> list[str]:
+        """Lines folding the slot values ``src[..][b]`` into ``dst[..][a]``, slot by slot.
+
+        ``dst`` and ``src`` list the same slots (argmax/argmin take value, key and index slots);
+        they are the same shared arrays inside a block, the per-block partials in the finish pass.
+        """
         ind = _IND * depth
         lines = []
         k = 0
         for r in nest.reductions:
-            v = sh[k]
-            if r.op == "+":
-                lines.append(f"{ind}{v}[{a}] = {v}[{a}] + {v}[{b}]")
-                k += 1
-            elif r.op == "*":
-                lines.append(f"{ind}{v}[{a}] = {v}[{a}] * {v}[{b}]")
+            v, w = dst[k], src[k]
+            if r.op in ("+", "*"):
+                lines.append(f"{ind}{v}[{a}] = {v}[{a}] {r.op} {w}[{b}]")
                 k += 1
             elif r.op in ("min", "max"):
-                lines.append(f"{ind}{v}[{a}] = {r.op}({v}[{a}], {v}[{b}])")
+                lines.append(f"{ind}{v}[{a}] = {r.op}({v}[{a}], {w}[{b}])")
                 k += 1
             else:
-                key = sh[k + 1]
-                idx = sh[k + 2 : k + 2 + len(r.index_vars)]
+                width = 2 + len(r.index_vars)
                 better = ">" if r.op == "argmax" else "<"
                 tie = "<" if nest.first_occurrence else ">"
                 lines.append(
-                    f"{ind}if {v}[{b}] {better} {v}[{a}] or "
-                    f"({v}[{b}] == {v}[{a}] and {key}[{b}] {tie} {key}[{a}]):"
+                    f"{ind}if {w}[{b}] {better} {v}[{a}] or "
+                    f"({w}[{b}] == {v}[{a}] and {src[k + 1]}[{b}] {tie} {dst[k + 1]}[{a}]):"
                 )
-                for arr in [v, key, *idx]:
-                    lines.append(f"{ind}{_IND}{arr}[{a}] = {arr}[{b}]")
-                k += 2 + len(r.index_vars)
+                for q in range(width):
+                    lines.append(f"{ind}{_IND}{dst[k + q]}[{a}] = {src[k + q]}[{b}]")
+                k += width
         return lines
 
     def _block_reduction(self, nest: _Nest) -> list[str]:
@@ -972,7 +974,7 @@ class _CudaModule:
             f"{ind}while _s > 0:",
             f"{ind}{_IND}if _tid < _s and _tid + _s < _nt:",
         ]
-        lines += self._combine(nest, sh, "_tid", "_tid + _s", depth + 2)
+        lines += self._combine(nest, sh, "_tid", sh, "_tid + _s", depth + 2)
         lines += [f"{ind}{_IND}cuda.syncthreads()", f"{ind}{_IND}_s //= 2"]
         return lines
 
@@ -999,32 +1001,8 @@ class _CudaModule:
             lines.append(f"{_IND}_sh{j}[_tid] = {part}[_first]")
         lines.append(f"{_IND}_j = _tid + _nt")
         lines.append(f"{_IND}while _j < _nb:")
-        # Combine partial _j into this thread's slot: reuse the pairwise combine on a scratch
-        # view by staging the partial in the arrays (cheap: once per extra partial).
-        k = 0
-        for r in nest.reductions:
-            v, p = sh[k], parts[k]
-            if r.op == "+":
-                lines.append(f"{_IND * 2}{v}[_tid] = {v}[_tid] + {p}[_j]")
-                k += 1
-            elif r.op == "*":
-                lines.append(f"{_IND * 2}{v}[_tid] = {v}[_tid] * {p}[_j]")
-                k += 1
-            elif r.op in ("min", "max"):
-                lines.append(f"{_IND * 2}{v}[_tid] = {r.op}({v}[_tid], {p}[_j])")
-                k += 1
-            else:
-                n_idx = len(r.index_vars)
-                key, pk = sh[k + 1], parts[k + 1]
-                better = ">" if r.op == "argmax" else "<"
-                tie = "<" if nest.first_occurrence else ">"
-                lines.append(
-                    f"{_IND * 2}if {p}[_j] {better} {v}[_tid] or "
-                    f"({p}[_j] == {v}[_tid] and {pk}[_j] {tie} {key}[_tid]):"
-                )
-                for q in range(2 + n_idx):
-                    lines.append(f"{_IND * 3}{sh[k + q]}[_tid] = {parts[k + q]}[_j]")
-                k += 2 + n_idx
+        # Fold partial _j into this thread's slot.
+        lines += self._combine(nest, sh, "_tid", parts, "_j", 2)
         lines.append(f"{_IND * 2}_j += _nt")
         # Threads with no partial of their own hold block 0's copy: neutral only for the
         # idempotent operations, so +/* reset them to the identity.
