@@ -2,12 +2,13 @@
 
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.views import serve as serve_static
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from fortranspire_site import views
 from kernels import views as dashboard
 from kernels.admin import tenant_admin_site
 from kernels.api import api
+from tenants import oauth_views
 
 handler404 = "fortranspire_site.views.page_not_found"
 handler500 = "fortranspire_site.views.server_error"
@@ -27,4 +28,13 @@ urlpatterns = [
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path("api/v1/", api.urls),
     path("admin/", tenant_admin_site.urls),
+    # OAuth 2.1 authorization server (issuer = this origin) and the MCP server card.
+    path(
+        ".well-known/oauth-authorization-server",
+        oauth_views.TenantServerMetadataView.as_view(),
+        name="oauth-server-metadata",
+    ),
+    path(".well-known/openid-configuration", oauth_views.no_openid_configuration),
+    path(".well-known/mcp/server-card.json", views.mcp_server_card, name="mcp_server_card"),
+    path("oauth/", include("tenants.oauth_urls")),
 ]
