@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -175,6 +176,8 @@ def test_le_chat_flow_from_url_to_tool_calls_refresh_and_revocation(mcp_live, al
             result = await session.call_tool("translate_kernel", {"source": TINY, "verify": False})
             assert not result.is_error, result.content
             assert result.structured_content["kernels"][0]["status"] == "translated"
+            # The text content is the same JSON (the SDK validated it against outputSchema).
+            assert json.loads(result.content[0].text) == result.structured_content
         assert connection.storage.client_info.client_id
         assert "code_challenge_method=S256" in connection.authorize_urls[0]
         consent = connection.person.pages[0]
