@@ -15,8 +15,7 @@ import anyio
 import httpx2
 import pytest
 
-from tests.mcp_bridge.oauth_support import (
-    PASSWORD,
+from mcp_bridge.oauth_client import (
     REDIRECT_URI,
     OAuthConnection,
     Person,
@@ -26,6 +25,7 @@ from tests.mcp_bridge.oauth_support import (
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
+PASSWORD = "correct horse battery staple 42"
 TINY = "subroutine twice(x)\n  real, intent(inout) :: x\n  x = 2.0 * x\nend subroutine twice\n"
 
 
@@ -105,7 +105,9 @@ async def manual_code(base: str, username: str = "alice", **extra) -> tuple[str,
     assert registration.status_code == 201, registration.text
     client_id = registration.json()["client_id"]
     verifier, challenge = pkce_pair()
-    redirect = await Person(username).authorize(authorize_url(base, client_id, challenge, **extra))
+    redirect = await Person(username, PASSWORD).authorize(
+        authorize_url(base, client_id, challenge, **extra)
+    )
     result = code_from(redirect)
     assert result.state == "st-123"
     return client_id, verifier, result.code
@@ -171,7 +173,9 @@ def test_le_chat_flow_from_url_to_tool_calls_refresh_and_revocation(mcp_live, al
         assert set(metadata["scopes_supported"]) == {"translate", "profile", "agent", "history"}
 
         # 4-7. The SDK registers, sends the person to authorize, exchanges the code and calls.
-        connection = OAuthConnection(base, Person("alice", scopes=["translate", "history"]))
+        connection = OAuthConnection(
+            base, Person("alice", PASSWORD, scopes=["translate", "history"])
+        )
         async with connection.session("http") as session:
             result = await session.call_tool("translate_kernel", {"source": TINY, "verify": False})
             assert not result.is_error, result.content
@@ -244,8 +248,8 @@ def test_plain_or_missing_pkce_is_refused(mcp_live, alice):
 
     async def scenario():
         client_id = (await register(base)).json()["client_id"]
-        missing = await Person("alice").authorize(authorize_url(base, client_id, None))
-        plain = await Person("alice").authorize(
+        missing = await Person("alice", PASSWORD).authorize(authorize_url(base, client_id, None))
+        plain = await Person("alice", PASSWORD).authorize(
             authorize_url(
                 base, client_id, None, code_challenge="a" * 43, code_challenge_method="plain"
             )
@@ -267,7 +271,7 @@ def test_redirect_uri_must_match_exactly(mcp_live, alice):
         client_id = (await register(base)).json()["client_id"]
         _, challenge = pkce_pair()
         url = authorize_url(base, client_id, challenge, redirect_uri=REDIRECT_URI + "/other")
-        return await Person("alice").authorize(url)
+        return await Person("alice", PASSWORD).authorize(url)
 
     response = anyio.run(scenario)
     assert response.status_code == 400
@@ -318,7 +322,7 @@ def test_a_resource_of_another_tenant_is_refused(mcp_live, alice, bob):
         client_id = (await register(base_a)).json()["client_id"]
         _, challenge = pkce_pair()
         url = authorize_url(base_a, client_id, challenge, resource=f"{base_b}/mcp")
-        return await Person("alice").authorize(url)
+        return await Person("alice", PASSWORD).authorize(url)
 
     response = anyio.run(scenario)
     assert response.status_code == 400
@@ -331,7 +335,7 @@ def test_a_non_member_cannot_approve(mcp_live, alice, bob):
     async def scenario():
         client_id = (await register(base)).json()["client_id"]
         _, challenge = pkce_pair()
-        return await Person("bob").authorize(authorize_url(base, client_id, challenge))
+        return await Person("bob", PASSWORD).authorize(authorize_url(base, client_id, challenge))
 
     response = anyio.run(scenario)
     assert response.status_code == 403
@@ -457,3 +461,49 @@ def test_oauth_endpoints_are_not_served_on_the_public_host(mcp_live):
         )
 
     assert anyio.run(scenario).status_code == 404
+
+
+CIMD_URL = "https://client.example/oauth/client-metadata.json"
+CIMD_DOCUMENTS = {
+    CIMD_URL: {
+        "client_id": CIMD_URL,
+        "client_name": "Metadata Document Client",
+        "redirect_uris": [REDIRECT_URI],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    }
+}
+
+
+class StaticDocumentFetcher:
+    """Stands in for DOT's SSRF-hardened fetcher (https on public addresses only)."""
+
+    def fetch(self, client_id: str) -> tuple[dict, int]:
+        return CIMD_DOCUMENTS[client_id], 300
+
+
+def test_client_id_metadata_document_replaces_registration(mcp_live, alice, settings):
+    from oauth2_provider.models import Application
+
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "CIMD_METADATA_FETCHER": f"{__name__}.StaticDocumentFetcher",
+    }
+    base = origin(mcp_live)
+
+    async def scenario():
+        connection = OAuthConnection(base, Person("alice", PASSWORD), client_metadata_url=CIMD_URL)
+        async with connection.session("http") as session:
+            runs = await session.call_tool("list_kernel_runs", {})
+            assert not runs.is_error
+        return connection
+
+    connection = anyio.run(scenario)
+    assert (
+        f"client_id={CIMD_URL.replace(':', '%3A').replace('/', '%2F')}"
+        in (connection.authorize_urls[0])
+    )
+    assert "Metadata Document Client" in connection.person.pages[0]
+    app = Application.objects.get(client_id=CIMD_URL)
+    assert app.registration_source == "cimd"

@@ -1,8 +1,9 @@
 """An MCP client that connects the way Le Chat does: the mcp SDK's OAuthClientProvider, with a
-scripted "person" who logs in on the tenant's login page and approves the consent form.
+scripted person who logs in on the tenant's login page and approves the consent form.
 
-Tenant hosts (a.localhost) do not resolve on every machine, so every request is sent to
-127.0.0.1 while its URL, and so its Host header, keeps the tenant's name.
+Used by ``make demo`` (mcp_bridge/demo.py) and the OAuth tests. Tenant hosts (demo.localhost)
+do not resolve on every machine, so every request is sent to 127.0.0.1 while its URL, and so
+its Host header, keeps the tenant's name.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+# Loopback, as a desktop client's would be; nothing listens there: the code is read off the
+# consent page's redirect.
 REDIRECT_URI = "http://127.0.0.1:8976/callback"
-PASSWORD = "correct horse battery staple 42"
 
 
 class LoopbackTransport(httpx2.AsyncBaseTransport):
@@ -84,7 +86,7 @@ class Person:
     """Logs in and answers the consent page, like someone in a browser."""
 
     username: str
-    password: str = PASSWORD
+    password: str
     scopes: list[str] | None = None  # None: keep every requested scope ticked
     approve: bool = True
     pages: list[str] = field(default_factory=list)
@@ -102,7 +104,8 @@ class Person:
                     data={**form, "username": self.username, "password": self.password},
                     headers={"Referer": login_url},
                 )
-                assert response.status_code == 302, response.text[:500]
+                if response.status_code != 302:
+                    raise RuntimeError(f"login as {self.username!r} failed")
                 response = await browser.get(urljoin(authorize_url, response.headers["location"]))
             if response.status_code != 200:
                 return response
@@ -118,9 +121,12 @@ class Person:
 
 
 def code_from(redirect: httpx2.Response) -> AuthorizationCodeResult:
-    assert redirect.status_code == 302, redirect.text[:500]
-    location = redirect.headers["location"]
-    assert location.startswith(REDIRECT_URI), location
+    """The code and state the authorization server sent back to the client's redirect URI."""
+    location = redirect.headers.get("location", "")
+    if redirect.status_code != 302 or not location.startswith(REDIRECT_URI):
+        raise RuntimeError(
+            f"authorization did not redirect to the client (HTTP {redirect.status_code})"
+        )
     query = parse_qs(urlsplit(location).query)
     return AuthorizationCodeResult(
         code=query.get("code", [None])[0],
@@ -137,6 +143,7 @@ class OAuthConnection:
     person: Person
     scope: str = "translate profile agent history"
     client_name: str = "Le Chat (test)"
+    client_metadata_url: str | None = None  # a Client ID Metadata Document instead of DCR
     storage: MemoryStorage = field(default_factory=MemoryStorage)
     authorize_urls: list[str] = field(default_factory=list)
     providers: dict[str, OAuthClientProvider] = field(default_factory=dict)
@@ -171,6 +178,7 @@ class OAuthConnection:
             storage=self.storage,
             redirect_handler=redirect_handler,
             callback_handler=callback_handler,
+            client_metadata_url=self.client_metadata_url,
         )
 
     @contextlib.asynccontextmanager
