@@ -62,6 +62,11 @@ def _persistent_secret_key(home: Path) -> str:
 
 
 SECRET_KEY = _persistent_secret_key(FORTRANSPIRE_HOME)
+# Rotation: the previous key(s) stay valid for sessions and for decrypting stored Mistral keys
+# until they are re-saved (docs/on-call.md).
+SECRET_KEY_FALLBACKS = [
+    k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+]
 DEBUG = _env_bool("DEBUG", False)
 
 # Tenants live on subdomains of localhost in development; production domains are added through
