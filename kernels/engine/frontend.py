@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -94,26 +93,16 @@ def preprocess(source: str, *, filename: str = "input.F90") -> str:
         argv = ["gfortran", "-E", "-cpp", "-nostdinc", "-x", "f95-cpp-input", "-"]
     if argv is None:
         raise EngineError("no C preprocessor (cpp or gfortran) is installed")
-    try:
-        from kernels.engine import sandbox
-    except ImportError:  # pragma: no cover - sandbox comes from the VERIFY helper
-        sandbox = None
-    if sandbox is not None:
-        with sandbox.sandbox_tempdir() as tmp:
-            res = sandbox.run_sandboxed(
-                argv, cwd=tmp, timeout_s=20, memory_mb=512, stdin=source, isolate_network=True
-            )
-        if res.timed_out or res.returncode != 0:
-            raise FortranSyntaxError(
-                f"preprocessing {filename} failed: {res.stderr.strip()[:500]}",
-                [Diagnostic(1, 1, "C preprocessor failed")],
-            )
-        out = res.stdout
-    else:  # pragma: no cover
-        proc = subprocess.run(argv, input=source, capture_output=True, text=True, timeout=20)
-        if proc.returncode != 0:
-            raise FortranSyntaxError(f"preprocessing {filename} failed: {proc.stderr[:500]}")
-        out = proc.stdout
+    from kernels.engine import sandbox
+
+    with sandbox.sandbox_tempdir(prefix="cpp-") as tmp:
+        res = sandbox.run_sandboxed(argv, cwd=tmp, timeout_s=20, memory_mb=512, stdin=source)
+    if res.timed_out or res.returncode != 0:
+        raise FortranSyntaxError(
+            f"preprocessing {filename} failed: {res.stderr.strip()[:500]}",
+            [Diagnostic(1, 1, "C preprocessor failed")],
+        )
+    out = res.stdout
     return _realign_lines(out)
 
 
