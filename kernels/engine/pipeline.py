@@ -8,6 +8,7 @@ kernel goes to ``llm_fallback`` when the caller passes one.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Collection
 from pathlib import PurePath
@@ -21,6 +22,7 @@ from kernels.engine.report import (
     ProgressCallback,
     TranslationResult,
 )
+from kernels.engine.sandbox import SandboxUnavailable
 
 
 def scan_source(
@@ -54,12 +56,27 @@ def find_kernels_and_exclusions(
 ) -> tuple[list[ir.Kernel], list[security.ExcludedUnit]]:
     """:func:`find_kernels`, plus the program units the security scan excluded and why."""
     scan = scan_source(source, filename, allowed_includes=allowed_includes)
+    _fparser_never_reads_files()
     from kernels.engine.frontend import parse_file
 
     parsed = parse_file(scan.source, filename=filename)
     for k in parsed.kernels:
         k.notes = list(parsed.notes.get(k.name, k.notes))
     return parsed.kernels, scan.excluded
+
+
+def _fparser_never_reads_files() -> None:
+    """fparser's reader follows ``INCLUDE 'path'`` lines itself, in this (server) process, by any
+    path (``/etc/passwd``, another tenant's upload): outside the sandbox. Make it treat every
+    INCLUDE as a plain statement instead; the frontend then reports it, and the only reader of
+    included files left is gfortran, in the sandbox, which sees the upload and nothing else.
+    """
+    import fparser.common.readfortran as readfortran
+
+    readfortran._IS_INCLUDE_LINE = _NEVER_MATCHES
+
+
+_NEVER_MATCHES = re.compile(r"(?!)").match
 
 
 def excluded_result(unit: security.ExcludedUnit, device: str) -> KernelResult:
@@ -185,6 +202,10 @@ def translate_source(
                     updated = llm_fallback(
                         kernel=k, result=kr, target=target, sizes=sizes, seed=seed
                     )
+                except SandboxUnavailable as exc:
+                    kr.status = "failed"
+                    kr.diagnostics.append(Diagnostic(k.line, 1, exc.message))
+                    updated = None
                 except Exception as exc:  # noqa: BLE001 - the deterministic result still stands
                     msg = exc.message if isinstance(exc, EngineError) else str(exc)
                     kr.notes.append(f"LLM fallback failed: {type(exc).__name__}: {msg}")
