@@ -8,11 +8,13 @@ kernel goes to ``llm_fallback`` when the caller passes one.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Collection
 from pathlib import PurePath
 from typing import Any
 
-from kernels.engine import ir
+from kernels.engine import ir, security
 from kernels.engine.report import (
     Diagnostic,
     EngineError,
@@ -20,33 +22,71 @@ from kernels.engine.report import (
     ProgressCallback,
     TranslationResult,
 )
+from kernels.engine.sandbox import SandboxUnavailable
 
 
-def _check_forbidden(source: str, filename: str) -> None:
-    try:
-        from kernels.engine import security
-    except ImportError:  # pragma: no cover - provided by the VERIFY helper
-        return
+def scan_source(
+    source: str, filename: str, *, allowed_includes: Collection[str] = ()
+) -> security.ScanResult:
+    """The security scan: excluded program units blanked out, or the whole file refused.
+
+    ``allowed_includes`` are the names of files uploaded with this one: only those may be
+    included (``#include``/``include``); every other file-reading form is refused.
+    """
     fixed = PurePath(filename).suffix.lower() in (".f", ".for", ".f77", ".ftn")
-    try:
-        security.check_forbidden(source, fixed_form=fixed)
-    except TypeError:  # older signature without fixed_form
-        security.check_forbidden(source)
+    return security.scan_units(source, fixed_form=fixed, allowed_includes=allowed_includes)
 
 
-def find_kernels(source: str, *, filename: str = "input.f90") -> list[ir.Kernel]:
+def find_kernels(
+    source: str, *, filename: str = "input.f90", allowed_includes: Collection[str] = ()
+) -> list[ir.Kernel]:
     """Parse ``source`` into IR kernels (subroutines, functions, extracted program loop nests).
 
     Raises FortranSyntaxError (with line/column) for malformed Fortran and
-    ForbiddenStatementError for statements that touch the outside world.
+    ForbiddenStatementError when the whole file is refused; program units holding a forbidden
+    statement are left out (see :func:`find_kernels_and_exclusions` to learn which).
     """
-    _check_forbidden(source, filename)
+    return find_kernels_and_exclusions(
+        source, filename=filename, allowed_includes=allowed_includes
+    )[0]
+
+
+def find_kernels_and_exclusions(
+    source: str, *, filename: str = "input.f90", allowed_includes: Collection[str] = ()
+) -> tuple[list[ir.Kernel], list[security.ExcludedUnit]]:
+    """:func:`find_kernels`, plus the program units the security scan excluded and why."""
+    scan = scan_source(source, filename, allowed_includes=allowed_includes)
+    _fparser_never_reads_files()
     from kernels.engine.frontend import parse_file
 
-    parsed = parse_file(source, filename=filename)
+    parsed = parse_file(scan.source, filename=filename)
     for k in parsed.kernels:
         k.notes = list(parsed.notes.get(k.name, k.notes))
-    return parsed.kernels
+    return parsed.kernels, scan.excluded
+
+
+def _fparser_never_reads_files() -> None:
+    """fparser's reader follows ``INCLUDE 'path'`` lines itself, in this (server) process, by any
+    path (``/etc/passwd``, another tenant's upload): outside the sandbox. Make it treat every
+    INCLUDE as a plain statement instead; the frontend then reports it, and the only reader of
+    included files left is gfortran, in the sandbox, which sees the upload and nothing else.
+    """
+    import fparser.common.readfortran as readfortran
+
+    readfortran._IS_INCLUDE_LINE = _NEVER_MATCHES
+
+
+_NEVER_MATCHES = re.compile(r"(?!)").match
+
+
+def excluded_result(unit: security.ExcludedUnit, device: str) -> KernelResult:
+    """A refused program unit as a ``failed`` kernel entry whose diagnostics say why."""
+    kr = KernelResult(
+        name=unit.unit.name, status="failed", device=device, line=unit.unit.first_line
+    )
+    kr.diagnostics = list(unit.diagnostics)
+    kr.notes.append(unit.reason() + "; nothing of it was compiled or run")
+    return kr
 
 
 def _device_for(target: str) -> str:
@@ -91,6 +131,7 @@ def translate_source(
     progress: ProgressCallback | None = None,
     llm_fallback: Any = None,
     time_budget_s: float | None = None,
+    allowed_includes: Collection[str] = (),
 ) -> TranslationResult:
     """Translate every kernel of ``source`` (or only ``kernel``) and verify it against gfortran.
 
@@ -108,17 +149,21 @@ def translate_source(
     budget = time_budget_s if time_budget_s is not None else _default_time_budget()
     deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
-    kernels = find_kernels(source, filename=filename)
+    kernels, excluded = find_kernels_and_exclusions(
+        source, filename=filename, allowed_includes=allowed_includes
+    )
     report("parse", 1, 1, f"{len(kernels)} kernel(s) found")
     if kernel is not None:
         wanted = kernel.lower()
         chosen = [k for k in kernels if k.name == wanted]
-        if not chosen:
+        excluded = [e for e in excluded if e.unit.name == wanted]
+        if not chosen and not excluded:
             names = ", ".join(k.name for k in kernels) or "none"
             raise EngineError(f"no kernel named {kernel!r} in {filename}; kernels: {names}")
         kernels = chosen
     device = _device_for(target)
     result = TranslationResult(file=filename, target=target)
+    result.kernels.extend(excluded_result(e, device) for e in excluded)
     total = len(kernels)
 
     from kernels.engine.analysis import analyse
@@ -157,6 +202,10 @@ def translate_source(
                     updated = llm_fallback(
                         kernel=k, result=kr, target=target, sizes=sizes, seed=seed
                     )
+                except SandboxUnavailable as exc:
+                    kr.status = "failed"
+                    kr.diagnostics.append(Diagnostic(k.line, 1, exc.message))
+                    updated = None
                 except Exception as exc:  # noqa: BLE001 - the deterministic result still stands
                     msg = exc.message if isinstance(exc, EngineError) else str(exc)
                     kr.notes.append(f"LLM fallback failed: {type(exc).__name__}: {msg}")
