@@ -39,10 +39,13 @@ Pass rules (the tolerance used is written into each ``ArgError.tolerance``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +114,8 @@ class VerifyReport:
     sizes: dict[str, int] = field(default_factory=dict)
     device: str = "cpu"
     message: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    # Milliseconds per verification stage (report.TIMING_STAGES from gfortran_compile on).
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -507,8 +511,11 @@ if spec["mode"] == "fortran":
         out["__result__"] = np.asarray(bool(r) if spec["result"] == "bool" else r)
 else:
     sys.path.insert(0, ".")
-    modspec = importlib.util.spec_from_file_location("fsp_generated", "fsp_generated.py")
+    module = spec.get("module", "fsp_generated.py")
+    modname = module.rsplit("/", 1)[-1][:-3]
+    modspec = importlib.util.spec_from_file_location(modname, module)
     mod = importlib.util.module_from_spec(modspec)
+    sys.modules[modname] = mod
     modspec.loader.exec_module(mod)
     fn = getattr(mod, spec["entry"])
     call = []
@@ -518,6 +525,19 @@ else:
             call.append(np.asfortranarray(v.copy()))
         else:
             call.append(np.dtype(a["dtype"]).type(v))
+    compile_s = 0.0
+    if hasattr(fn, "py_func") and hasattr(fn, "compile") and hasattr(fn, "signatures"):
+        # A CPU dispatcher: compile for exactly the types of this call (loaded from the numba
+        # cache when it holds them), so the call below only runs.
+        import numba
+        if spec.get("numba_cache"):
+            # Trusted (translator-written) code only: keep its machine code in NUMBA_CACHE_DIR.
+            for obj in list(vars(mod).values()):
+                if hasattr(obj, "enable_caching") and hasattr(obj, "py_func"):
+                    obj.enable_caching()
+        t0 = time.perf_counter()
+        fn.compile(tuple(numba.typeof(v) for v in call))
+        compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     returned = fn(*call)
     elapsed = time.perf_counter() - t0
@@ -543,7 +563,7 @@ else:
         if a["output"] and a["array"]:
             out[a["name"]] = arr
 np.savez(spec["output"], **out)
-print(json.dumps({"elapsed_s": elapsed}))
+print(json.dumps({"elapsed_s": elapsed, "compile_s": locals().get("compile_s", 0.0)}))
 """
 
 
@@ -569,6 +589,40 @@ def _python_env(device: str) -> dict[str, str]:
     if device == "simulator":
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     return env
+
+
+# numba's cache index is valid while the module file keeps its path, size and mtime: the port is
+# written under a name derived from its text, with this fixed mtime, so the same code finds its
+# compiled form again however many times it is verified.
+_CACHED_MODULE_MTIME = 1_000_000_000
+
+
+def numba_cache_layout(cache_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(where generated modules are kept, where numba keeps their compiled code) in a cache dir."""
+    root = Path(cache_dir)
+    return root / "src", root / "numba"
+
+
+def _port_module(
+    code: str, workdir: Path, device: str, cache_dir: str | os.PathLike[str] | None
+) -> tuple[str, dict[str, str]]:
+    """Write the port where the side runner imports it; returns (its path, the child's env)."""
+    env = _python_env(device)
+    if cache_dir is None or device != "cpu":
+        (workdir / "fsp_generated.py").write_text(code)
+        return "fsp_generated.py", env
+    src_dir, numba_dir = numba_cache_layout(cache_dir)
+    src_dir.mkdir(parents=True, exist_ok=True)
+    numba_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:24]
+    module = src_dir / f"fsp_{digest}.py"
+    if not module.exists() or module.read_text() != code:
+        tmp = src_dir / f".{module.name}.{os.getpid()}.tmp"
+        tmp.write_text(code)
+        os.utime(tmp, (_CACHED_MODULE_MTIME, _CACHED_MODULE_MTIME))
+        os.replace(tmp, module)  # atomic: a concurrent verification never sees half a file
+    env["NUMBA_CACHE_DIR"] = str(numba_dir)
+    return str(module), env
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,15 +732,26 @@ def verify_against_gfortran(
     device: str = "cpu",
     timeout_s: float = 120,
     tolerances: Mapping[str, Tolerance] | None = None,
+    numba_cache_dir: str | os.PathLike[str] | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> VerifyReport:
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
 
     Never raises for a broken port or source: compile errors, crashes and timeouts come back as
     ``status='failed'`` with the first lines of the error in ``message``.
-    """
-    import time
 
+    ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
+    (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
+    machine code is loaded without recompiling, so what goes in must be trusted. Only the port's
+    sandbox gets it, never the one that runs the tenant's Fortran. ``on_stage(stage, ms)`` is
+    called as each stage finishes.
+    """
     deadline = time.monotonic() + timeout_s
+
+    def timed(stage: str, ms: float) -> None:
+        report.timings_ms[stage] = round(ms, 1)
+        if on_stage is not None:
+            on_stage(stage, ms)
 
     def remaining() -> float:
         return max(1.0, deadline - time.monotonic())
@@ -703,7 +768,9 @@ def verify_against_gfortran(
         (workdir / "fsp_side.py").write_text(SIDE_RUNNER)
 
         try:
+            started = time.perf_counter()
             lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
+            compiled_ms = _ms_since(started)
         except PlanError as exc:
             report.message = str(exc)
             return report
@@ -712,12 +779,13 @@ def verify_against_gfortran(
                 "gfortran could not compile the original: " + compiled.describe_failure()
             )
             return report
-        report.timings["gfortran_compile_s"] = compiled.duration_s
+        timed("gfortran_compile", compiled_ms)
 
         spec = _side_spec(
             plan, "fortran", library=lib.name, symbol=WRAPPER_SYMBOL, output="fsp_ref.npz"
         )
         (workdir / "fsp_ref.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
         ref_run = run_sandboxed(
             [sys.executable, "fsp_side.py", "fsp_ref.json"],
             cwd=workdir,
@@ -730,26 +798,38 @@ def verify_against_gfortran(
                 max_lines=12, tail=True
             )
             return report
-        report.timings["fortran_s"] = _elapsed(ref_run)
+        timed("reference_run", _ms_since(started))
 
-        (workdir / "fsp_generated.py").write_text(generated.code)
-        spec = _side_spec(plan, "python", entry=generated.entry, output="fsp_port.npz")
+        module, env = _port_module(generated.code, workdir, device, numba_cache_dir)
+        spec = _side_spec(
+            plan,
+            "python",
+            entry=generated.entry,
+            output="fsp_port.npz",
+            module=module,
+            numba_cache="NUMBA_CACHE_DIR" in env,
+        )
         (workdir / "fsp_port.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
         port_run = run_sandboxed(
             [sys.executable, "fsp_side.py", "fsp_port.json"],
             cwd=workdir,
             timeout_s=remaining(),
             memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
-            env=_python_env(device),
+            env=env,
             allow_gpu=device == "gpu",
         )
+        port_ms = _ms_since(started)
         if not port_run.ok:
             report.message = "the generated code failed: " + port_run.describe_failure(
                 max_lines=12, tail=True
             )
             return report
-        report.timings["port_s"] = _elapsed(port_run)
+        compile_ms = _child_seconds(port_run, "compile_s") * 1000.0
+        timed("numba_compile", compile_ms)
+        timed("port_run", max(0.0, port_ms - compile_ms))
 
+        started = time.perf_counter()
         with (
             np.load(workdir / "fsp_ref.npz") as ref_npz,
             np.load(workdir / "fsp_port.npz") as port_npz,
@@ -783,6 +863,7 @@ def verify_against_gfortran(
         report.max_ulp = max(a.max_ulp for a in report.arguments)
     else:
         report.max_abs_err = report.max_rel_err = report.max_ulp = 0.0
+    timed("compare", _ms_since(started))
     failing = [a.name for a in report.arguments if not a.passed]
     if failing:
         report.status = "mismatch"
@@ -806,10 +887,15 @@ def _is_array(plan: RunPlan, name: str) -> bool:
     return any(a.name == name and a.is_array for a in plan.args)
 
 
-def _elapsed(result: SandboxResult) -> float:
+def _child_seconds(result: SandboxResult, key: str) -> float:
+    """A duration the side runner printed as its last JSON line (0 when absent)."""
     for line in reversed(result.stdout.strip().splitlines()):
         try:
-            return float(json.loads(line)["elapsed_s"])
+            return float(json.loads(line)[key])
         except (ValueError, KeyError, TypeError):
             continue
-    return result.duration_s
+    return 0.0
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
