@@ -52,7 +52,6 @@ def result_cache_key(
     sizes: Mapping[str, int] | None,
     seed: int,
     options: Mapping[str, Any],
-    engine_version: str = ENGINE_VERSION,
 ) -> str:
     """The content address of one translation request (sha256 hex).
 
@@ -61,7 +60,7 @@ def result_cache_key(
     LLM fallback allowed, ...).
     """
     payload = {
-        "engine": engine_version,
+        "engine": ENGINE_VERSION,
         "sources": sorted(
             (name, hashlib.sha256(text.encode("utf-8")).hexdigest())
             for name, text in sources.items()

@@ -295,6 +295,8 @@ def _verify_into(
         kr.diagnostics.append(Diagnostic(k.line, 1, f"verification failed: {exc.message}"))
         return
     kr.timings_ms.update(rep.timings_ms)
+    if rep.numba_cache_hit:
+        kr.notes.append("numba: the compiled port was loaded from this tenant's cache")
     kr.status = rep.status
     kr.arguments = list(rep.arguments)
     kr.max_abs_err = rep.max_abs_err

@@ -116,6 +116,8 @@ class VerifyReport:
     message: str = ""
     # Milliseconds per verification stage (report.TIMING_STAGES from gfortran_compile on).
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The port's machine code came from the tenant's numba cache instead of being compiled.
+    numba_cache_hit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -538,6 +540,7 @@ else:
         t0 = time.perf_counter()
         fn.compile(tuple(numba.typeof(v) for v in call))
         compile_s = time.perf_counter() - t0
+        cache_hits = sum(fn.stats.cache_hits.values())
     t0 = time.perf_counter()
     returned = fn(*call)
     elapsed = time.perf_counter() - t0
@@ -563,7 +566,8 @@ else:
         if a["output"] and a["array"]:
             out[a["name"]] = arr
 np.savez(spec["output"], **out)
-print(json.dumps({"elapsed_s": elapsed, "compile_s": locals().get("compile_s", 0.0)}))
+print(json.dumps({"elapsed_s": elapsed, "compile_s": locals().get("compile_s", 0.0),
+                  "cache_hits": locals().get("cache_hits", 0)}))
 """
 
 
@@ -826,6 +830,7 @@ def verify_against_gfortran(
             )
             return report
         compile_ms = _child_seconds(port_run, "compile_s") * 1000.0
+        report.numba_cache_hit = _child_seconds(port_run, "cache_hits") > 0
         timed("numba_compile", compile_ms)
         timed("port_run", max(0.0, port_ms - compile_ms))
 
@@ -888,7 +893,7 @@ def _is_array(plan: RunPlan, name: str) -> bool:
 
 
 def _child_seconds(result: SandboxResult, key: str) -> float:
-    """A duration the side runner printed as its last JSON line (0 when absent)."""
+    """A number the side runner printed in its last JSON line (0 when absent)."""
     for line in reversed(result.stdout.strip().splitlines()):
         try:
             return float(json.loads(line)[key])
