@@ -208,12 +208,20 @@ def translate_source(
         steps = len(VERIFY_STAGES)
         report("verify", n * steps, total * steps, f"verifying {k.name} against gfortran")
 
-        def stage_done(stage: str, ms: float, *, n: int = n, name: str = k.name) -> None:
-            # Each finished stage moves the progress forward, so a client sees where time goes.
+        finished: list[str] = []
+
+        def stage_done(
+            stage: str, ms: float, *, n: int = n, name: str = k.name, finished=finished
+        ) -> None:
+            # Each finished stage moves the progress forward (the two sides finish in any
+            # order), so a client sees where the time goes while it waits.
+            finished.append(stage)
             steps = len(VERIFY_STAGES)
-            step = VERIFY_STAGES.index(stage) + 1
             report(
-                "verify", n * steps + step, total * steps, f"{name}: {_label(stage)} {ms:.0f} ms"
+                "verify",
+                n * steps + len(finished),
+                total * steps,
+                f"{name}: {_label(stage)} {ms:.0f} ms",
             )
 
         _verify_into(
@@ -294,7 +302,7 @@ def _verify_into(
         kr.status = "failed"
         kr.diagnostics.append(Diagnostic(k.line, 1, f"verification failed: {exc.message}"))
         return
-    kr.timings_ms.update(rep.timings_ms)
+    kr.timings_ms.update((s, rep.timings_ms[s]) for s in VERIFY_STAGES if s in rep.timings_ms)
     if rep.numba_cache_hit:
         kr.notes.append("numba: the compiled port was loaded from this tenant's cache")
     kr.status = rep.status
