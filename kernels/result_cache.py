@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django_tenants.utils import tenant_context
 
-from kernels.engine import translate_source
+from kernels import engine
 from kernels.engine.pipeline import device_for
 from kernels.engine.report import ProgressCallback, TranslationResult
 from kernels.engine.version import ENGINE_VERSION
@@ -127,7 +127,7 @@ def cached_or_run(
             if progress is not None:
                 progress("verify", 1, 1, f"answered from verified run {stored.pk} (cached)")
             return result, ""
-    result = translate_source(
+    result = engine.translate_source(
         source,
         filename=filename,
         target=target,
