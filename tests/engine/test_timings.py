@@ -72,14 +72,3 @@ def test_verified_kernel_reports_every_stage_and_they_add_up_to_the_wall_time():
     # Progress only moves forward (MCP drops updates that do not).
     fractions = [done / total for _, done, total, _ in verify_messages if total]
     assert fractions == sorted(fractions)
-
-
-@needs_gfortran
-def test_a_second_verification_loads_the_port_from_the_numba_cache(tmp_path):
-    first = translate_source(SCALE, sizes={"n": 17}, seed=1, numba_cache_dir=tmp_path)
-    second = translate_source(SCALE, sizes={"n": 23}, seed=2, numba_cache_dir=tmp_path)
-    note = "numba: the compiled port was loaded from this tenant's cache"
-    assert first.kernels[0].status == second.kernels[0].status == "verified"
-    assert note not in first.kernels[0].notes
-    assert note in second.kernels[0].notes
-    assert list((tmp_path / "numba").rglob("*.nbi")), "numba wrote no cache index"
