@@ -46,7 +46,7 @@ import json
 import math
 import os
 import platform
-import statistics
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from kernels.engine import ir
+from kernels.engine.profile_sizes import (
+    DEFAULT_MEMORY_CAP_BYTES,
+    INPUT_COPIES,
+    SizeChoice,
+    choose_measure_sizes,
+    last_level_cache_bytes,
+    read_cpu_caches,
+)
+from kernels.engine.profile_stats import time_adaptively
 from kernels.engine.report import EngineError, ProgressCallback, SandboxError
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +309,18 @@ class NestCost:
                 if idx < sweep or acc.loop_vars is None or var in acc.loop_vars
             ]
             out.append((acc.elem_bytes, factors))
+        return out
+
+    def repeat_symbols(self) -> set[str]:
+        """Symbols bounding the loops outside the sweep (time loops): they repeat, not grow, work."""
+        used: set[str] = set()
+        for acc in [*self.reads.values(), *self.writes.values()]:
+            used |= set(self.loops) if acc.loop_vars is None else acc.loop_vars
+        out: set[str] = set()
+        for var, f in zip(self.loops, self.trip_factors, strict=True):
+            if var in used:
+                break
+            out |= f.symbols
         return out
 
     def trip_value(self, env: Mapping[str, float]) -> int:
@@ -776,24 +797,39 @@ def _nest_parallelism(loops: list[ir.Loop]) -> tuple[bool, str]:
 
 @dataclass
 class MeasuredTiming:
-    """Timing of one variant of one kernel: median and spread over the timed repetitions."""
+    """Timing of one variant of one kernel: the median of adaptive repeats with its interval.
 
-    variant: str  # 'gfortran' | 'numba_serial' | 'numba_prange' | 'numba_cuda'
-    status: str  # 'ok' | 'skipped' | 'failed'
+    For threaded variants the headline figures are at the most threads; ``scaling`` holds one
+    row per thread count (median, interval, speed-up and efficiency against 1 thread).
+    """
+
+    variant: str  # one of VARIANTS, or 'numba_cuda_model' (GPU model, not measured)
+    status: str  # 'ok' | 'skipped' | 'failed' | 'model'
     median_s: float | None = None
     min_s: float | None = None
     max_s: float | None = None
-    spread_pct: float | None = None  # (max - min) / median, in percent
+    spread_pct: float | None = None  # interquartile range / median, in percent
+    ci_low_s: float | None = None  # order-statistic interval of the median
+    ci_high_s: float | None = None
+    ci_level: float | None = None  # its actual coverage
     repeats: int = 0
+    threads: int | None = None
+    stop_reason: str = ""  # 'settled' | 'budget' | 'max_repeats'
+    warnings: list[str] = field(default_factory=list)
     gflops: float | None = None
     bandwidth_gbs: float | None = None
     stream_pct: float | None = None  # achieved bandwidth as % of the STREAM triad reference
-    stream_ref: str = ""  # which STREAM figure it is compared with ('serial' | 'parallel')
+    stream_ref: str = ""  # which STREAM figure it is compared with
     speedup_vs_gfortran: float | None = None
+    compared_with: str = ""  # which gfortran build and thread count the ratio is against
+    scaling: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        out = dict(self.__dict__)
+        out["warnings"] = list(self.warnings)
+        out["scaling"] = [dict(r) for r in self.scaling]
+        return out
 
 
 @dataclass
@@ -817,6 +853,8 @@ class KernelProfile:
     sizes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     measured: dict[str, MeasuredTiming] | None = None
+    measure_sizes: dict[str, Any] | None = None  # the sizes timed and their working set
+    openmp: dict[str, Any] | None = None  # OpenMP directives found in the original
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -841,6 +879,8 @@ class KernelProfile:
         }
         if self.measured is not None:
             out["measured"] = {k: v.to_dict() for k, v in self.measured.items()}
+            out["measure_sizes"] = dict(self.measure_sizes or {})
+            out["openmp"] = dict(self.openmp or {})
         return out
 
 
@@ -877,9 +917,13 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    caches = read_cpu_caches()
+    llc = last_level_cache_bytes(caches)
     return {
         "cpu": model,
         "cores": cpus,
+        "caches": [c.to_dict() for c in caches],
+        "llc_mib": round(llc / (1 << 20), 2) if llc else None,
         "peak_gflops": NOMINAL_PEAK_GFLOPS_PER_CORE * cpus,
         "peak_gflops_serial": NOMINAL_PEAK_GFLOPS_PER_CORE,
         "bandwidth_gbs": NOMINAL_BANDWIDTH_GBS,
@@ -1151,12 +1195,42 @@ def rank_kernels(kernels: list[KernelProfile]) -> list[KernelProfile]:
 # --------------------------------------------------------------------------------------------
 # Measurement: parent side
 
-VARIANTS = ("gfortran", "numba_serial", "numba_prange", "numba_cuda")
-DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array: well past any L3 cache
+VARIANTS = ("gfortran", "gfortran_omp", "numba_serial", "numba_prange", "numba_cuda")
+# Variants that run on several threads: timed at every count of :func:`thread_counts`.
+THREADED_VARIANTS = ("gfortran_omp", "numba_prange")
+DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array, bounded by the memory cap
 GFORTRAN_PROFILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
-MAX_MEASURE_BYTES = 2 << 30  # all arguments of one kernel together
+GFORTRAN_OPENMP_FLAGS = (*GFORTRAN_PROFILE_FLAGS, "-fopenmp")
+DEFAULT_MEMORY_CAP_MB = DEFAULT_MEMORY_CAP_BYTES >> 20
 KERNEL_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
-WARMUPS = 1  # the first call of each variant JIT-compiles (numba) or faults pages in (gfortran)
+WARMUPS = 1  # the first call at each thread count JIT-compiles (numba) or faults pages in
+COMPILE_RESERVE_S = 20.0  # per kernel: two gfortran builds and numba's JIT of two variants
+FMA_LANES = 64  # independent FMA chains in the peak-FLOP probe (fills the vector units)
+FMA_ITERATIONS = 1 << 16
+OPENMP_DIRECTIVE = re.compile(r"^\s*!\$omp\s+(parallel|do\b)", re.IGNORECASE | re.MULTILINE)
+
+
+def openmp_directive_lines(source: str) -> list[int]:
+    """Lines (1-based, in ``source``) of OpenMP work-sharing directives (``!$omp parallel do``)."""
+    return [source.count("\n", 0, m.start()) + 1 for m in OPENMP_DIRECTIVE.finditer(source)]
+
+
+def available_threads() -> int:
+    """Threads a measurement may use: the CPUs this process may run on (or the operator's cap)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    cap = os.environ.get("NUMBA_NUM_THREADS", "")
+    return max(1, min(cpus, int(cap))) if cap.isdigit() else max(1, cpus)
+
+
+def thread_counts(n: int) -> list[int]:
+    """1, 2, ..., n for small machines; powers of two and n past 8 threads."""
+    if n <= 8:
+        return list(range(1, n + 1))
+    counts = [1 << k for k in range(n.bit_length()) if 1 << k < n]
+    return [*counts, n]
 
 
 def _sandbox():
@@ -1182,17 +1256,17 @@ def _run_step(
     )
 
 
-def _driver_env(workdir: Path) -> dict[str, str]:
+def _driver_env(workdir: Path, threads: int) -> dict[str, str]:
     """What the measurement child needs on top of the sandbox's scrubbed environment."""
-    env = {
+    return {
         # The driver is this module: the child imports it from the project root.
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "PYTHONDONTWRITEBYTECODE": "1",
         "NUMBA_CACHE_DIR": str(workdir / ".numba_cache"),
+        # The largest count timed; the child lowers it per run (set_num_threads, omp_set_...).
+        "NUMBA_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
     }
-    if "NUMBA_NUM_THREADS" in os.environ:
-        env["NUMBA_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"]  # an operator's thread cap
-    return env
 
 
 def _gpu_present() -> bool:
@@ -1208,17 +1282,6 @@ def _gpu_present() -> bool:
         return False
 
 
-def _summarise(times: list[float]) -> dict[str, float]:
-    med = statistics.median(times)
-    lo, hi = min(times), max(times)
-    return {
-        "median_s": med,
-        "min_s": lo,
-        "max_s": hi,
-        "spread_pct": round(100.0 * (hi - lo) / med, 2) if med > 0 else 0.0,
-    }
-
-
 class _Deadline:
     def __init__(self, seconds: float):
         import time
@@ -1230,22 +1293,77 @@ class _Deadline:
         return max(0.0, self.end - self._time())
 
 
+def probe_machine(
+    *,
+    threads: int,
+    stream_elements: int,
+    memory_cap_bytes: int,
+    deadline: _Deadline,
+    workdir: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """STREAM copy/triad and the FMA peak on 1 and ``threads`` threads (sandboxed)."""
+    # Three arrays must fit the cap; say when they fit in the last-level cache as well.
+    n = max(1 << 10, min(stream_elements, memory_cap_bytes // 24))
+    try:
+        out = _run_driver(
+            workdir,
+            env,
+            {
+                "task": "stream",
+                "elements": n,
+                "threads": threads,
+                "budget_s": min(20.0, max(2.0, deadline.left() / 10)),
+                "fma_lanes": FMA_LANES,
+                "fma_iterations": FMA_ITERATIONS,
+            },
+            timeout_s=deadline.left(),
+            memory_mb=2048 + 3 * 8 * n // (1 << 20),
+        )
+    except EngineError as exc:
+        # Without a reference the timings are still worth having; only the % is lost.
+        return {"error": exc.message}
+    llc = last_level_cache_bytes(read_cpu_caches())
+    out["working_set_mib"] = round(24 * n / (1 << 20), 1)
+    out["exceeds_llc"] = llc is not None and 24 * n > llc
+    return out
+
+
+def machine_probe_into(machine: dict[str, Any], stream: Mapping[str, Any]) -> None:
+    """Replace the nominal ceilings of ``machine`` by the probed ones (where the probe ran)."""
+    if stream.get("triad_parallel_gbs"):
+        machine["bandwidth_gbs"] = stream["triad_parallel_gbs"]
+        machine["bandwidth_gbs_serial"] = stream.get("triad_serial_gbs")
+        machine["bandwidth_source"] = "STREAM triad, all threads (measured)"
+        machine["threads"] = stream.get("threads")
+    if stream.get("fma_parallel_gflops"):
+        machine["peak_gflops"] = stream["fma_parallel_gflops"]
+        machine["peak_gflops_serial"] = stream["fma_serial_gflops"]
+        machine["peak_source"] = "numba FMA loop, 1 and all threads (measured)"
+
+
 def measure_kernels(
     kernels: list[ir.Kernel],
     profiles: list[KernelProfile],
     *,
+    machine: dict[str, Any],
+    user_sizes: Mapping[str, int] | None = None,
     repeats: int = 5,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Time every kernel's variants and a STREAM copy/triad; fills ``profile.measured``.
+) -> tuple[dict[str, Any], list[KernelProfile]]:
+    """Probe the machine, then time every kernel's variants; returns (probe, profiles).
 
-    Each step runs in its own sandboxed subprocess (so progress can be reported between steps)
-    and shares one overall deadline of ``timeout_s``. Returns the STREAM figures.
+    Without ``user_sizes`` each kernel is re-profiled at sizes chosen for measuring (see
+    :mod:`kernels.engine.profile_sizes`); the returned profiles carry those sizes. Each step
+    runs in its own sandboxed subprocess and all share one deadline of ``timeout_s``.
     """
     deadline = _Deadline(timeout_s)
+    cap = memory_cap_mb << 20
     gpu = _gpu_present()
+    threads = available_threads()
     total = 1 + 2 * len(kernels)
     done = 0
 
@@ -1256,29 +1374,140 @@ def measure_kernels(
             progress("profile", done, total, message)
 
     if progress is not None:
-        progress("profile", 0, total, "measuring STREAM copy/triad")
+        progress("profile", 0, total, "probing the machine: STREAM copy/triad, FMA peak")
+    out: list[KernelProfile] = []
     with _sandbox().sandbox_tempdir(prefix="fsp-profile-") as workdir:
-        env = _driver_env(workdir)
-        try:
-            stream = _run_driver(
-                workdir,
-                env,
-                {"task": "stream", "elements": stream_elements, "repeats": max(repeats, 3)},
-                timeout_s=deadline.left(),
-                memory_mb=2048 + 3 * 8 * stream_elements // (1 << 20),
-            )
-        except EngineError as exc:
-            # Without a reference the timings are still worth having; only the % is lost.
-            stream = {"error": exc.message}
-        tick("STREAM done")
+        env = _driver_env(workdir, threads)
+        stream = probe_machine(
+            threads=threads,
+            stream_elements=stream_elements,
+            memory_cap_bytes=cap,
+            deadline=deadline,
+            workdir=workdir,
+            env=env,
+        )
+        machine_probe_into(machine, stream)
+        tick("machine probed")
         for idx, (kernel, prof) in enumerate(zip(kernels, profiles, strict=True)):
+            kernel_budget = deadline.left() / (len(kernels) - idx)
+            timing_budget = max(1.0, kernel_budget - COMPILE_RESERVE_S)
+            omp_lines = openmp_directive_lines(kernel.fortran_source or "")
+            counts = thread_counts(threads)
+            runs = 2 + (len(counts) if omp_lines else 0) + len(counts)
+            if user_sizes is None:
+                choice = select_measure_sizes(
+                    kernel,
+                    machine=machine,
+                    memory_cap_bytes=cap,
+                    budget_s=timing_budget,
+                    planned_calls=runs * (WARMUPS + repeats),
+                    min_repeats=repeats,
+                )
+                prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
+                prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
+                prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
+            else:
+                choice = None
+                prof.measure_sizes = {
+                    "source": "given (--size)",
+                    "sizes": dict(prof.sizes),
+                    "working_set_mib": round(_working_set_bytes(kernel, prof.sizes) / (1 << 20), 2),
+                }
+            prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
             kdir.mkdir()
             prof.measured = _measure_one(
-                kernel, prof, kdir, env, repeats, deadline, gpu, lambda msg: tick(msg)
+                kernel,
+                prof,
+                kdir,
+                env,
+                counts=counts,
+                openmp=bool(omp_lines),
+                min_repeats=choice.min_repeats if choice else repeats,
+                budget_s=timing_budget,
+                deadline=deadline,
+                gpu=gpu,
+                memory_cap_bytes=cap,
+                tick=tick,
             )
             _attach_rates(prof, stream)
-    return stream
+            model = _gpu_model_figures(kernel, prof, machine)
+            if model is not None:
+                prof.measured["numba_cuda_model"] = model
+            out.append(prof)
+    return stream, out
+
+
+def _gpu_model_figures(
+    kernel: ir.Kernel, prof: KernelProfile, machine: Mapping[str, Any]
+) -> MeasuredTiming | None:
+    """The GPU model's predicted time, labelled "model", where no GPU was measured.
+
+    The single call site for :mod:`kernels.engine.gpu_model` (being built); until it lands
+    there is no modelled figure and the column stays absent.
+    """
+    return None
+
+
+def _working_set_bytes(kernel: ir.Kernel, sizes: Mapping[str, int]) -> int:
+    """Bytes of every argument array at ``sizes`` (what one call reads and writes at most)."""
+    from kernels.engine import verify
+
+    plan = verify.plan_run(kernel, sizes)
+    return sum(
+        math.prod(a.shape) * _elem_bytes(a.type) for a in plan.args if a.is_array and a.shape
+    )
+
+
+def select_measure_sizes(
+    kernel: ir.Kernel,
+    *,
+    machine: Mapping[str, Any],
+    memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES,
+    budget_s: float = 300.0,
+    planned_calls: int = 50,
+    min_repeats: int = 5,
+    llc_bytes: int | None | str = "sysfs",
+    base: Mapping[str, int] | None = None,
+) -> SizeChoice:
+    """Sizes for timing ``kernel``: its verification sizes scaled past the last-level cache.
+
+    ``llc_bytes`` defaults to this machine's (sysfs); tests pass a fake one. The predicted call
+    time is the serial roofline time on ``machine`` (measured ceilings when probed).
+    """
+    from kernels.engine import verify
+
+    _ensure_analysed(kernel)
+    llc = last_level_cache_bytes(read_cpu_caches()) if llc_bytes == "sysfs" else llc_bytes
+    start = dict(base) if base is not None else kernel_size_env(kernel, None)
+    dims = [*verify._dim_vars(kernel), *(k for k in start if k.startswith("dim"))]
+    repeat_syms: set[str] = set()
+    for nest in _CostWalker(kernel).run():
+        repeat_syms |= nest.repeat_symbols()
+    int_args = {a.name for a in kernel.args if not a.is_array and a.type.base == "integer"}
+    times = sorted((repeat_syms & int_args) - set(dims))
+    serial = {
+        **machine,
+        "bandwidth_gbs": machine.get("bandwidth_gbs_serial") or machine["bandwidth_gbs"],
+    }
+
+    def predict(sizes: Mapping[str, int]) -> float | None:
+        prof = profile_kernel(kernel, sizes=sizes, machine=serial)
+        t, _ = _roofline_time(prof.flops, prof.bytes, serial, False)
+        return t
+
+    return choose_measure_sizes(
+        start,
+        dim_vars=dims,
+        time_vars=times,
+        working_set=lambda s: _working_set_bytes(kernel, s),
+        predict_call_s=predict,
+        llc_bytes=llc,
+        memory_cap_bytes=memory_cap_bytes,
+        budget_s=budget_s,
+        planned_calls=planned_calls,
+        min_repeats=min_repeats,
+    )
 
 
 def _run_driver(
@@ -1314,14 +1543,58 @@ def _run_driver(
     return json.loads(out.read_text())
 
 
+def _timing_from_runs(variant: str, runs: list[dict[str, Any]]) -> MeasuredTiming:
+    """The headline timing (most threads) plus the scaling table of a variant's runs."""
+    head = max(runs, key=lambda r: r["threads"])
+    timing = MeasuredTiming(
+        variant,
+        "ok",
+        median_s=head["median_s"],
+        min_s=head["min_s"],
+        max_s=head["max_s"],
+        spread_pct=head["spread_pct"],
+        ci_low_s=head["ci_low_s"],
+        ci_high_s=head["ci_high_s"],
+        ci_level=head["ci_level"],
+        repeats=head["repeats"],
+        threads=head["threads"],
+        stop_reason=head["stop_reason"],
+        warnings=list(head["warnings"]),
+    )
+    if variant in THREADED_VARIANTS:
+        one = next((r for r in runs if r["threads"] == 1), None)
+        for r in sorted(runs, key=lambda r: r["threads"]):
+            speedup = one["median_s"] / r["median_s"] if one and r["median_s"] else None
+            timing.scaling.append(
+                {
+                    "threads": r["threads"],
+                    "median_s": r["median_s"],
+                    "ci_low_s": r["ci_low_s"],
+                    "ci_high_s": r["ci_high_s"],
+                    "spread_pct": r["spread_pct"],
+                    "speedup": round(speedup, 3) if speedup else None,
+                    "efficiency": round(speedup / r["threads"], 3) if speedup else None,
+                }
+            )
+            timing.warnings += [
+                f"{r['threads']} threads: {w}" for w in r["warnings"] if r is not head
+            ]
+    return timing
+
+
 def _measure_one(
     kernel: ir.Kernel,
     prof: KernelProfile,
     kdir: Path,
     env: dict[str, str],
-    repeats: int,
+    *,
+    counts: list[int],
+    openmp: bool,
+    min_repeats: int,
+    budget_s: float,
     deadline: _Deadline,
     gpu: bool,
+    memory_cap_bytes: int,
     tick: Callable[[str], None],
 ) -> dict[str, MeasuredTiming]:
     """Compile and time one kernel's variants; every failure becomes a 'failed' timing."""
@@ -1333,26 +1606,24 @@ def _measure_one(
     try:
         # The same plan and inputs verification uses: shapes, scalar values, index-safe integers.
         plan = verify.plan_run(kernel, prof.sizes)
-        need = sum(
-            math.prod(a.shape) * np.dtype(a.type.numpy_dtype).itemsize
-            for a in plan.args
-            if a.is_array
-        )
-        if need > MAX_MEASURE_BYTES:
+        need = _working_set_bytes(kernel, prof.sizes)
+        if need * INPUT_COPIES > memory_cap_bytes:
             # Checked before allocating: the inputs are drawn in this (possibly server) process.
             raise ValueError(
-                f"the arguments would take {need / 2**30:.1f} GiB at these sizes; measurement "
-                f"is limited to {MAX_MEASURE_BYTES / 2**30:.0f} GiB"
+                f"the arguments would take {need / 2**30:.2f} GiB at these sizes, held twice; "
+                f"measurement is limited to {memory_cap_bytes / 2**30:.2f} GiB"
             )
         inputs = verify.make_inputs(plan, seed=0)
     except (verify.PlanError, ir.NotConstant, ValueError) as exc:
         for v in VARIANTS:
-            results[v] = MeasuredTiming(v, "failed", message=f"cannot plan the inputs: {exc}")
+            if v != "gfortran_omp" or openmp:
+                results[v] = MeasuredTiming(v, "failed", message=f"cannot plan the inputs: {exc}")
         tick(f"{kernel.name}: skipped")
         tick(f"{kernel.name}: skipped")
-        return results
+        return {v: results[v] for v in VARIANTS if v in results}
     np.savez(kdir / "fsp_inputs.npz", **inputs)
     array_bytes = sum(v.nbytes for v in inputs.values() if isinstance(v, np.ndarray))
+    del inputs
     config: dict[str, Any] = {
         "task": "kernel",
         "name": kernel.name,
@@ -1361,24 +1632,39 @@ def _measure_one(
             {"name": a.name, "dtype": a.type.numpy_dtype, "array": a.is_array} for a in plan.args
         ],
         "result": plan.result_type.numpy_dtype if plan.result_type is not None else None,
-        "repeats": repeats,
+        "min_repeats": min_repeats,
         "warmups": WARMUPS,
         "variants": {},
     }
 
-    # The original, built the way a user would build it for speed.
-    try:
-        lib, compiled = verify.compile_fortran(
-            kernel, plan, kdir, flags=GFORTRAN_PROFILE_FLAGS, timeout_s=min(120.0, deadline.left())
-        )
-        if lib is not None:
-            config["variants"]["gfortran"] = {"lib": str(lib), "symbol": verify.WRAPPER_SYMBOL}
-        else:
-            results["gfortran"] = MeasuredTiming(
-                "gfortran", "failed", message="gfortran: " + compiled.describe_failure()
+    # The original, built the way a user would build it for speed; with -fopenmp as well when
+    # it carries OpenMP directives, so that prange meets the parallel code a user would run.
+    builds = [("gfortran", GFORTRAN_PROFILE_FLAGS, "fsp_kernel.so")]
+    if openmp:
+        builds.append(("gfortran_omp", GFORTRAN_OPENMP_FLAGS, "fsp_kernel_omp.so"))
+    for variant, flags, library in builds:
+        try:
+            lib, compiled = verify.compile_fortran(
+                kernel,
+                plan,
+                kdir,
+                flags=flags,
+                timeout_s=min(120.0, deadline.left()),
+                library=library,
             )
-    except (verify.PlanError, EngineError) as exc:
-        results["gfortran"] = MeasuredTiming("gfortran", "failed", message=str(exc))
+            if lib is not None:
+                config["variants"][variant] = {
+                    "kind": "fortran",
+                    "lib": str(lib),
+                    "symbol": verify.WRAPPER_SYMBOL,
+                    "threads": counts if variant == "gfortran_omp" else [1],
+                }
+            else:
+                results[variant] = MeasuredTiming(
+                    variant, "failed", message="gfortran: " + compiled.describe_failure()
+                )
+        except (verify.PlanError, EngineError) as exc:
+            results[variant] = MeasuredTiming(variant, "failed", message=str(exc))
     tick(f"{kernel.name}: compiled")
 
     # The generated numba code: as generated (prange) and with parallel=False (serial).
@@ -1390,13 +1676,17 @@ def _measure_one(
         serial_code = _serial_variant(gen.code)
         (kdir / "gen_serial.py").write_text(serial_code)
         config["variants"]["numba_serial"] = {
+            "kind": "numba",
             "module": str(kdir / "gen_serial.py"),
             "entry": gen.entry,
+            "threads": [1],
         }
         if serial_code != gen.code:
             config["variants"]["numba_prange"] = {
+                "kind": "numba",
                 "module": str(kdir / "gen_prange.py"),
                 "entry": gen.entry,
+                "threads": counts,
             }
         else:
             results["numba_prange"] = MeasuredTiming(
@@ -1416,7 +1706,12 @@ def _measure_one(
 
             gcu = generate_cuda(kernel)
             (kdir / "gen_cuda.py").write_text(gcu.code)
-            cuda_config = {"module": str(kdir / "gen_cuda.py"), "entry": gcu.entry}
+            cuda_config = {
+                "kind": "cuda",
+                "module": str(kdir / "gen_cuda.py"),
+                "entry": gcu.entry,
+                "threads": [1],
+            }
         except Exception as exc:  # noqa: BLE001
             msg = getattr(exc, "message", None) or str(exc)
             results["numba_cuda"] = MeasuredTiming("numba_cuda", "failed", message=msg)
@@ -1425,6 +1720,8 @@ def _measure_one(
 
     memory_mb = KERNEL_RUN_MEMORY_MB + 4 * array_bytes // (1 << 20)
     runs: list[tuple[dict[str, Any], bool]] = []
+    n_runs = sum(len(v["threads"]) for v in config["variants"].values()) + (1 if cuda_config else 0)
+    config["budget_s"] = budget_s / max(1, n_runs)
     if config["variants"]:
         runs.append((config, False))
     if cuda_config is not None:
@@ -1442,10 +1739,8 @@ def _measure_one(
                 allow_gpu=allow_gpu,
             )
             for v, data in out["variants"].items():
-                if data.get("times"):
-                    results[v] = MeasuredTiming(
-                        v, "ok", repeats=len(data["times"]), **_summarise(data["times"])
-                    )
+                if data.get("runs"):
+                    results[v] = _timing_from_runs(v, data["runs"])
                     if v == "numba_cuda":
                         # The generated host driver copies arrays in and out on every call.
                         results[v].message = "end-to-end call, host<->device copies included"
@@ -1454,20 +1749,26 @@ def _measure_one(
         except EngineError as exc:
             for v in cfg["variants"]:
                 results[v] = MeasuredTiming(v, "failed", message=exc.message)
+    if not openmp:
+        results["gfortran_omp"] = MeasuredTiming(
+            "gfortran_omp",
+            "skipped",
+            message="the original has no OpenMP directives: gfortran is timed serial only",
+        )
     tick(f"{kernel.name}: timed")
     return {v: results[v] for v in VARIANTS if v in results}
 
 
 def _serial_variant(code: str) -> str:
     """The generated module with every ``parallel=True`` turned off: prange then runs as range."""
-    import re
-
     return re.sub(r"parallel\s*=\s*True", "parallel=False", code)
 
 
 def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
+    """GFLOP/s, GB/s, % of STREAM and the ratio to the fair gfortran baseline of each variant."""
     timings = prof.measured or {}
-    ref = timings.get("gfortran")
+    serial_ref = timings.get("gfortran")
+    omp_ref = timings.get("gfortran_omp")
     for v, t in timings.items():
         if t.status != "ok" or not t.median_s:
             continue
@@ -1475,12 +1776,35 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
             t.gflops = round(prof.flops / t.median_s / 1e9, 4)
         if prof.bytes is not None:
             t.bandwidth_gbs = round(prof.bytes / t.median_s / 1e9, 4)
-            key = "triad_parallel_gbs" if v == "numba_prange" else "triad_serial_gbs"
+            parallel = (t.threads or 1) > 1
+            key = "triad_parallel_gbs" if parallel else "triad_serial_gbs"
             if v != "numba_cuda" and stream.get(key):
                 t.stream_pct = round(100.0 * t.bandwidth_gbs / stream[key], 2)
-                t.stream_ref = "parallel triad" if v == "numba_prange" else "serial triad"
-        if ref is not None and ref.status == "ok" and ref.median_s:
-            t.speedup_vs_gfortran = round(ref.median_s / t.median_s, 3)
+                t.stream_ref = (
+                    f"triad, {stream.get('threads')} threads" if parallel else "triad, 1 thread"
+                )
+        # A parallel port is compared with the parallel original when there is one.
+        ref = serial_ref
+        if v in ("numba_prange", "numba_cuda") and omp_ref is not None and omp_ref.status == "ok":
+            ref = omp_ref
+        if v == "gfortran" or ref is None or ref.status != "ok" or not ref.median_s:
+            continue
+        t.speedup_vs_gfortran = round(ref.median_s / t.median_s, 3)
+        if ref is omp_ref:
+            t.compared_with = f"gfortran -O3 -fopenmp, {ref.threads} threads"
+        elif v == "gfortran_omp":
+            t.compared_with = "gfortran -O3, serial build"
+        elif omp_ref is not None and omp_ref.status == "skipped":
+            t.compared_with = "gfortran -O3, serial (the original has no OpenMP directives)"
+        else:
+            t.compared_with = "gfortran -O3, serial"
+        if v == "numba_prange" and ref is omp_ref:
+            # Scaling rows get the same fair ratio, thread count for thread count.
+            omp_rows = {r["threads"]: r for r in omp_ref.scaling}
+            for row in t.scaling:
+                other = omp_rows.get(row["threads"])
+                if other and row["median_s"]:
+                    row["vs_gfortran_omp"] = round(other["median_s"] / row["median_s"], 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1523,33 +1847,66 @@ def _driver_stream(config: dict[str, Any]) -> dict[str, Any]:
         for i in numba.prange(a.size):
             a[i] = b[i] + s * c[i]
 
+    # Peak FLOP rate: each lane is an independent chain x = x*y + z (one FMA, two flops) over
+    # data that stays in registers/L1; enough lanes hide the FMA latency once vectorised.
+    @numba.njit(fastmath=True, cache=False)
+    def fma_block(x, y, z, iters):  # pragma: no cover - compiled
+        for _ in range(iters):
+            for k in range(x.size):
+                x[k] = x[k] * y + z
+
+    @numba.njit(parallel=True, fastmath=True, cache=False)
+    def fma_parallel(xs, y, z, iters):  # pragma: no cover - compiled
+        for t in numba.prange(xs.shape[0]):
+            fma_block(xs[t], y, z, iters)
+
     n = int(config["elements"])
-    repeats = int(config["repeats"])
+    threads = int(config["threads"])
+    budget = float(config["budget_s"])
     a = np.full(n, 1.0)
     b = np.full(n, 2.0)
     c = np.zeros(n)
     out: dict[str, Any] = {"elements": n, "array_mib": round(8 * n / (1 << 20), 1)}
     # STREAM's byte counts: copy moves 2 arrays, triad 3 (write-allocate traffic not counted).
     cases = {
-        "copy_serial": (copy_serial, (a, c), 16),
-        "triad_serial": (triad_serial, (a, b, c, 3.0), 24),
-        "copy_parallel": (copy_parallel, (a, c), 16),
-        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24),
+        "copy_serial": (copy_serial, (a, c), 16, 1),
+        "triad_serial": (triad_serial, (a, b, c, 3.0), 24, 1),
+        "copy_parallel": (copy_parallel, (a, c), 16, threads),
+        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24, threads),
     }
-    for name, (fn, args, per_elem) in cases.items():
+    lanes, iters = int(config["fma_lanes"]), int(config["fma_iterations"])
+    y, z = 0.999999, 1e-6  # keeps x bounded: no overflow, no denormals
+    per_case = budget / (len(cases) + 2)
+    for name, (fn, args, per_elem, nthreads) in cases.items():
+        numba.set_num_threads(nthreads)
         fn(*args)  # warm-up: JIT compile and first touch
-        times = []
-        for _ in range(repeats):
+
+        def sample(fn=fn, args=args) -> float:
             t0 = time.perf_counter()
             fn(*args)
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        med = statistics.median(times)
+            return time.perf_counter() - t0
+
+        stats = time_adaptively(sample, budget_s=per_case, min_repeats=5)
         # Like STREAM, the reference is the best rate; the median shows how noisy the machine is.
-        out[f"{name}_gbs"] = round(per_elem * n / best / 1e9, 3)
-        out[f"{name}_median_gbs"] = round(per_elem * n / med / 1e9, 3)
-        out[f"{name}_spread_pct"] = round(100.0 * (max(times) - best) / med, 2)
-    out["threads"] = numba.config.NUMBA_NUM_THREADS
+        out[f"{name}_gbs"] = round(per_elem * n / stats.min_s / 1e9, 3)
+        out[f"{name}_median_gbs"] = round(per_elem * n / stats.median_s / 1e9, 3)
+        out[f"{name}_spread_pct"] = stats.spread_pct
+    for label, nthreads in (("serial", 1), ("parallel", threads)):
+        numba.set_num_threads(nthreads)
+        xs = np.full((nthreads, lanes), 1.0)
+        fma_parallel(xs, y, z, 1)  # warm-up (compiles both functions)
+
+        def sample_fma(xs=xs) -> float:
+            t0 = time.perf_counter()
+            fma_parallel(xs, y, z, iters)
+            return time.perf_counter() - t0
+
+        stats = time_adaptively(sample_fma, budget_s=per_case, min_repeats=5)
+        flops = 2.0 * lanes * iters * nthreads
+        out[f"fma_{label}_gflops"] = round(flops / stats.min_s / 1e9, 2)
+        out[f"fma_{label}_median_gflops"] = round(flops / stats.median_s / 1e9, 2)
+        out[f"fma_{label}_spread_pct"] = stats.spread_pct
+    out["threads"] = threads
     return out
 
 
@@ -1563,7 +1920,6 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
     specs = config["args"]
     with np.load(config["inputs"]) as npz:
         base = {k: npz[k] for k in npz.files}
-    repeats = int(config["repeats"])
     warmups = int(config.get("warmups", 1))
     out: dict[str, Any] = {"variants": {}}
 
@@ -1578,21 +1934,27 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
             )
         return values
 
-    def time_calls(
-        prepare: Callable[[list[Any]], Callable[[], Any]], sync: Callable[[], None] | None = None
-    ) -> list[float]:
-        # Only the call itself is timed: copying inputs and building ctypes arguments are not.
-        times = []
-        for rep in range(warmups + repeats):
+    def time_runs(
+        prepare: Callable[[list[Any]], Callable[[], Any]],
+        sync: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        for _ in range(warmups):
+            prepare(fresh())()
+            if sync is not None:
+                sync()
+
+        def sample() -> float:
+            # Only the call itself is timed: copying inputs and building ctypes arguments are not.
             thunk = prepare(fresh())
             t0 = time.perf_counter()
             thunk()
             if sync is not None:
                 sync()
-            dt = time.perf_counter() - t0
-            if rep >= warmups:
-                times.append(dt)
-        return times
+            return time.perf_counter() - t0
+
+        return time_adaptively(
+            sample, budget_s=float(config["budget_s"]), min_repeats=int(config["min_repeats"])
+        ).to_dict()
 
     ctypes_of = {
         "int8": ctypes.c_int8,
@@ -1630,23 +1992,37 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
 
     for variant, info in config["variants"].items():
         try:
-            if variant == "gfortran":
+            runs = []
+            if info["kind"] == "fortran":
                 lib = ctypes.CDLL(info["lib"])
                 fn = getattr(lib, info["symbol"])
                 fn.restype = None
-                times = time_calls(lambda values, fn=fn: prepare_fortran(values, fn))
+                for nthreads in info["threads"]:
+                    if variant == "gfortran_omp":
+                        # libgomp is a dependency of the -fopenmp build: dlsym finds it there.
+                        lib.omp_set_num_threads(ctypes.c_int(nthreads))
+                    stats = time_runs(lambda values, fn=fn: prepare_fortran(values, fn))
+                    runs.append({"threads": nthreads, **stats})
             else:
                 modspec = importlib.util.spec_from_file_location(f"fsp_{variant}", info["module"])
                 module = importlib.util.module_from_spec(modspec)
                 modspec.loader.exec_module(module)
                 entry = getattr(module, info["entry"])
                 sync = None
-                if variant == "numba_cuda":
+                if info["kind"] == "cuda":
                     from numba import cuda
 
                     sync = cuda.synchronize
-                times = time_calls(lambda values, entry=entry: lambda: entry(*values), sync)
-            out["variants"][variant] = {"times": times}
+                for nthreads in info["threads"]:
+                    if info["kind"] == "numba":
+                        import numba
+
+                        numba.set_num_threads(nthreads)
+                    stats = time_runs(lambda values, entry=entry: lambda: entry(*values), sync)
+                    runs.append({"threads": nthreads, **stats})
+            for r in runs:
+                r.pop("times")
+            out["variants"][variant] = {"runs": runs}
         except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
             out["variants"][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return out
@@ -1666,6 +2042,7 @@ def profile_kernels(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
 ) -> ProfileResult:
     """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time."""
     machine = machine_info()
@@ -1676,23 +2053,22 @@ def profile_kernels(
             progress("analyse", idx + 1, len(kernels), f"cost model: {kernel.name}")
     stream: dict[str, Any] = {}
     if measure and kernels:
-        stream = measure_kernels(
+        stream, profiles = measure_kernels(
             kernels,
             profiles,
+            machine=machine,
+            user_sizes=sizes,
             repeats=repeats,
             timeout_s=timeout_s,
             stream_elements=stream_elements,
+            memory_cap_mb=memory_cap_mb,
             progress=progress,
         )
-        if stream.get("triad_parallel_gbs"):
-            # Rank on this machine's measured bandwidth rather than the nominal figure.
-            machine["bandwidth_gbs"] = stream["triad_parallel_gbs"]
-            machine["bandwidth_source"] = "STREAM triad, all threads (measured)"
-            machine["threads"] = stream.get("threads")
-            for prof in profiles:
-                prof.estimated_s, prof.bound = _roofline_time(
-                    prof.flops, prof.bytes, machine, prof.parallel
-                )
+        # Rank on this machine's probed ceilings rather than the nominal figures.
+        for prof in profiles:
+            prof.estimated_s, prof.bound = _roofline_time(
+                prof.flops, prof.bytes, machine, prof.parallel
+            )
         machine["gpu"] = _gpu_name()
     ordered = rank_kernels(profiles)
     return ProfileResult(
@@ -1722,6 +2098,7 @@ def profile_source(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
 ) -> ProfileResult:
     """Find the kernels of a Fortran file, rank them by estimated cost, optionally time them.
 
@@ -1746,6 +2123,7 @@ def profile_source(
         progress=progress,
         timeout_s=timeout_s,
         stream_elements=stream_elements,
+        memory_cap_mb=memory_cap_mb,
     )
 
 

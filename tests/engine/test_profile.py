@@ -334,8 +334,9 @@ def test_measure_on_a_small_size_finishes_in_seconds():
     assert m is not None
     for variant in ("gfortran", "numba_serial", "numba_prange"):
         assert m[variant].status == "ok", m[variant].message
-        assert m[variant].repeats == 3
+        assert m[variant].repeats >= 3  # at least the minimum; more until the median settles
         assert 0 < m[variant].min_s <= m[variant].median_s <= m[variant].max_s
+        assert m[variant].ci_low_s <= m[variant].median_s <= m[variant].ci_high_s
         assert m[variant].bandwidth_gbs > 0 and m[variant].stream_pct > 0
     assert m["numba_cuda"].status in ("ok", "skipped")
     assert result.stream["triad_serial_gbs"] > 0 and result.stream["triad_parallel_gbs"] > 0
