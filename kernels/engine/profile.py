@@ -1535,6 +1535,14 @@ def _run_driver(
         argv, cwd=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env, allow_gpu=allow_gpu
     )
     if res.timed_out:
+        partial = json.loads(out.read_text()) if out.exists() else None
+        if partial and partial.get("variants"):
+            # The variants finished before the limit keep their figures; the rest fail below.
+            for name in config.get("variants", {}):
+                partial["variants"].setdefault(
+                    name, {"error": "the measurement time limit ran out before this variant"}
+                )
+            return partial
         raise SandboxError(f"measurement step '{config['task']}' ran past its time limit")
     if res.returncode != 0 or not out.exists():
         raise SandboxError(
@@ -1577,7 +1585,9 @@ def _timing_from_runs(variant: str, runs: list[dict[str, Any]]) -> MeasuredTimin
                 }
             )
             timing.warnings += [
-                f"{r['threads']} threads: {w}" for w in r["warnings"] if r is not head
+                f"at {r['threads']} thread{'s' if r['threads'] > 1 else ''}: {w}"
+                for w in r["warnings"]
+                if r is not head
             ]
     return timing
 
@@ -1729,6 +1739,9 @@ def _measure_one(
         # segment instead of the address space, which the CUDA driver maps by the gigabyte).
         runs.append(({**config, "variants": {"numba_cuda": cuda_config}}, True))
     for cfg, allow_gpu in runs:
+        # The child paces itself against this wall time (its start-up and numba's JIT come out
+        # of it), so that a slow machine shortens the sampling instead of losing every figure.
+        cfg["wall_s"] = max(1.0, deadline.left() - min(10.0, 0.2 * deadline.left()))
         try:
             out = _run_driver(
                 kdir,
@@ -1814,11 +1827,18 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
 def driver_main(config_path: str, out_path: str) -> None:
     """Entry of the sandboxed measurement subprocess: read a config, write timings as JSON."""
     config = json.loads(Path(config_path).read_text())
+    out = Path(out_path)
+
+    def checkpoint(partial: dict[str, Any]) -> None:
+        # Written after every variant: a run cut off by its time limit keeps what it finished.
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(partial))
+        tmp.replace(out)
+
     if config["task"] == "stream":
-        result = _driver_stream(config)
+        checkpoint(_driver_stream(config))
     else:
-        result = _driver_kernel(config)
-    Path(out_path).write_text(json.dumps(result))
+        checkpoint(_driver_kernel(config, checkpoint))
 
 
 def _driver_stream(config: dict[str, Any]) -> dict[str, Any]:
@@ -1910,18 +1930,22 @@ def _driver_stream(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
+def _driver_kernel(
+    config: dict[str, Any], checkpoint: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
     import ctypes
     import importlib.util
     import time
 
     import numpy as np
 
+    end = time.monotonic() + float(config["wall_s"])
     specs = config["args"]
     with np.load(config["inputs"]) as npz:
         base = {k: npz[k] for k in npz.files}
     warmups = int(config.get("warmups", 1))
     out: dict[str, Any] = {"variants": {}}
+    runs_left = sum(len(info["threads"]) for info in config["variants"].values())
 
     def fresh() -> list[Any]:
         # Every call starts from the same inputs: in-place updates must not drift the data
@@ -1938,6 +1962,7 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
         prepare: Callable[[list[Any]], Callable[[], Any]],
         sync: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
+        nonlocal runs_left
         for _ in range(warmups):
             prepare(fresh())()
             if sync is not None:
@@ -1952,8 +1977,10 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
                 sync()
             return time.perf_counter() - t0
 
+        budget = min(float(config["budget_s"]), (end - time.monotonic()) / max(1, runs_left))
+        runs_left -= 1
         return time_adaptively(
-            sample, budget_s=float(config["budget_s"]), min_repeats=int(config["min_repeats"])
+            sample, budget_s=max(0.0, budget), min_repeats=int(config["min_repeats"])
         ).to_dict()
 
     ctypes_of = {
@@ -2025,6 +2052,7 @@ def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
             out["variants"][variant] = {"runs": runs}
         except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
             out["variants"][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        checkpoint(out)
     return out
 
 

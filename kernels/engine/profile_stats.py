@@ -30,6 +30,7 @@ CI_LEVEL = 0.95
 DEFAULT_MIN_REPEATS = 5
 DEFAULT_MAX_REPEATS = 200
 DEFAULT_REL_HALFWIDTH = 0.02  # stop when the median is known to within +-2 %
+FLOOR_REPEATS = 3  # taken whatever the budget: fewer samples have no median worth the name
 
 
 @dataclass
@@ -106,8 +107,7 @@ def summarise(
     if spread > SPREAD_WARNING_PCT:
         warnings.append(
             f"noisy timing: the interquartile spread is {spread:.0f}% of the median "
-            f"(above {SPREAD_WARNING_PCT:.0f}%) after {n} calls; the machine is busy or the "
-            "call is too short to time reliably"
+            f"(above {SPREAD_WARNING_PCT:.0f}%) after {n} calls"
         )
     return TimingStats(
         times=list(times),
@@ -145,9 +145,9 @@ def time_adaptively(
 ) -> TimingStats:
     """Call ``sample`` (which returns the duration of one timed call) until the median settles.
 
-    At least ``min_repeats`` samples are taken, even past the budget (fewer would not say
-    anything); after that sampling stops when the interval is narrow enough, when ``budget_s`` of
-    ``clock`` time is spent (set-up between calls included) or at ``max_repeats``.
+    Sampling stops when the interval is narrow enough (after ``min_repeats``), when ``budget_s``
+    of ``clock`` time is spent (set-up between calls included) or at ``max_repeats``. The
+    budget can cut ``min_repeats`` short, but never below :data:`FLOOR_REPEATS` samples.
     """
     start = clock()
     times: list[float] = []
@@ -155,12 +155,10 @@ def time_adaptively(
     settled = False
     while len(times) < max(max_repeats, min_repeats):
         times.append(float(sample()))
-        if len(times) < min_repeats:
-            continue
-        if interval_settled(times, rel_halfwidth):
+        if len(times) >= min_repeats and interval_settled(times, rel_halfwidth):
             settled, reason = True, "settled"
             break
-        if clock() - start >= budget_s:
+        if len(times) >= FLOOR_REPEATS and clock() - start >= budget_s:
             reason = "budget"
             break
     return summarise(times, settled=settled, stop_reason=reason)

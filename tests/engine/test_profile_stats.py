@@ -82,7 +82,8 @@ def test_max_repeats_stops_a_noisy_call_with_an_unlimited_budget():
     assert stats.repeats == 30 and stats.stop_reason == "max_repeats"
 
 
-def test_minimum_repeats_are_taken_even_past_the_budget():
+def test_the_budget_cuts_the_minimum_repeats_short_but_never_below_three():
     timer = FakeTimer([1.0])
     stats = time_adaptively(timer.sample, budget_s=0.0, min_repeats=5, clock=timer.clock)
-    assert stats.repeats == 5 and stats.stop_reason == "budget"
+    assert stats.repeats == 3 and stats.stop_reason == "budget"
+    assert stats.ci_level == 0.75  # three samples: [min, max] covers the median 75 % of the time
