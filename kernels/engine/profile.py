@@ -1207,12 +1207,30 @@ WARMUPS = 1  # the first call at each thread count JIT-compiles (numba) or fault
 COMPILE_RESERVE_S = 20.0  # per kernel: two gfortran builds and numba's JIT of two variants
 FMA_LANES = 64  # independent FMA chains in the peak-FLOP probe (fills the vector units)
 FMA_ITERATIONS = 1 << 16
-OPENMP_DIRECTIVE = re.compile(r"^\s*!\$omp\s+(parallel|do\b)", re.IGNORECASE | re.MULTILINE)
+OPENMP_DIRECTIVE = re.compile(r"^\s*!\$omp\s+(parallel|do\b)", re.IGNORECASE)
 
 
-def openmp_directive_lines(source: str) -> list[int]:
-    """Lines (1-based, in ``source``) of OpenMP work-sharing directives (``!$omp parallel do``)."""
-    return [source.count("\n", 0, m.start()) + 1 for m in OPENMP_DIRECTIVE.finditer(source)]
+def openmp_directive_lines(kernel: ir.Kernel) -> list[int]:
+    """File lines of the OpenMP work-sharing directives (``!$omp parallel do``) in the kernel's unit.
+
+    ``fortran_source`` holds the whole file from its first unit on, so the search is limited to
+    the kernel's own SUBROUTINE/FUNCTION (to the first END SUBROUTINE/FUNCTION after its
+    header); lines are counted from the header, which sits at ``kernel.line``.
+    """
+    lines = (kernel.fortran_source or "").splitlines()
+    name = re.escape(kernel.fortran_entry or kernel.name)
+    header = re.compile(rf"^(?!\s*end\b).*\b(subroutine|function)\s+{name}\b", re.IGNORECASE)
+    start = next((i for i, text in enumerate(lines) if header.match(text)), None)
+    if start is None:
+        return []  # an extracted loop nest: the directives of a program are not the kernel's
+    end_unit = re.compile(r"^\s*end\s*((subroutine|function)\b|$)", re.IGNORECASE)
+    found = []
+    for i in range(start + 1, len(lines)):
+        if end_unit.match(lines[i]):
+            break
+        if OPENMP_DIRECTIVE.match(lines[i]):
+            found.append(kernel.line + i - start if kernel.line else i + 1)
+    return found
 
 
 def available_threads() -> int:
@@ -1391,7 +1409,7 @@ def measure_kernels(
         for idx, (kernel, prof) in enumerate(zip(kernels, profiles, strict=True)):
             kernel_budget = deadline.left() / (len(kernels) - idx)
             timing_budget = max(1.0, kernel_budget - COMPILE_RESERVE_S)
-            omp_lines = openmp_directive_lines(kernel.fortran_source or "")
+            omp_lines = openmp_directive_lines(kernel)
             counts = thread_counts(threads)
             runs = 2 + (len(counts) if omp_lines else 0) + len(counts)
             if user_sizes is None:

@@ -19,14 +19,18 @@ import pytest
 
 from fortranspire_site.cli import main as cli_main
 from kernels.engine import ir
-from kernels.engine.plot import render_plot_png
+from kernels.engine.pipeline import find_kernels
+from kernels.engine.plot import render_plot_png, roofs
 from kernels.engine.profile import (
     Poly,
     ProfileResult,
+    available_threads,
     machine_info,
+    openmp_directive_lines,
     profile_kernel,
     profile_source,
     rank_kernels,
+    thread_counts,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
@@ -341,8 +345,72 @@ def test_measure_on_a_small_size_finishes_in_seconds():
     assert m["numba_cuda"].status in ("ok", "skipped")
     assert result.stream["triad_serial_gbs"] > 0 and result.stream["triad_parallel_gbs"] > 0
     assert result.machine["bandwidth_source"].startswith("STREAM")
+    # no OpenMP in the original: serial gfortran only, and every ratio says so
+    assert m["gfortran_omp"].status == "skipped"
+    assert "no OpenMP directives" in m["gfortran_omp"].message
+    assert "no OpenMP directives" in m["numba_prange"].compared_with
+    assert heat.measure_sizes["source"] == "given (--size)"
+    # 2 arrays of (64+2)**2 real(8)
+    assert heat.measure_sizes["working_set_mib"] == round(2 * 8 * 66 * 66 / 2**20, 2)
     # the chart now carries measured points and timing bars
     assert render_plot_png(result).startswith(PNG_MAGIC)
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_openmp_original_is_also_timed_with_fopenmp_at_the_same_thread_counts(tmp_path, capsys):
+    chart = tmp_path / "roofline.png"
+    code = cli_main(
+        [
+            "profile",
+            str(FIXTURES / "omp_jacobi2d.f90"),
+            "--measure",
+            "--json",
+            "--plot",
+            str(chart),
+            "--repeats",
+            "3",
+            "--memory-cap",
+            "2",  # sizes chosen for a 1 MiB working set: quick, and still chosen, not given
+            "--timeout",
+            "90",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    (k,) = data["kernels"]
+    counts = thread_counts(available_threads())
+    # the directive is found, and both parallel variants ran at every thread count
+    assert k["openmp"] == {"directives": True, "lines": [13]}
+    m = k["measured"]
+    for variant in ("gfortran_omp", "numba_prange"):
+        assert m[variant]["status"] == "ok", m[variant]["message"]
+        assert [r["threads"] for r in m[variant]["scaling"]] == counts
+        assert m[variant]["scaling"][0]["speedup"] == 1.0
+        assert m[variant]["threads"] == counts[-1]
+    top = counts[-1]
+    assert m["numba_prange"]["compared_with"] == f"gfortran -O3 -fopenmp, {top} threads"
+    omp_median = m["gfortran_omp"]["median_s"]
+    assert m["numba_prange"]["speedup_vs_gfortran"] == pytest.approx(
+        omp_median / m["numba_prange"]["median_s"], rel=1e-2
+    )
+    assert m["numba_serial"]["compared_with"] == "gfortran -O3, serial"
+    # sizes were chosen for measuring, within the cap (inputs held twice)
+    sizes = k["measure_sizes"]
+    assert sizes["source"] == "chosen for measuring"
+    n, mm = sizes["sizes"]["n"], sizes["sizes"]["m"]
+    assert n > 13 and mm > 11
+    assert sizes["working_set_mib"] == round(2 * 8 * (n + 2) * (mm + 2) / 2**20, 2) <= 1.0
+    # the machine was probed and its figures are the chart's ceilings, labelled "measured"
+    stream, machine = data["stream"], data["machine"]
+    assert stream["fma_serial_gflops"] > 0 and stream["fma_parallel_gflops"] > 0
+    assert machine["peak_gflops_serial"] == stream["fma_serial_gflops"]
+    assert machine["peak_source"].endswith("(measured)")
+    assert machine["caches"] and machine["cpu"] and machine["cores"] >= 1
+    labels = {label: (peak, bw) for label, peak, bw, _ in roofs(data)}
+    one = next(v for lbl, v in labels.items() if lbl.startswith("1 thread"))
+    assert one == (stream["fma_serial_gflops"], stream["triad_serial_gbs"])
+    assert all("measured" in lbl for lbl in labels)
+    assert chart.read_bytes().startswith(PNG_MAGIC)
 
 
 def test_rank_kernels_orders_by_estimated_time():
@@ -429,3 +497,29 @@ def test_defaulted_sizes_are_named_in_the_notes():
     (heat,) = profile_source(fixture("heat2d_jacobi.f90"), sizes={"n": 64}).kernels
     assert heat.sizes["n"] == 64
     assert any("m=" in note and "nstep=" in note and "n=64" not in note for note in heat.notes)
+
+
+def test_openmp_directives_are_attributed_to_their_own_subroutine_only():
+    source = """subroutine plain(n, y)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = 2d0 * y(i)
+  end do
+end subroutine plain
+
+subroutine threaded(n, y)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  !$OMP PARALLEL DO
+  do i = 1, n
+    y(i) = 3d0 * y(i)
+  end do
+  !$omp end parallel do
+end subroutine threaded
+"""
+    kernels = {k.name: k for k in find_kernels(source, filename="two.f90")}
+    assert openmp_directive_lines(kernels["plain"]) == []
+    assert openmp_directive_lines(kernels["threaded"]) == [14]  # the END directive is not one
