@@ -2,7 +2,7 @@
 
 ``fortranspire profile FILE [--measure] [--size N=V]... [--json] [--plot PATH]``
 runs on the engine alone. Without ``--size``, ``--measure`` picks per kernel sizes whose working
-set exceeds the last-level cache (within ``--memory-cap``) and prints them with the timings (no Django, no database). Exit codes follow ``translate``: 0 when the
+set exceeds the last-level cache (within the sandbox's byte cap, ``FORTRANSPIRE_MAX_RUN_BYTES``) and prints them with the timings (no Django, no database). Exit codes follow ``translate``: 0 when the
 profile was produced (and every requested measurement ran), 1 when a measured variant failed,
 no kernel was found or the engine hit an internal error,
 2 for usage errors, unreadable files, parse errors and forbidden statements.
@@ -15,10 +15,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-from kernels.engine.profile_sizes import DEFAULT_MEMORY_CAP_BYTES
-
-DEFAULT_MEMORY_CAP_MB = DEFAULT_MEMORY_CAP_BYTES >> 20
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -53,13 +49,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="minimum timed calls per variant (default 5); more are taken until the median "
         "settles or the time limit is spent",
     )
-    p.add_argument(
-        "--memory-cap",
-        type=int,
-        default=DEFAULT_MEMORY_CAP_MB,
-        metavar="MIB",
-        help=f"memory for one kernel's inputs, held twice (default {DEFAULT_MEMORY_CAP_MB} MiB)",
-    )
+
     p.add_argument(
         "--timeout",
         type=float,
@@ -95,9 +85,7 @@ def handle_profile(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         print("fortranspire: error: --repeats must be at least 1", file=sys.stderr)
         return 2
-    if args.memory_cap < 1:
-        print("fortranspire: error: --memory-cap must be at least 1 MiB", file=sys.stderr)
-        return 2
+
     path = Path(args.file)
     try:
         source = path.read_text(encoding="utf-8", errors="replace")
@@ -115,7 +103,6 @@ def handle_profile(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 progress=progress,
                 timeout_s=args.timeout,
-                memory_cap_mb=args.memory_cap,
             )
         except EngineError as exc:
             # Same shape as translate: diagnostics on stderr, an ``error`` object in the JSON.

@@ -43,28 +43,24 @@ the all-threads triad for prange. Working sets that fit in cache can exceed 100 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kernels.engine import ir
+from kernels.engine import harness, ir, verify
 from kernels.engine.profile_sizes import (
-    DEFAULT_MEMORY_CAP_BYTES,
-    INPUT_COPIES,
     SizeChoice,
     choose_measure_sizes,
     last_level_cache_bytes,
     read_cpu_caches,
 )
-from kernels.engine.profile_stats import time_adaptively
 from kernels.engine.report import EngineError, ProgressCallback, SandboxError
+from kernels.engine.sandbox import run_sandboxed, sandbox_tempdir
 
 # --------------------------------------------------------------------------------------------
 # Flop weights
@@ -1201,7 +1197,6 @@ THREADED_VARIANTS = ("gfortran_omp", "numba_prange")
 DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array, bounded by the memory cap
 GFORTRAN_PROFILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
 GFORTRAN_OPENMP_FLAGS = (*GFORTRAN_PROFILE_FLAGS, "-fopenmp")
-DEFAULT_MEMORY_CAP_MB = DEFAULT_MEMORY_CAP_BYTES >> 20
 KERNEL_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
 WARMUPS = 1  # the first call at each thread count JIT-compiles (numba) or faults pages in
 COMPILE_RESERVE_S = 20.0  # per kernel: two gfortran builds and numba's JIT of two variants
@@ -1251,40 +1246,10 @@ def thread_counts(n: int) -> list[int]:
     return [*counts, n]
 
 
-def _sandbox():
-    try:
-        from kernels.engine import sandbox
-    except ImportError as exc:  # pragma: no cover - the sandbox module is part of the engine
-        raise SandboxError("the sandbox module is not available; cannot measure") from exc
-    return sandbox
-
-
-def _run_step(
-    argv: list[str],
-    *,
-    cwd: Path,
-    timeout_s: float,
-    memory_mb: int,
-    env: dict[str, str],
-    allow_gpu: bool = False,
-) -> Any:
-    sandbox = _sandbox()
-    return sandbox.run_sandboxed(
-        argv, cwd=str(cwd), timeout_s=timeout_s, memory_mb=memory_mb, env=env, allow_gpu=allow_gpu
-    )
-
-
-def _driver_env(workdir: Path, threads: int) -> dict[str, str]:
-    """What the measurement child needs on top of the sandbox's scrubbed environment."""
-    return {
-        # The driver is this module: the child imports it from the project root.
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "NUMBA_CACHE_DIR": str(workdir / ".numba_cache"),
-        # The largest count timed; the child lowers it per run (set_num_threads, omp_set_...).
-        "NUMBA_NUM_THREADS": str(threads),
-        "OMP_NUM_THREADS": str(threads),
-    }
+def _harness_env(threads: int) -> dict[str, str]:
+    """What the harness needs on top of the sandbox's scrubbed environment."""
+    # The largest count timed; the harness lowers it per run (set_num_threads, omp_set_...).
+    return {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
 def _gpu_present() -> bool:
@@ -1318,15 +1283,13 @@ def probe_machine(
     memory_cap_bytes: int,
     deadline: _Deadline,
     workdir: Path,
-    env: dict[str, str],
 ) -> dict[str, Any]:
     """STREAM copy/triad and the FMA peak on 1 and ``threads`` threads (sandboxed)."""
     # Three arrays must fit the cap; say when they fit in the last-level cache as well.
     n = max(1 << 10, min(stream_elements, memory_cap_bytes // 24))
     try:
-        out = _run_driver(
+        out = _run_harness(
             workdir,
-            env,
             {
                 "task": "stream",
                 "elements": n,
@@ -1337,6 +1300,7 @@ def probe_machine(
             },
             timeout_s=deadline.left(),
             memory_mb=2048 + 3 * 8 * n // (1 << 20),
+            threads=threads,
         )
     except EngineError as exc:
         # Without a reference the timings are still worth having; only the % is lost.
@@ -1369,7 +1333,7 @@ def measure_kernels(
     repeats: int = 5,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
-    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
+    memory_cap_bytes: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[dict[str, Any], list[KernelProfile]]:
     """Probe the machine, then time every kernel's variants; returns (probe, profiles).
@@ -1379,7 +1343,8 @@ def measure_kernels(
     runs in its own sandboxed subprocess and all share one deadline of ``timeout_s``.
     """
     deadline = _Deadline(timeout_s)
-    cap = memory_cap_mb << 20
+    # The sandbox's byte cap on one run's inputs; a caller may only lower it.
+    cap = min(memory_cap_bytes or verify.max_run_bytes(), verify.max_run_bytes())
     gpu = _gpu_present()
     threads = available_threads()
     total = 1 + 2 * len(kernels)
@@ -1394,15 +1359,14 @@ def measure_kernels(
     if progress is not None:
         progress("profile", 0, total, "probing the machine: STREAM copy/triad, FMA peak")
     out: list[KernelProfile] = []
-    with _sandbox().sandbox_tempdir(prefix="fsp-profile-") as workdir:
-        env = _driver_env(workdir, threads)
+    with sandbox_tempdir(prefix="profile-") as workdir:
+        harness.install(workdir)
         stream = probe_machine(
             threads=threads,
             stream_elements=stream_elements,
             memory_cap_bytes=cap,
             deadline=deadline,
             workdir=workdir,
-            env=env,
         )
         machine_probe_into(machine, stream)
         tick("machine probed")
@@ -1434,11 +1398,12 @@ def measure_kernels(
             prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
             kdir.mkdir()
+            harness.install(kdir)
             prof.measured = _measure_one(
                 kernel,
                 prof,
                 kdir,
-                env,
+                threads=threads,
                 counts=counts,
                 openmp=bool(omp_lines),
                 min_repeats=choice.min_repeats if choice else repeats,
@@ -1468,20 +1433,15 @@ def _gpu_model_figures(
 
 
 def _working_set_bytes(kernel: ir.Kernel, sizes: Mapping[str, int]) -> int:
-    """Bytes of every argument array at ``sizes`` (what one call reads and writes at most)."""
-    from kernels.engine import verify
-
-    plan = verify.plan_run(kernel, sizes)
-    return sum(
-        math.prod(a.shape) * _elem_bytes(a.type) for a in plan.args if a.is_array and a.shape
-    )
+    """Bytes of every argument array at ``sizes``: what the sandbox's byte cap counts."""
+    return harness.input_bytes(verify.harness_args(verify.plan_run(kernel, sizes)))
 
 
 def select_measure_sizes(
     kernel: ir.Kernel,
     *,
     machine: Mapping[str, Any],
-    memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES,
+    memory_cap_bytes: int | None = None,
     budget_s: float = 300.0,
     planned_calls: int = 50,
     min_repeats: int = 5,
@@ -1493,8 +1453,6 @@ def select_measure_sizes(
     ``llc_bytes`` defaults to this machine's (sysfs); tests pass a fake one. The predicted call
     time is the serial roofline time on ``machine`` (measured ceilings when probed).
     """
-    from kernels.engine import verify
-
     _ensure_analysed(kernel)
     llc = last_level_cache_bytes(read_cpu_caches()) if llc_bytes == "sysfs" else llc_bytes
     start = dict(base) if base is not None else kernel_size_env(kernel, None)
@@ -1521,50 +1479,50 @@ def select_measure_sizes(
         working_set=lambda s: _working_set_bytes(kernel, s),
         predict_call_s=predict,
         llc_bytes=llc,
-        memory_cap_bytes=memory_cap_bytes,
+        memory_cap_bytes=memory_cap_bytes or verify.max_run_bytes(),
         budget_s=budget_s,
         planned_calls=planned_calls,
         min_repeats=min_repeats,
     )
 
 
-def _run_driver(
+def _run_harness(
     workdir: Path,
-    env: dict[str, str],
-    config: dict[str, Any],
+    spec: dict[str, Any],
     *,
     timeout_s: float,
     memory_mb: int,
+    threads: int,
     allow_gpu: bool = False,
 ) -> dict[str, Any]:
+    """Run one harness task in the sandbox with ``workdir`` as its only directory."""
     if timeout_s <= 0:
         raise SandboxError("measurement time limit reached")
-    cfg = workdir / f"config-{config['task']}-{len(list(workdir.glob('config-*')))}.json"
-    out = cfg.with_suffix(".out.json")
-    cfg.write_text(json.dumps(config))
-    argv = [
-        sys.executable,
-        "-c",
-        "import sys; from kernels.engine.profile import driver_main; driver_main(sys.argv[1], sys.argv[2])",
-        str(cfg),
-        str(out),
-    ]
-    res = _run_step(
-        argv, cwd=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env, allow_gpu=allow_gpu
+    n = len(list(workdir.glob("spec-*.json")))
+    spec_file = f"spec-{spec['task']}-{n}.json"
+    out = workdir / f"out-{spec['task']}-{n}.json"
+    (workdir / spec_file).write_text(json.dumps({**spec, "output": out.name}))
+    res = run_sandboxed(
+        verify.harness_argv(spec_file),
+        cwd=workdir,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        env=_harness_env(threads),
+        allow_gpu=allow_gpu,
     )
     if res.timed_out:
         partial = json.loads(out.read_text()) if out.exists() else None
         if partial and partial.get("variants"):
             # The variants finished before the limit keep their figures; the rest fail below.
-            for name in config.get("variants", {}):
+            for name in spec.get("variants", {}):
                 partial["variants"].setdefault(
                     name, {"error": "the measurement time limit ran out before this variant"}
                 )
             return partial
-        raise SandboxError(f"measurement step '{config['task']}' ran past its time limit")
+        raise SandboxError(f"measurement step '{spec['task']}' ran past its time limit")
     if res.returncode != 0 or not out.exists():
         raise SandboxError(
-            f"measurement step '{config['task']}' failed: {res.describe_failure(max_lines=8)}"
+            f"measurement step '{spec['task']}' failed: {res.describe_failure(max_lines=8)}"
         )
     return json.loads(out.read_text())
 
@@ -1610,12 +1568,20 @@ def _timing_from_runs(variant: str, runs: list[dict[str, Any]]) -> MeasuredTimin
     return timing
 
 
+def _skip_all(reason: str, openmp: bool) -> dict[str, MeasuredTiming]:
+    return {
+        v: MeasuredTiming(v, "skipped", message=reason)
+        for v in VARIANTS
+        if v != "gfortran_omp" or openmp
+    }
+
+
 def _measure_one(
     kernel: ir.Kernel,
     prof: KernelProfile,
     kdir: Path,
-    env: dict[str, str],
     *,
+    threads: int,
     counts: list[int],
     openmp: bool,
     min_repeats: int,
@@ -1625,23 +1591,42 @@ def _measure_one(
     memory_cap_bytes: int,
     tick: Callable[[str], None],
 ) -> dict[str, MeasuredTiming]:
-    """Compile and time one kernel's variants; every failure becomes a 'failed' timing."""
-    import numpy as np
+    """Compile and time one kernel's variants; every failure becomes a 'failed' timing.
 
-    from kernels.engine import verify
+    Only kernels the translator supports are run: their code has been through the frontend and
+    the code generator, so nothing of an unsupported construct is compiled or executed here.
+    """
+    from kernels.engine.backends.cpu import generate_cpu
 
     results: dict[str, MeasuredTiming] = {}
+    if kernel.unsupported:
+        first = kernel.unsupported[0]
+        tick(f"{kernel.name}: skipped")
+        tick(f"{kernel.name}: skipped")
+        return _skip_all(
+            f"not measured: the translator does not support this kernel "
+            f"(line {first.line}: {first.construct})",
+            openmp,
+        )
     try:
-        # The same plan and inputs verification uses: shapes, scalar values, index-safe integers.
+        gen = generate_cpu(kernel)
+    except Exception as exc:  # noqa: BLE001 - a codegen gap means "unsupported", not a crash
+        msg = getattr(exc, "message", None) or str(exc)
+        tick(f"{kernel.name}: skipped")
+        tick(f"{kernel.name}: skipped")
+        return _skip_all(
+            f"not measured: the translator does not support this kernel ({msg})", openmp
+        )
+    try:
+        # The same plan verification uses: shapes, scalar values, index-safe integers. The
+        # inputs themselves are drawn inside the sandbox, after the byte cap is checked here.
         plan = verify.plan_run(kernel, prof.sizes)
-        need = _working_set_bytes(kernel, prof.sizes)
-        if need * INPUT_COPIES > memory_cap_bytes:
-            # Checked before allocating: the inputs are drawn in this (possibly server) process.
-            raise ValueError(
-                f"the arguments would take {need / 2**30:.2f} GiB at these sizes, held twice; "
-                f"measurement is limited to {memory_cap_bytes / 2**30:.2f} GiB"
+        array_bytes = verify.check_run_bytes(plan)
+        if array_bytes > memory_cap_bytes:
+            raise verify.PlanError(
+                f"the arguments would take {array_bytes / 2**20:.1f} MiB at these sizes; "
+                f"this measurement is limited to {memory_cap_bytes / 2**20:.1f} MiB"
             )
-        inputs = verify.make_inputs(plan, seed=0)
     except (verify.PlanError, ir.NotConstant, ValueError) as exc:
         for v in VARIANTS:
             if v != "gfortran_omp" or openmp:
@@ -1649,21 +1634,15 @@ def _measure_one(
         tick(f"{kernel.name}: skipped")
         tick(f"{kernel.name}: skipped")
         return {v: results[v] for v in VARIANTS if v in results}
-    np.savez(kdir / "fsp_inputs.npz", **inputs)
-    array_bytes = sum(v.nbytes for v in inputs.values() if isinstance(v, np.ndarray))
-    del inputs
-    config: dict[str, Any] = {
-        "task": "kernel",
-        "name": kernel.name,
-        "inputs": str(kdir / "fsp_inputs.npz"),
-        "args": [
-            {"name": a.name, "dtype": a.type.numpy_dtype, "array": a.is_array} for a in plan.args
-        ],
-        "result": plan.result_type.numpy_dtype if plan.result_type is not None else None,
-        "min_repeats": min_repeats,
-        "warmups": WARMUPS,
-        "variants": {},
-    }
+    spec = verify.harness_spec(
+        plan,
+        0,
+        task="time",
+        min_repeats=min_repeats,
+        warmups=WARMUPS,
+        name=kernel.name,
+        variants={},
+    )
 
     # The original, built the way a user would build it for speed; with -fopenmp as well when
     # it carries OpenMP directives, so that prange meets the parallel code a user would run.
@@ -1681,10 +1660,10 @@ def _measure_one(
                 library=library,
             )
             if lib is not None:
-                config["variants"][variant] = {
-                    "kind": "fortran",
-                    "lib": str(lib),
+                spec["variants"][variant] = {
+                    "library": lib.name,
                     "symbol": verify.WRAPPER_SYMBOL,
+                    "openmp": variant == "gfortran_omp",
                     "threads": counts if variant == "gfortran_omp" else [1],
                 }
             else:
@@ -1696,50 +1675,35 @@ def _measure_one(
     tick(f"{kernel.name}: compiled")
 
     # The generated numba code: as generated (prange) and with parallel=False (serial).
-    try:
-        from kernels.engine.backends.cpu import generate_cpu
-
-        gen = generate_cpu(kernel)
-        (kdir / "gen_prange.py").write_text(gen.code)
-        serial_code = _serial_variant(gen.code)
-        (kdir / "gen_serial.py").write_text(serial_code)
-        config["variants"]["numba_serial"] = {
-            "kind": "numba",
-            "module": str(kdir / "gen_serial.py"),
+    (kdir / "gen_prange.py").write_text(gen.code)
+    serial_code = _serial_variant(gen.code)
+    (kdir / "gen_serial.py").write_text(serial_code)
+    spec["variants"]["numba_serial"] = {
+        "module": "gen_serial.py",
+        "entry": gen.entry,
+        "threads": [1],
+    }
+    if serial_code != gen.code:
+        spec["variants"]["numba_prange"] = {
+            "module": "gen_prange.py",
             "entry": gen.entry,
-            "threads": [1],
+            "threads": counts,
         }
-        if serial_code != gen.code:
-            config["variants"]["numba_prange"] = {
-                "kind": "numba",
-                "module": str(kdir / "gen_prange.py"),
-                "entry": gen.entry,
-                "threads": counts,
-            }
-        else:
-            results["numba_prange"] = MeasuredTiming(
-                "numba_prange",
-                "skipped",
-                message="the generated code has no parallel loop (same as serial)",
-            )
-    except Exception as exc:  # noqa: BLE001 - codegen failure is reported, not fatal to profiling
-        msg = getattr(exc, "message", None) or str(exc)
-        for v in ("numba_serial", "numba_prange"):
-            results[v] = MeasuredTiming(v, "failed", message=f"code generation failed: {msg}")
+    else:
+        results["numba_prange"] = MeasuredTiming(
+            "numba_prange",
+            "skipped",
+            message="the generated code has no parallel loop (same as serial)",
+        )
 
-    cuda_config: dict[str, Any] | None = None
+    cuda_variant: dict[str, Any] | None = None
     if gpu:
         try:
             from kernels.engine.backends.cuda import generate_cuda
 
             gcu = generate_cuda(kernel)
             (kdir / "gen_cuda.py").write_text(gcu.code)
-            cuda_config = {
-                "kind": "cuda",
-                "module": str(kdir / "gen_cuda.py"),
-                "entry": gcu.entry,
-                "threads": [1],
-            }
+            cuda_variant = {"module": "gen_cuda.py", "entry": gcu.entry, "threads": [1]}
         except Exception as exc:  # noqa: BLE001
             msg = getattr(exc, "message", None) or str(exc)
             results["numba_cuda"] = MeasuredTiming("numba_cuda", "failed", message=msg)
@@ -1747,26 +1711,26 @@ def _measure_one(
         results["numba_cuda"] = MeasuredTiming("numba_cuda", "skipped", message="no GPU present")
 
     memory_mb = KERNEL_RUN_MEMORY_MB + 4 * array_bytes // (1 << 20)
+    n_runs = sum(len(v["threads"]) for v in spec["variants"].values()) + (1 if cuda_variant else 0)
+    spec["budget_s"] = budget_s / max(1, n_runs)
     runs: list[tuple[dict[str, Any], bool]] = []
-    n_runs = sum(len(v["threads"]) for v in config["variants"].values()) + (1 if cuda_config else 0)
-    config["budget_s"] = budget_s / max(1, n_runs)
-    if config["variants"]:
-        runs.append((config, False))
-    if cuda_config is not None:
-        # Its own subprocess: only this one may see the GPU (the sandbox then limits the data
-        # segment instead of the address space, which the CUDA driver maps by the gigabyte).
-        runs.append(({**config, "variants": {"numba_cuda": cuda_config}}, True))
-    for cfg, allow_gpu in runs:
-        # The child paces itself against this wall time (its start-up and numba's JIT come out
-        # of it), so that a slow machine shortens the sampling instead of losing every figure.
-        cfg["wall_s"] = max(1.0, deadline.left() - min(10.0, 0.2 * deadline.left()))
+    if spec["variants"]:
+        runs.append((spec, False))
+    if cuda_variant is not None:
+        # Its own run: only this one may see the GPU (the sandbox then limits the data segment
+        # instead of the address space, which the CUDA driver maps by the gigabyte).
+        runs.append(({**spec, "variants": {"numba_cuda": cuda_variant}}, True))
+    for run_spec, allow_gpu in runs:
+        # The harness paces itself against this wall time (its start-up and numba's JIT come
+        # out of it), so a slow machine shortens the sampling instead of losing every figure.
+        run_spec["wall_s"] = max(1.0, deadline.left() - min(10.0, 0.2 * deadline.left()))
         try:
-            out = _run_driver(
+            out = _run_harness(
                 kdir,
-                env,
-                cfg,
+                run_spec,
                 timeout_s=deadline.left(),
                 memory_mb=memory_mb,
+                threads=threads,
                 allow_gpu=allow_gpu,
             )
             for v, data in out["variants"].items():
@@ -1778,7 +1742,7 @@ def _measure_one(
                 else:
                     results[v] = MeasuredTiming(v, "failed", message=data.get("error", ""))
         except EngineError as exc:
-            for v in cfg["variants"]:
+            for v in run_spec["variants"]:
                 results[v] = MeasuredTiming(v, "failed", message=exc.message)
     if not openmp:
         results["gfortran_omp"] = MeasuredTiming(
@@ -1839,242 +1803,6 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Measurement: the sandboxed driver (runs in a subprocess; imports only numpy/numba/ctypes)
-
-
-def driver_main(config_path: str, out_path: str) -> None:
-    """Entry of the sandboxed measurement subprocess: read a config, write timings as JSON."""
-    config = json.loads(Path(config_path).read_text())
-    out = Path(out_path)
-
-    def checkpoint(partial: dict[str, Any]) -> None:
-        # Written after every variant: a run cut off by its time limit keeps what it finished.
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(partial))
-        tmp.replace(out)
-
-    if config["task"] == "stream":
-        checkpoint(_driver_stream(config))
-    else:
-        checkpoint(_driver_kernel(config, checkpoint))
-
-
-def _driver_stream(config: dict[str, Any]) -> dict[str, Any]:
-    import time
-
-    import numba
-    import numpy as np
-
-    @numba.njit(cache=False)
-    def copy_serial(a, c):  # pragma: no cover - compiled
-        for i in range(a.size):
-            c[i] = a[i]
-
-    @numba.njit(cache=False)
-    def triad_serial(a, b, c, s):  # pragma: no cover - compiled
-        for i in range(a.size):
-            a[i] = b[i] + s * c[i]
-
-    @numba.njit(parallel=True, cache=False)
-    def copy_parallel(a, c):  # pragma: no cover - compiled
-        for i in numba.prange(a.size):
-            c[i] = a[i]
-
-    @numba.njit(parallel=True, cache=False)
-    def triad_parallel(a, b, c, s):  # pragma: no cover - compiled
-        for i in numba.prange(a.size):
-            a[i] = b[i] + s * c[i]
-
-    # Peak FLOP rate: each lane is an independent chain x = x*y + z (one FMA, two flops) over
-    # data that stays in registers/L1; enough lanes hide the FMA latency once vectorised.
-    @numba.njit(fastmath=True, cache=False)
-    def fma_block(x, y, z, iters):  # pragma: no cover - compiled
-        for _ in range(iters):
-            for k in range(x.size):
-                x[k] = x[k] * y + z
-
-    @numba.njit(parallel=True, fastmath=True, cache=False)
-    def fma_parallel(xs, y, z, iters):  # pragma: no cover - compiled
-        for t in numba.prange(xs.shape[0]):
-            fma_block(xs[t], y, z, iters)
-
-    n = int(config["elements"])
-    threads = int(config["threads"])
-    budget = float(config["budget_s"])
-    a = np.full(n, 1.0)
-    b = np.full(n, 2.0)
-    c = np.zeros(n)
-    out: dict[str, Any] = {"elements": n, "array_mib": round(8 * n / (1 << 20), 1)}
-    # STREAM's byte counts: copy moves 2 arrays, triad 3 (write-allocate traffic not counted).
-    cases = {
-        "copy_serial": (copy_serial, (a, c), 16, 1),
-        "triad_serial": (triad_serial, (a, b, c, 3.0), 24, 1),
-        "copy_parallel": (copy_parallel, (a, c), 16, threads),
-        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24, threads),
-    }
-    lanes, iters = int(config["fma_lanes"]), int(config["fma_iterations"])
-    y, z = 0.999999, 1e-6  # keeps x bounded: no overflow, no denormals
-    per_case = budget / (len(cases) + 2)
-    for name, (fn, args, per_elem, nthreads) in cases.items():
-        numba.set_num_threads(nthreads)
-        fn(*args)  # warm-up: JIT compile and first touch
-
-        def sample(fn=fn, args=args) -> float:
-            t0 = time.perf_counter()
-            fn(*args)
-            return time.perf_counter() - t0
-
-        stats = time_adaptively(sample, budget_s=per_case, min_repeats=5)
-        # Like STREAM, the reference is the best rate; the median shows how noisy the machine is.
-        out[f"{name}_gbs"] = round(per_elem * n / stats.min_s / 1e9, 3)
-        out[f"{name}_median_gbs"] = round(per_elem * n / stats.median_s / 1e9, 3)
-        out[f"{name}_spread_pct"] = stats.spread_pct
-    for label, nthreads in (("serial", 1), ("parallel", threads)):
-        numba.set_num_threads(nthreads)
-        xs = np.full((nthreads, lanes), 1.0)
-        fma_parallel(xs, y, z, 1)  # warm-up (compiles both functions)
-
-        def sample_fma(xs=xs) -> float:
-            t0 = time.perf_counter()
-            fma_parallel(xs, y, z, iters)
-            return time.perf_counter() - t0
-
-        stats = time_adaptively(sample_fma, budget_s=per_case, min_repeats=5)
-        flops = 2.0 * lanes * iters * nthreads
-        out[f"fma_{label}_gflops"] = round(flops / stats.min_s / 1e9, 2)
-        out[f"fma_{label}_median_gflops"] = round(flops / stats.median_s / 1e9, 2)
-        out[f"fma_{label}_spread_pct"] = stats.spread_pct
-    out["threads"] = threads
-    return out
-
-
-def _driver_kernel(
-    config: dict[str, Any], checkpoint: Callable[[dict[str, Any]], None]
-) -> dict[str, Any]:
-    import ctypes
-    import importlib.util
-    import time
-
-    import numpy as np
-
-    end = time.monotonic() + float(config["wall_s"])
-    specs = config["args"]
-    with np.load(config["inputs"]) as npz:
-        base = {k: npz[k] for k in npz.files}
-    warmups = int(config.get("warmups", 1))
-    out: dict[str, Any] = {"variants": {}}
-    runs_left = sum(len(info["threads"]) for info in config["variants"].values())
-
-    def fresh() -> list[Any]:
-        # Every call starts from the same inputs: in-place updates must not drift the data
-        # into denormals or overflow, which would change the timing rather than the code.
-        values = []
-        for a in specs:
-            v = base[a["name"]]
-            values.append(
-                np.asfortranarray(v.copy()) if a["array"] else np.dtype(a["dtype"]).type(v)
-            )
-        return values
-
-    def time_runs(
-        prepare: Callable[[list[Any]], Callable[[], Any]],
-        sync: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
-        nonlocal runs_left
-        for _ in range(warmups):
-            prepare(fresh())()
-            if sync is not None:
-                sync()
-
-        def sample() -> float:
-            # Only the call itself is timed: copying inputs and building ctypes arguments are not.
-            thunk = prepare(fresh())
-            t0 = time.perf_counter()
-            thunk()
-            if sync is not None:
-                sync()
-            return time.perf_counter() - t0
-
-        budget = min(float(config["budget_s"]), (end - time.monotonic()) / max(1, runs_left))
-        runs_left -= 1
-        return time_adaptively(
-            sample, budget_s=max(0.0, budget), min_repeats=int(config["min_repeats"])
-        ).to_dict()
-
-    ctypes_of = {
-        "int8": ctypes.c_int8,
-        "int16": ctypes.c_int16,
-        "int32": ctypes.c_int32,
-        "int64": ctypes.c_int64,
-        "float32": ctypes.c_float,
-        "float64": ctypes.c_double,
-        "bool": ctypes.c_int32,
-    }
-
-    def prepare_fortran(values: list[Any], fn: Any) -> Callable[[], Any]:
-        # The calling convention of verify's bind(C) wrapper: everything by reference,
-        # logicals as int32, complex scalars through a one-element array, result buffer last.
-        keep: list[Any] = []
-        ptrs: list[Any] = []
-        for a, v in zip(specs, values, strict=True):
-            if a["array"]:
-                arr = np.asfortranarray(v.astype(np.int32) if a["dtype"] == "bool" else v)
-                keep.append(arr)
-                ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-            elif a["dtype"].startswith("complex"):
-                arr = np.array([v], dtype=a["dtype"])
-                keep.append(arr)
-                ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-            else:
-                c = ctypes_of[a["dtype"]](int(v) if a["dtype"] == "bool" else v.item())
-                keep.append(c)
-                ptrs.append(ctypes.byref(c))
-        if config.get("result"):
-            res = np.zeros(1, dtype=np.int32 if config["result"] == "bool" else config["result"])
-            keep.append(res)
-            ptrs.append(res.ctypes.data_as(ctypes.c_void_p))
-        return lambda: (fn(*ptrs), keep)
-
-    for variant, info in config["variants"].items():
-        try:
-            runs = []
-            if info["kind"] == "fortran":
-                lib = ctypes.CDLL(info["lib"])
-                fn = getattr(lib, info["symbol"])
-                fn.restype = None
-                for nthreads in info["threads"]:
-                    if variant == "gfortran_omp":
-                        # libgomp is a dependency of the -fopenmp build: dlsym finds it there.
-                        lib.omp_set_num_threads(ctypes.c_int(nthreads))
-                    stats = time_runs(lambda values, fn=fn: prepare_fortran(values, fn))
-                    runs.append({"threads": nthreads, **stats})
-            else:
-                modspec = importlib.util.spec_from_file_location(f"fsp_{variant}", info["module"])
-                module = importlib.util.module_from_spec(modspec)
-                modspec.loader.exec_module(module)
-                entry = getattr(module, info["entry"])
-                sync = None
-                if info["kind"] == "cuda":
-                    from numba import cuda
-
-                    sync = cuda.synchronize
-                for nthreads in info["threads"]:
-                    if info["kind"] == "numba":
-                        import numba
-
-                        numba.set_num_threads(nthreads)
-                    stats = time_runs(lambda values, entry=entry: lambda: entry(*values), sync)
-                    runs.append({"threads": nthreads, **stats})
-            for r in runs:
-                r.pop("times")
-            out["variants"][variant] = {"runs": runs}
-        except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
-            out["variants"][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        checkpoint(out)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -2088,7 +1816,7 @@ def profile_kernels(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
-    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
+    memory_cap_bytes: int | None = None,
 ) -> ProfileResult:
     """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time."""
     machine = machine_info()
@@ -2107,7 +1835,7 @@ def profile_kernels(
             repeats=repeats,
             timeout_s=timeout_s,
             stream_elements=stream_elements,
-            memory_cap_mb=memory_cap_mb,
+            memory_cap_bytes=memory_cap_bytes,
             progress=progress,
         )
         # Rank on this machine's probed ceilings rather than the nominal figures.
@@ -2144,7 +1872,7 @@ def profile_source(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
-    memory_cap_mb: int = DEFAULT_MEMORY_CAP_MB,
+    memory_cap_bytes: int | None = None,
 ) -> ProfileResult:
     """Find the kernels of a Fortran file, rank them by estimated cost, optionally time them.
 
@@ -2169,7 +1897,7 @@ def profile_source(
         progress=progress,
         timeout_s=timeout_s,
         stream_elements=stream_elements,
-        memory_cap_mb=memory_cap_mb,
+        memory_cap_bytes=memory_cap_bytes,
     )
 
 

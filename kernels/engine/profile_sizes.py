@@ -10,8 +10,8 @@ the code. ``profile --measure`` therefore picks, per kernel and unless the user 
   integer argument that bounds a loop whose variable subscripts no array, such as ``nstep``);
   with no such argument the arrays grow further instead, and when the cap stops them the
   measuring side takes more repeats;
-* within the **memory cap** (the measuring child holds each input twice: the pristine copy and
-  the one a call may overwrite) and the **time budget** (every planned call at the predicted
+* within the **memory cap** (the sandbox's byte cap on one run's input arrays,
+  ``FORTRANSPIRE_MAX_RUN_BYTES``) and the **time budget** (every planned call at the predicted
   time must fit).
 
 The search keeps the ratios of the starting assignment (a valid one: loops run, bounds stay in
@@ -32,8 +32,6 @@ from typing import Any
 SYSFS_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 LLC_FACTOR = 4  # a working set 4x the last-level cache leaves little of it resident
 MIN_CALL_S = 0.020  # below ~20 ms a call is dominated by timer and dispatch noise
-INPUT_COPIES = 2  # pristine inputs + the copy each call works on
-DEFAULT_MEMORY_CAP_BYTES = 256 << 20
 FALLBACK_LLC_BYTES = 32 << 20  # when the machine does not say (no sysfs): a common server L3
 MAX_REPEAT_BOOST = 50
 
@@ -145,7 +143,7 @@ def choose_measure_sizes(
     working_set: Callable[[Mapping[str, int]], int],
     predict_call_s: Callable[[Mapping[str, int]], float | None],
     llc_bytes: int | None,
-    memory_cap_bytes: int = DEFAULT_MEMORY_CAP_BYTES,
+    memory_cap_bytes: int,
     budget_s: float = 300.0,
     planned_calls: int = 50,
     min_repeats: int = 5,
@@ -166,15 +164,14 @@ def choose_measure_sizes(
         notes.append(
             f"the last-level cache size is unknown here; assumed {llc >> 20} MiB for sizing"
         )
-    cap = memory_cap_bytes // INPUT_COPIES
+    cap = memory_cap_bytes
     target = llc_factor * llc
     if target > cap:
         target = cap
+        where = "inside" if cap <= llc else f"under {llc_factor}x"
         notes.append(
-            f"working set limited to {cap / (1 << 20):.0f} MiB by the memory cap of "
-            f"{memory_cap_bytes / (1 << 20):.0f} MiB (inputs are held twice), "
-            f"{'below' if cap <= llc else 'under ' + str(llc_factor) + 'x'} the "
-            f"{llc / (1 << 20):.0f} MiB last-level cache: timings include cache reuse"
+            f"working set limited to {cap / (1 << 20):.0f} MiB by the memory cap, {where} the "
+            f"{llc / (1 << 20):.0f} MiB last-level cache: the timings include cache reuse"
         )
     per_call = budget_s / max(planned_calls, 1)
     sizes = dict(base)

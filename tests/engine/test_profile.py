@@ -357,8 +357,12 @@ def test_measure_on_a_small_size_finishes_in_seconds():
 
 
 @pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
-def test_openmp_original_is_also_timed_with_fopenmp_at_the_same_thread_counts(tmp_path, capsys):
+def test_openmp_original_is_also_timed_with_fopenmp_at_the_same_thread_counts(
+    tmp_path, capsys, monkeypatch
+):
     chart = tmp_path / "roofline.png"
+    # A 1 MiB byte cap: sizes chosen for a 1 MiB working set, quick, and still chosen, not given.
+    monkeypatch.setenv("FORTRANSPIRE_MAX_RUN_BYTES", str(1 << 20))
     code = cli_main(
         [
             "profile",
@@ -369,8 +373,6 @@ def test_openmp_original_is_also_timed_with_fopenmp_at_the_same_thread_counts(tm
             str(chart),
             "--repeats",
             "3",
-            "--memory-cap",
-            "2",  # sizes chosen for a 1 MiB working set: quick, and still chosen, not given
             "--timeout",
             "90",
         ]
@@ -468,7 +470,7 @@ def test_measurement_refuses_sizes_whose_inputs_would_not_fit_before_allocating_
     (heat,) = result.kernels
     assert heat.trip_count == 2 * 40000 * 40000  # the static model still answers
     gf = heat.measured["gfortran"]
-    assert gf.status == "failed" and "GiB" in gf.message
+    assert gf.status == "failed" and "FORTRANSPIRE_MAX_RUN_BYTES" in gf.message
 
 
 def test_terminal_progress_bar_renders_each_stage():

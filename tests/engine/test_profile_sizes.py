@@ -84,9 +84,9 @@ def test_axpy_is_scaled_to_a_quarter_million_elements():
 
 
 def test_memory_cap_bounds_the_working_set_and_says_so():
-    # A 4 MiB cap holds the inputs twice: at most 2 MiB of working set, under the 4 MiB target.
+    # A 2 MiB cap on the inputs: at most 2 MiB of working set, under the 4 MiB target.
     choice = select(
-        kernel_of("heat2d_jacobi.f90"), {"n": 16, "m": 16, "nstep": 1}, memory_cap_bytes=4 * MIB
+        kernel_of("heat2d_jacobi.f90"), {"n": 16, "m": 16, "nstep": 1}, memory_cap_bytes=2 * MIB
     )
     # 16 * (n+2)**2 <= 2 MiB  <=>  n+2 <= 362.03: n = 360.
     assert choice.sizes["n"] == choice.sizes["m"] == 360
@@ -103,6 +103,7 @@ def test_time_loop_count_is_raised_until_one_call_takes_20_ms():
         working_set=lambda s: 16 * s["n"],
         predict_call_s=lambda s: 1e-3 * s["nstep"],
         llc_bytes=1024,
+        memory_cap_bytes=1 << 30,
         budget_s=1e6,
     )
     assert choice.sizes == {"n": 256, "nstep": 20}  # 16 * 256 = 4 KiB; 2 ms -> 20 ms
@@ -118,7 +119,7 @@ def test_short_calls_without_a_time_loop_get_more_repeats_once_the_cap_is_reache
         working_set=lambda s: 16 * s["n"],
         predict_call_s=lambda s: 1e-9 * s["n"],  # 1 ns per element: never 20 ms under the cap
         llc_bytes=1024,
-        memory_cap_bytes=32 * 1024,
+        memory_cap_bytes=16 * 1024,
         budget_s=1e6,
     )
     assert choice.sizes == {"n": 1024}  # the cap: 16 KiB of working set
@@ -135,6 +136,7 @@ def test_budget_shrinks_the_sizes_so_every_planned_call_fits():
         working_set=lambda s: 16 * s["n"],
         predict_call_s=lambda s: 1e-3 * s["n"],
         llc_bytes=1 << 20,
+        memory_cap_bytes=1 << 30,
         budget_s=10.0,
         planned_calls=100,  # 0.1 s per call: n <= 100
     )

@@ -1,4 +1,4 @@
-"""Timing statistics: adaptive repeats, the median's interval and the spread warning.
+"""Timing statistics of the harness: adaptive repeats, the median's interval and the spread warning.
 
 A fake timer plays known samples and a fake clock advances by each sample's duration, so the
 stopping rule and every reported figure can be checked exactly.
@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from kernels.engine.profile_stats import median_interval, summarise, time_adaptively
+from kernels.engine.harness import median_interval, summarise, time_adaptively
 
 
 class FakeTimer:
@@ -44,10 +44,10 @@ def test_median_interval_of_five_samples_is_min_to_max_with_its_lower_coverage()
 def test_summary_reports_interquartile_spread_not_the_range():
     # One outlier in nine: the range is 101 % of the median, the interquartile spread 1 %.
     stats = summarise([1.00, 1.01, 0.99, 1.00, 1.01, 0.99, 1.00, 1.00, 2.00])
-    assert stats.median_s == 1.00
-    assert stats.min_s == 0.99 and stats.max_s == 2.00
-    assert stats.spread_pct == pytest.approx(1.0)
-    assert stats.warnings == []
+    assert stats["median_s"] == 1.00
+    assert stats["min_s"] == 0.99 and stats["max_s"] == 2.00
+    assert stats["spread_pct"] == pytest.approx(1.0)
+    assert stats["warnings"] == []
 
 
 def test_a_steady_call_stops_as_soon_as_the_median_is_pinned():
@@ -55,11 +55,11 @@ def test_a_steady_call_stops_as_soon_as_the_median_is_pinned():
     stats = time_adaptively(
         timer.sample, budget_s=100.0, min_repeats=5, rel_halfwidth=0.02, clock=timer.clock
     )
-    assert stats.repeats == 6 and timer.calls == 6  # 6 is the fewest for a 95 % interval
-    assert stats.settled and stats.stop_reason == "settled"
-    assert stats.median_s == pytest.approx(0.0100)
-    assert stats.ci_low_s <= stats.median_s <= stats.ci_high_s
-    assert stats.warnings == []
+    assert stats["repeats"] == 6 and timer.calls == 6  # 6 is the fewest for a 95 % interval
+    assert stats["settled"] and stats["stop_reason"] == "settled"
+    assert stats["median_s"] == pytest.approx(0.0100)
+    assert stats["ci_low_s"] <= stats["median_s"] <= stats["ci_high_s"]
+    assert stats["warnings"] == []
 
 
 def test_a_noisy_call_runs_to_the_budget_and_warns():
@@ -68,10 +68,10 @@ def test_a_noisy_call_runs_to_the_budget_and_warns():
     stats = time_adaptively(
         timer.sample, budget_s=0.245, min_repeats=5, rel_halfwidth=0.02, clock=timer.clock
     )
-    assert stats.stop_reason == "budget" and not stats.settled
-    assert stats.repeats == 21  # 10 pairs take 0.24 s; the 21st sample crosses 0.245 s
-    assert stats.spread_pct == pytest.approx(100 * 0.004 / 0.010)
-    assert len(stats.warnings) == 1 and "40%" in stats.warnings[0]
+    assert stats["stop_reason"] == "budget" and not stats["settled"]
+    assert stats["repeats"] == 21  # 10 pairs take 0.24 s; the 21st sample crosses 0.245 s
+    assert stats["spread_pct"] == pytest.approx(100 * 0.004 / 0.010)
+    assert len(stats["warnings"]) == 1 and "40%" in stats["warnings"][0]
 
 
 def test_max_repeats_stops_a_noisy_call_with_an_unlimited_budget():
@@ -79,11 +79,11 @@ def test_max_repeats_stops_a_noisy_call_with_an_unlimited_budget():
     stats = time_adaptively(
         timer.sample, budget_s=1e9, min_repeats=5, max_repeats=30, clock=timer.clock
     )
-    assert stats.repeats == 30 and stats.stop_reason == "max_repeats"
+    assert stats["repeats"] == 30 and stats["stop_reason"] == "max_repeats"
 
 
 def test_the_budget_cuts_the_minimum_repeats_short_but_never_below_three():
     timer = FakeTimer([1.0])
     stats = time_adaptively(timer.sample, budget_s=0.0, min_repeats=5, clock=timer.clock)
-    assert stats.repeats == 3 and stats.stop_reason == "budget"
-    assert stats.ci_level == 0.75  # three samples: [min, max] covers the median 75 % of the time
+    assert stats["repeats"] == 3 and stats["stop_reason"] == "budget"
+    assert stats["ci_level"] == 0.75  # three samples: [min, max] covers the median 75 % of the time
