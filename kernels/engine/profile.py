@@ -28,16 +28,23 @@ The estimated cost of a kernel is its roofline time ``max(flops / peak, bytes / 
 the machine model (nominal figures, or the measured STREAM bandwidth with ``measure=True``);
 kernels are ranked by it and each gets its share of the total.
 
-``measure=True`` times, at the user's sizes and in one run, the original compiled with
-``gfortran -O3 -march=native`` (behind verify's bind(C) wrapper, called through ctypes on
-verify's inputs), the generated numba CPU code run serially (``parallel=False``) and with
-``prange``, numba.cuda when a GPU is present, and a STREAM-like copy/triad. Every step runs in a
-sandboxed subprocess (:mod:`kernels.engine.sandbox`) under one overall time limit; the first
-call of each variant is a warm-up (numba's JIT) and is excluded; each timed call starts from a
-fresh copy of the inputs; the median, min, max and spread ``(max-min)/median`` are reported.
-Achieved bandwidth (model bytes / median time) is given as a percentage of the STREAM triad
-(best of its repetitions, as STREAM reports): the serial triad for gfortran and numba serial,
-the all-threads triad for prange. Working sets that fit in cache can exceed 100 %.
+``measure=True`` first probes the machine: STREAM copy/triad and a peak-FLOP loop (independent
+FMA chains, numba) on 1 and all threads; these become the roofline's ceilings, labelled
+"measured", and the ranking uses them. Then, per kernel and unless the user gave sizes, it picks
+sizes whose working set exceeds the last-level cache (read from sysfs) within the sandbox's byte
+cap and the time budget, with time loops raised until one call takes about 20 ms
+(:mod:`kernels.engine.profile_sizes`). It times the original compiled with
+``gfortran -O3 -march=native`` (verify's bind(C) wrapper), again with ``-fopenmp`` at every
+thread count when the original has OpenMP directives, the generated numba code serially
+(``parallel=False``) and with ``prange`` at 1, 2, ..., N threads, and numba.cuda when a GPU is
+present. Every run goes through the sandboxed harness (:mod:`kernels.engine.harness`) under one
+overall deadline. The first call at each thread count is a warm-up; each timed call starts from
+fresh inputs; repeats continue until the median's 95 % interval is within +-2 % or the budget
+runs out, and a spread (IQR / median) above 10 % is reported as a warning. Achieved bandwidth
+(model bytes / median time) is given as a percentage of the STREAM triad at the same thread
+count; a parallel port is compared with ``gfortran -fopenmp`` at the same thread count when the
+original has directives, and with serial gfortran (said so) otherwise. Working sets that fit in
+cache can exceed 100 % of STREAM: the sizes table says when the cap kept them there.
 """
 
 from __future__ import annotations
@@ -937,25 +944,12 @@ def kernel_size_env(kernel: ir.Kernel, sizes: Mapping[str, int] | None) -> dict[
     """Sizes used to evaluate trip counts: the user's, else the ones verification would pick."""
     given = {k.lower(): int(v) for k, v in (sizes or {}).items()}
     try:
-        from kernels.engine import verify
-
-        try:
-            # plan_run also settles the extents of assumed-shape dummies (dim1, dim2, ...).
-            planned = verify.plan_run(kernel, given).sizes
-        except (verify.PlanError, ir.NotConstant, ValueError):
-            planned = {}
-        inferred = verify.infer_sizes(kernel, given)
-        return {k: int(v) for k, v in {**inferred, **planned}.items()}
-    except ImportError:
-        pass
-    env = dict(given)
-    for a in kernel.args:
-        if not a.is_array and a.type.base == "integer" and a.name not in env:
-            env[a.name] = DEFAULT_SIZE
-    return env
-
-
-DEFAULT_SIZE = 32
+        # plan_run also settles the extents of assumed-shape dummies (dim1, dim2, ...).
+        planned = verify.plan_run(kernel, given).sizes
+    except (verify.PlanError, ir.NotConstant, ValueError):
+        planned = {}
+    inferred = verify.infer_sizes(kernel, given)
+    return {k: int(v) for k, v in {**inferred, **planned}.items()}
 
 
 def _setup_envs(
