@@ -1,11 +1,12 @@
 """CLI command ``profile``: static cost model, hotspot ranking, optional measurement and plot.
 
 ``fortranspire profile FILE [--measure] [--size N=V]... [--json] [--plot PATH]``
-runs on the engine alone. Without ``--size``, ``--measure`` picks per kernel sizes whose working
-set exceeds the last-level cache (within the sandbox's byte cap, ``FORTRANSPIRE_MAX_RUN_BYTES``) and prints them with the timings (no Django, no database). Exit codes follow ``translate``: 0 when the
-profile was produced (and every requested measurement ran), 1 when a measured variant failed,
-no kernel was found or the engine hit an internal error,
-2 for usage errors, unreadable files, parse errors and forbidden statements.
+runs on the engine alone (no Django, no database). Without ``--size``, ``--measure`` picks per
+kernel sizes whose working set exceeds the last-level cache, within the sandbox's byte cap
+(``FORTRANSPIRE_MAX_RUN_BYTES``), and prints them with the timings. Exit codes follow
+``translate``: 0 when the profile was produced (and every requested measurement ran), 1 when a
+measured variant failed, no kernel was found or the engine hit an internal error, 2 for usage
+errors, unreadable files, parse errors and forbidden statements.
 """
 
 from __future__ import annotations

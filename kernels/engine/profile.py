@@ -1381,6 +1381,11 @@ def measure_kernels(
                 )
                 prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
                 prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
+                if len(kernels) > 1:
+                    prof.notes.append(
+                        "modelled at the sizes chosen for timing it, which differ per kernel: "
+                        "pass --size to rank every kernel at the same sizes"
+                    )
                 prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
             else:
                 choice = None
