@@ -525,3 +525,71 @@ end subroutine threaded
     kernels = {k.name: k for k in find_kernels(source, filename="two.f90")}
     assert openmp_directive_lines(kernels["plain"]) == []
     assert openmp_directive_lines(kernels["threaded"]) == [14]  # the END directive is not one
+
+
+def _run(threads: int, median: float) -> dict:
+    return {
+        "threads": threads,
+        "median_s": median,
+        "min_s": median * 0.9,
+        "max_s": median * 1.2,
+        "ci_low_s": median * 0.95,
+        "ci_high_s": median * 1.05,
+        "ci_level": 0.96,
+        "spread_pct": 4.0,
+        "repeats": 9,
+        "stop_reason": "settled",
+        "settled": True,
+        "warnings": [],
+    }
+
+
+def test_scaling_rows_and_fair_ratios_are_computed_from_the_medians():
+    from kernels.engine.profile import _attach_rates, _timing_from_runs
+
+    prof = profile_kernel(
+        _kernel(
+            "k",
+            [
+                ir.Arg("n", ir.INTEGER, "in"),
+                ir.Arg("y", ir.REAL8, "out", [ir.Dim(_c(1), ir.Var("n"))]),
+            ],
+            [
+                ir.Loop(
+                    "i",
+                    _c(1),
+                    ir.Var("n"),
+                    None,
+                    [ir.Assign(ir.ArrayRef("y", [ir.Var("i")]), _c(0.0))],
+                )
+            ],
+        ),
+        sizes={"n": 1_000_000},
+    )
+    assert prof.bytes == 8_000_000
+    prof.measured = {
+        "gfortran": _timing_from_runs("gfortran", [_run(1, 0.008)]),
+        "gfortran_omp": _timing_from_runs("gfortran_omp", [_run(1, 0.008), _run(2, 0.005)]),
+        "numba_serial": _timing_from_runs("numba_serial", [_run(1, 0.010)]),
+        "numba_prange": _timing_from_runs("numba_prange", [_run(1, 0.010), _run(2, 0.004)]),
+    }
+    _attach_rates(prof, {"triad_serial_gbs": 2.0, "triad_parallel_gbs": 4.0, "threads": 2})
+    m = prof.measured
+    prange = m["numba_prange"]
+    # headline at 2 threads; speed-up 10/4 = 2.5, efficiency 1.25 (super-linear: cache effects)
+    assert prange.threads == 2 and prange.median_s == 0.004
+    assert [(r["threads"], r["speedup"], r["efficiency"]) for r in prange.scaling] == [
+        (1, 1.0, 1.0),
+        (2, 2.5, 1.25),
+    ]
+    # compared with gfortran -fopenmp at the same thread counts: 5/4 at 2, 8/10 at 1
+    assert prange.speedup_vs_gfortran == 1.25
+    assert prange.compared_with == "gfortran -O3 -fopenmp, 2 threads"
+    assert [r["vs_gfortran_omp"] for r in prange.scaling] == [0.8, 1.25]
+    # bandwidth against the triad at the same thread count: 8 MB / 4 ms = 2 GB/s = 50 % of 4
+    assert prange.bandwidth_gbs == 2.0 and prange.stream_pct == 50.0
+    assert m["numba_serial"].stream_pct == 40.0  # 0.8 GB/s of the 2 GB/s serial triad
+    assert m["numba_serial"].compared_with == "gfortran -O3, serial"
+    assert m["numba_serial"].speedup_vs_gfortran == 0.8
+    assert m["gfortran_omp"].compared_with == "gfortran -O3, serial build"
+    assert m["gfortran"].speedup_vs_gfortran is None
