@@ -22,6 +22,7 @@ A spec is JSON:
 - ``time``: ``variants`` ``{name: {library, symbol} | {module, entry}}`` each with
   ``threads`` (the thread counts to time it at: ``numba.set_num_threads`` for numba, and
   ``omp_set_num_threads`` for a library built with -fopenmp, flagged ``openmp``),
+  ``read_only`` (arrays declared INTENT(IN): shared between calls, not copied),
   ``min_repeats``, ``warmups``, ``budget_s`` (per variant and thread count) and ``wall_s`` (the
   whole task: later runs get less when early ones overrun); each run is timed adaptively (see
   :func:`time_adaptively`) and the output is rewritten after every variant, so a task cut off
@@ -382,6 +383,7 @@ def task_time(spec):
     min_repeats = int(spec["min_repeats"])
     result = spec.get("result")
     end = time.monotonic() + float(spec["wall_s"])
+    read_only = set(spec["read_only"])
     runs_left = sum(len(info["threads"]) for info in spec["variants"].values())
     out = {"variants": {}}
 
@@ -394,7 +396,7 @@ def task_time(spec):
 
         def sample():
             # Only the call itself is timed: copying inputs and building ctypes arguments are not.
-            thunk = prepare(_fresh(args, base))
+            thunk = prepare(_fresh_writable(args, base, read_only))
             t0 = time.perf_counter()
             thunk()
             if sync is not None:
@@ -439,6 +441,22 @@ def task_time(spec):
         except Exception as exc:  # one failing variant must not hide the others
             out["variants"][variant] = {"error": (f"{type(exc).__name__}: {exc}")[:500]}
         _write_json(spec["output"], out)
+
+
+def _fresh_writable(args, base, read_only):
+    """Inputs for one timed call: copies of the arrays it may write, ``read_only`` ones shared.
+
+    A timing loop would copy hundreds of MiB per call otherwise; arrays declared INTENT(IN)
+    cannot be written by a conforming kernel, so sharing them keeps every call's inputs equal.
+    """
+    values = []
+    for a in args:
+        v = base[a["name"]]
+        if a["array"]:
+            values.append(v if a["name"] in read_only else np.asfortranarray(v.copy()))
+        else:
+            values.append(np.dtype(a["dtype"]).type(v))
+    return values
 
 
 def ctypes_cdll(library):

@@ -1641,6 +1641,7 @@ def _measure_one(
         warmups=WARMUPS,
         name=kernel.name,
         variants={},
+        read_only=[a.name for a in plan.args if a.is_array and a.intent == "in"],
     )
 
     # The original, built the way a user would build it for speed; with -fopenmp as well when
@@ -1789,7 +1790,7 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
         elif v == "gfortran_omp":
             t.compared_with = "gfortran -O3, serial build"
         elif omp_ref is not None and omp_ref.status == "skipped":
-            t.compared_with = "gfortran -O3, serial (the original has no OpenMP directives)"
+            t.compared_with = "gfortran -O3, serial (no OpenMP in the original)"
         else:
             t.compared_with = "gfortran -O3, serial"
         if v == "numba_prange" and ref is omp_ref:
