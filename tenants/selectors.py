@@ -115,7 +115,7 @@ def membership_list(*, tenant: Tenant) -> list[Membership]:
         return list(
             Membership.objects.filter(tenant=tenant)
             .select_related("user")
-            .order_by("role", "user__username")
+            .order_by("-role", "user__username")  # owners first
         )
 
 
