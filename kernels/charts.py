@@ -41,15 +41,15 @@ class BarChart:
         return not any(b.value for b in self.bars)
 
 
-def _nice_max(value: float) -> int:
-    if value <= 5:
-        return 5
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        top = step * magnitude
-        if top >= value:
-            return int(top)
-    return int(10 * magnitude)
+def _nice_step(value: float, parts: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... with ``parts`` steps reaching ``value``."""
+    step = 1
+    while step * parts < value:
+        for factor in (2, 2.5, 2):
+            step = int(step * factor)
+            if step * parts >= value:
+                break
+    return step
 
 
 def bar_chart(
@@ -77,11 +77,11 @@ def bar_chart(
     )
     if not labels:
         return chart
-    top_value = _nice_max(max(values) if values else 0)
+    step = _nice_step(max(values) if values else 0, 4)
+    top_value = 4 * step
     span = bottom - top
     for i in range(5):
-        value = int(round(top_value * i / 4))
-        chart.ticks.append((bottom - span * value / top_value, value))
+        chart.ticks.append((round(bottom - span * i / 4, 1), i * step))
     slot = (width - left - right) / len(labels)
     bar_width = max(2.0, slot * 0.7)
     for index, (label, value) in enumerate(zip(labels, values, strict=True)):

@@ -73,10 +73,12 @@ async def _probe_one(base: str, host: str, key: str, transport: str, path: str) 
                 ):
                     init = await session.initialize()
                     tools = await session.list_tools()
-        result.ok = True
-        result.server = f"{init.serverInfo.name} {init.serverInfo.version or ''}".strip()
-        result.protocol = str(init.protocolVersion)
+        result.server = f"{init.server_info.name} {init.server_info.version or ''}".strip()
+        result.protocol = str(init.protocol_version)
         result.tools = sorted(t.name for t in tools.tools)
+        result.ok = bool(result.tools)
+        if not result.ok:
+            result.error = "the server lists no tools"
     except TimeoutError:
         result.error = f"no answer within {PROBE_TIMEOUT_S} s"
     except Exception as exc:  # noqa: BLE001 - whatever broke is the answer the owner needs

@@ -38,19 +38,21 @@ def usage(request: HttpRequest) -> HttpResponse:
             title=f"Runs per day, last {days} days",
             labels=[d.strftime("%m-%d") for d, _ in stats.runs_per_day],
             values=[n for _, n in stats.runs_per_day],
+            width=1080,
+            max_labels=15,
         ),
         "histogram": bar_chart(
             title="Kernel translations by number of LLM calls (0 = deterministic pipeline)",
             labels=list(llm.histogram),
             values=list(llm.histogram.values()),
-            width=420,
+            width=500,
         ),
         "top": bar_chart(
             title=f"LLM calls per kernel (red: more than {ALERT_THRESHOLD})",
             labels=[k.kernel for k in top],
             values=[k.llm_calls for k in top],
             highlight={i for i, k in enumerate(top) if k.alert},
-            width=420,
+            width=500,
         ),
     }
     return render(
