@@ -46,16 +46,33 @@ def _channel_layer_ok() -> bool:
         return False
 
 
+def _sandbox_status() -> str:
+    from kernels.engine import sandbox
+
+    try:
+        # Cached by the engine: a working sandbox is probed once per process.
+        return sandbox.status()
+    except Exception:  # noqa: BLE001 - a broken probe means untrusted code cannot run
+        logger.warning("health: sandbox probe failed", exc_info=True)
+        return "unavailable"
+
+
 def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers; no auth, answers on every known host."""
+    """Liveness for load balancers; no auth, answers on every known host.
+
+    ``sandbox`` is ``unavailable`` when bubblewrap cannot run here: translations then fail
+    (nothing untrusted runs unsandboxed), so the instance reports itself degraded.
+    """
     database = _database_ok()
     channel_layer = _channel_layer_ok()
-    ok = database and channel_layer
+    sandbox = _sandbox_status()
+    ok = database and channel_layer and sandbox == "ok"
     return JsonResponse(
         {
             "status": "ok" if ok else "degraded",
             "database": "ok" if database else "down",
             "channel_layer": "ok" if channel_layer else "down",
+            "sandbox": sandbox,
         },
         status=200 if ok else 503,
     )

@@ -43,19 +43,18 @@ the all-threads triad for prange. Working sets that fit in cache can exceed 100 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kernels.engine import ir
+from kernels.engine import harness, ir, verify
 from kernels.engine.report import EngineError, ProgressCallback, SandboxError
+from kernels.engine.sandbox import run_sandboxed, sandbox_tempdir
 
 # --------------------------------------------------------------------------------------------
 # Flop weights
@@ -1154,42 +1153,13 @@ def rank_kernels(kernels: list[KernelProfile]) -> list[KernelProfile]:
 VARIANTS = ("gfortran", "numba_serial", "numba_prange", "numba_cuda")
 DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array: well past any L3 cache
 GFORTRAN_PROFILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
-MAX_MEASURE_BYTES = 2 << 30  # all arguments of one kernel together
 KERNEL_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
 WARMUPS = 1  # the first call of each variant JIT-compiles (numba) or faults pages in (gfortran)
 
 
-def _sandbox():
-    try:
-        from kernels.engine import sandbox
-    except ImportError as exc:  # pragma: no cover - the sandbox module is part of the engine
-        raise SandboxError("the sandbox module is not available; cannot measure") from exc
-    return sandbox
-
-
-def _run_step(
-    argv: list[str],
-    *,
-    cwd: Path,
-    timeout_s: float,
-    memory_mb: int,
-    env: dict[str, str],
-    allow_gpu: bool = False,
-) -> Any:
-    sandbox = _sandbox()
-    return sandbox.run_sandboxed(
-        argv, cwd=str(cwd), timeout_s=timeout_s, memory_mb=memory_mb, env=env, allow_gpu=allow_gpu
-    )
-
-
-def _driver_env(workdir: Path) -> dict[str, str]:
-    """What the measurement child needs on top of the sandbox's scrubbed environment."""
-    env = {
-        # The driver is this module: the child imports it from the project root.
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "NUMBA_CACHE_DIR": str(workdir / ".numba_cache"),
-    }
+def _harness_env() -> dict[str, str]:
+    """What the harness needs on top of the sandbox's scrubbed environment."""
+    env: dict[str, str] = {}
     if "NUMBA_NUM_THREADS" in os.environ:
         env["NUMBA_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"]  # an operator's thread cap
     return env
@@ -1257,12 +1227,11 @@ def measure_kernels(
 
     if progress is not None:
         progress("profile", 0, total, "measuring STREAM copy/triad")
-    with _sandbox().sandbox_tempdir(prefix="fsp-profile-") as workdir:
-        env = _driver_env(workdir)
+    with sandbox_tempdir(prefix="profile-") as workdir:
+        harness.install(workdir)
         try:
-            stream = _run_driver(
+            stream = _run_harness(
                 workdir,
-                env,
                 {"task": "stream", "elements": stream_elements, "repeats": max(repeats, 3)},
                 timeout_s=deadline.left(),
                 memory_mb=2048 + 3 * 8 * stream_elements // (1 << 20),
@@ -1274,97 +1243,96 @@ def measure_kernels(
         for idx, (kernel, prof) in enumerate(zip(kernels, profiles, strict=True)):
             kdir = workdir / f"k{idx}"
             kdir.mkdir()
+            harness.install(kdir)
             prof.measured = _measure_one(
-                kernel, prof, kdir, env, repeats, deadline, gpu, lambda msg: tick(msg)
+                kernel, prof, kdir, repeats, deadline, gpu, lambda msg: tick(msg)
             )
             _attach_rates(prof, stream)
     return stream
 
 
-def _run_driver(
+def _run_harness(
     workdir: Path,
-    env: dict[str, str],
-    config: dict[str, Any],
+    spec: dict[str, Any],
     *,
     timeout_s: float,
     memory_mb: int,
     allow_gpu: bool = False,
 ) -> dict[str, Any]:
+    """Run one harness task in the sandbox with ``workdir`` as its only directory."""
     if timeout_s <= 0:
         raise SandboxError("measurement time limit reached")
-    cfg = workdir / f"config-{config['task']}-{len(list(workdir.glob('config-*')))}.json"
-    out = cfg.with_suffix(".out.json")
-    cfg.write_text(json.dumps(config))
-    argv = [
-        sys.executable,
-        "-c",
-        "import sys; from kernels.engine.profile import driver_main; driver_main(sys.argv[1], sys.argv[2])",
-        str(cfg),
-        str(out),
-    ]
-    res = _run_step(
-        argv, cwd=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env, allow_gpu=allow_gpu
+    n = len(list(workdir.glob("spec-*.json")))
+    spec_file = f"spec-{spec['task']}-{n}.json"
+    out = workdir / f"out-{spec['task']}-{n}.json"
+    (workdir / spec_file).write_text(json.dumps({**spec, "output": out.name}))
+    res = run_sandboxed(
+        verify.harness_argv(spec_file),
+        cwd=workdir,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        env=_harness_env(),
+        allow_gpu=allow_gpu,
     )
     if res.timed_out:
-        raise SandboxError(f"measurement step '{config['task']}' ran past its time limit")
+        raise SandboxError(f"measurement step '{spec['task']}' ran past its time limit")
     if res.returncode != 0 or not out.exists():
         raise SandboxError(
-            f"measurement step '{config['task']}' failed: {res.describe_failure(max_lines=8)}"
+            f"measurement step '{spec['task']}' failed: {res.describe_failure(max_lines=8)}"
         )
     return json.loads(out.read_text())
+
+
+def _skip_all(reason: str) -> dict[str, MeasuredTiming]:
+    return {v: MeasuredTiming(v, "skipped", message=reason) for v in VARIANTS}
 
 
 def _measure_one(
     kernel: ir.Kernel,
     prof: KernelProfile,
     kdir: Path,
-    env: dict[str, str],
     repeats: int,
     deadline: _Deadline,
     gpu: bool,
     tick: Callable[[str], None],
 ) -> dict[str, MeasuredTiming]:
-    """Compile and time one kernel's variants; every failure becomes a 'failed' timing."""
-    import numpy as np
+    """Compile and time one kernel's variants; every failure becomes a 'failed' timing.
 
-    from kernels.engine import verify
+    Only kernels the translator supports are run: their code has been through the frontend and
+    the code generator, so nothing of an unsupported construct is compiled or executed here.
+    """
+    from kernels.engine.backends.cpu import generate_cpu
 
     results: dict[str, MeasuredTiming] = {}
-    try:
-        # The same plan and inputs verification uses: shapes, scalar values, index-safe integers.
-        plan = verify.plan_run(kernel, prof.sizes)
-        need = sum(
-            math.prod(a.shape) * np.dtype(a.type.numpy_dtype).itemsize
-            for a in plan.args
-            if a.is_array
+    if kernel.unsupported:
+        first = kernel.unsupported[0]
+        tick(f"{kernel.name}: skipped")
+        tick(f"{kernel.name}: skipped")
+        return _skip_all(
+            f"not measured: the translator does not support this kernel "
+            f"(line {first.line}: {first.construct})"
         )
-        if need > MAX_MEASURE_BYTES:
-            # Checked before allocating: the inputs are drawn in this (possibly server) process.
-            raise ValueError(
-                f"the arguments would take {need / 2**30:.1f} GiB at these sizes; measurement "
-                f"is limited to {MAX_MEASURE_BYTES / 2**30:.0f} GiB"
-            )
-        inputs = verify.make_inputs(plan, seed=0)
+    try:
+        gen = generate_cpu(kernel)
+    except Exception as exc:  # noqa: BLE001 - a codegen gap means "unsupported", not a crash
+        msg = getattr(exc, "message", None) or str(exc)
+        tick(f"{kernel.name}: skipped")
+        tick(f"{kernel.name}: skipped")
+        return _skip_all(f"not measured: the translator does not support this kernel ({msg})")
+    try:
+        # The same plan verification uses: shapes, scalar values, index-safe integers. The
+        # inputs themselves are drawn inside the sandbox, after the byte cap is checked here.
+        plan = verify.plan_run(kernel, prof.sizes)
+        array_bytes = verify.check_run_bytes(plan)
     except (verify.PlanError, ir.NotConstant, ValueError) as exc:
         for v in VARIANTS:
             results[v] = MeasuredTiming(v, "failed", message=f"cannot plan the inputs: {exc}")
         tick(f"{kernel.name}: skipped")
         tick(f"{kernel.name}: skipped")
         return results
-    np.savez(kdir / "fsp_inputs.npz", **inputs)
-    array_bytes = sum(v.nbytes for v in inputs.values() if isinstance(v, np.ndarray))
-    config: dict[str, Any] = {
-        "task": "kernel",
-        "name": kernel.name,
-        "inputs": str(kdir / "fsp_inputs.npz"),
-        "args": [
-            {"name": a.name, "dtype": a.type.numpy_dtype, "array": a.is_array} for a in plan.args
-        ],
-        "result": plan.result_type.numpy_dtype if plan.result_type is not None else None,
-        "repeats": repeats,
-        "warmups": WARMUPS,
-        "variants": {},
-    }
+    spec = verify.harness_spec(
+        plan, 0, task="time", repeats=repeats, warmups=WARMUPS, name=kernel.name, variants={}
+    )
 
     # The original, built the way a user would build it for speed.
     try:
@@ -1372,7 +1340,7 @@ def _measure_one(
             kernel, plan, kdir, flags=GFORTRAN_PROFILE_FLAGS, timeout_s=min(120.0, deadline.left())
         )
         if lib is not None:
-            config["variants"]["gfortran"] = {"lib": str(lib), "symbol": verify.WRAPPER_SYMBOL}
+            spec["variants"]["gfortran"] = {"library": lib.name, "symbol": verify.WRAPPER_SYMBOL}
         else:
             results["gfortran"] = MeasuredTiming(
                 "gfortran", "failed", message="gfortran: " + compiled.describe_failure()
@@ -1382,41 +1350,27 @@ def _measure_one(
     tick(f"{kernel.name}: compiled")
 
     # The generated numba code: as generated (prange) and with parallel=False (serial).
-    try:
-        from kernels.engine.backends.cpu import generate_cpu
+    (kdir / "gen_prange.py").write_text(gen.code)
+    serial_code = _serial_variant(gen.code)
+    (kdir / "gen_serial.py").write_text(serial_code)
+    spec["variants"]["numba_serial"] = {"module": "gen_serial.py", "entry": gen.entry}
+    if serial_code != gen.code:
+        spec["variants"]["numba_prange"] = {"module": "gen_prange.py", "entry": gen.entry}
+    else:
+        results["numba_prange"] = MeasuredTiming(
+            "numba_prange",
+            "skipped",
+            message="the generated code has no parallel loop (same as serial)",
+        )
 
-        gen = generate_cpu(kernel)
-        (kdir / "gen_prange.py").write_text(gen.code)
-        serial_code = _serial_variant(gen.code)
-        (kdir / "gen_serial.py").write_text(serial_code)
-        config["variants"]["numba_serial"] = {
-            "module": str(kdir / "gen_serial.py"),
-            "entry": gen.entry,
-        }
-        if serial_code != gen.code:
-            config["variants"]["numba_prange"] = {
-                "module": str(kdir / "gen_prange.py"),
-                "entry": gen.entry,
-            }
-        else:
-            results["numba_prange"] = MeasuredTiming(
-                "numba_prange",
-                "skipped",
-                message="the generated code has no parallel loop (same as serial)",
-            )
-    except Exception as exc:  # noqa: BLE001 - codegen failure is reported, not fatal to profiling
-        msg = getattr(exc, "message", None) or str(exc)
-        for v in ("numba_serial", "numba_prange"):
-            results[v] = MeasuredTiming(v, "failed", message=f"code generation failed: {msg}")
-
-    cuda_config: dict[str, Any] | None = None
+    cuda_variant: dict[str, Any] | None = None
     if gpu:
         try:
             from kernels.engine.backends.cuda import generate_cuda
 
             gcu = generate_cuda(kernel)
             (kdir / "gen_cuda.py").write_text(gcu.code)
-            cuda_config = {"module": str(kdir / "gen_cuda.py"), "entry": gcu.entry}
+            cuda_variant = {"module": "gen_cuda.py", "entry": gcu.entry}
         except Exception as exc:  # noqa: BLE001
             msg = getattr(exc, "message", None) or str(exc)
             results["numba_cuda"] = MeasuredTiming("numba_cuda", "failed", message=msg)
@@ -1425,18 +1379,17 @@ def _measure_one(
 
     memory_mb = KERNEL_RUN_MEMORY_MB + 4 * array_bytes // (1 << 20)
     runs: list[tuple[dict[str, Any], bool]] = []
-    if config["variants"]:
-        runs.append((config, False))
-    if cuda_config is not None:
-        # Its own subprocess: only this one may see the GPU (the sandbox then limits the data
-        # segment instead of the address space, which the CUDA driver maps by the gigabyte).
-        runs.append(({**config, "variants": {"numba_cuda": cuda_config}}, True))
-    for cfg, allow_gpu in runs:
+    if spec["variants"]:
+        runs.append((spec, False))
+    if cuda_variant is not None:
+        # Its own run: only this one may see the GPU (the sandbox then limits the data segment
+        # instead of the address space, which the CUDA driver maps by the gigabyte).
+        runs.append(({**spec, "variants": {"numba_cuda": cuda_variant}}, True))
+    for run_spec, allow_gpu in runs:
         try:
-            out = _run_driver(
+            out = _run_harness(
                 kdir,
-                env,
-                cfg,
+                run_spec,
                 timeout_s=deadline.left(),
                 memory_mb=memory_mb,
                 allow_gpu=allow_gpu,
@@ -1452,7 +1405,7 @@ def _measure_one(
                 else:
                     results[v] = MeasuredTiming(v, "failed", message=data.get("error", ""))
         except EngineError as exc:
-            for v in cfg["variants"]:
+            for v in run_spec["variants"]:
                 results[v] = MeasuredTiming(v, "failed", message=exc.message)
     tick(f"{kernel.name}: timed")
     return {v: results[v] for v in VARIANTS if v in results}
@@ -1481,175 +1434,6 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
                 t.stream_ref = "parallel triad" if v == "numba_prange" else "serial triad"
         if ref is not None and ref.status == "ok" and ref.median_s:
             t.speedup_vs_gfortran = round(ref.median_s / t.median_s, 3)
-
-
-# --------------------------------------------------------------------------------------------
-# Measurement: the sandboxed driver (runs in a subprocess; imports only numpy/numba/ctypes)
-
-
-def driver_main(config_path: str, out_path: str) -> None:
-    """Entry of the sandboxed measurement subprocess: read a config, write timings as JSON."""
-    config = json.loads(Path(config_path).read_text())
-    if config["task"] == "stream":
-        result = _driver_stream(config)
-    else:
-        result = _driver_kernel(config)
-    Path(out_path).write_text(json.dumps(result))
-
-
-def _driver_stream(config: dict[str, Any]) -> dict[str, Any]:
-    import time
-
-    import numba
-    import numpy as np
-
-    @numba.njit(cache=False)
-    def copy_serial(a, c):  # pragma: no cover - compiled
-        for i in range(a.size):
-            c[i] = a[i]
-
-    @numba.njit(cache=False)
-    def triad_serial(a, b, c, s):  # pragma: no cover - compiled
-        for i in range(a.size):
-            a[i] = b[i] + s * c[i]
-
-    @numba.njit(parallel=True, cache=False)
-    def copy_parallel(a, c):  # pragma: no cover - compiled
-        for i in numba.prange(a.size):
-            c[i] = a[i]
-
-    @numba.njit(parallel=True, cache=False)
-    def triad_parallel(a, b, c, s):  # pragma: no cover - compiled
-        for i in numba.prange(a.size):
-            a[i] = b[i] + s * c[i]
-
-    n = int(config["elements"])
-    repeats = int(config["repeats"])
-    a = np.full(n, 1.0)
-    b = np.full(n, 2.0)
-    c = np.zeros(n)
-    out: dict[str, Any] = {"elements": n, "array_mib": round(8 * n / (1 << 20), 1)}
-    # STREAM's byte counts: copy moves 2 arrays, triad 3 (write-allocate traffic not counted).
-    cases = {
-        "copy_serial": (copy_serial, (a, c), 16),
-        "triad_serial": (triad_serial, (a, b, c, 3.0), 24),
-        "copy_parallel": (copy_parallel, (a, c), 16),
-        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24),
-    }
-    for name, (fn, args, per_elem) in cases.items():
-        fn(*args)  # warm-up: JIT compile and first touch
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        med = statistics.median(times)
-        # Like STREAM, the reference is the best rate; the median shows how noisy the machine is.
-        out[f"{name}_gbs"] = round(per_elem * n / best / 1e9, 3)
-        out[f"{name}_median_gbs"] = round(per_elem * n / med / 1e9, 3)
-        out[f"{name}_spread_pct"] = round(100.0 * (max(times) - best) / med, 2)
-    out["threads"] = numba.config.NUMBA_NUM_THREADS
-    return out
-
-
-def _driver_kernel(config: dict[str, Any]) -> dict[str, Any]:
-    import ctypes
-    import importlib.util
-    import time
-
-    import numpy as np
-
-    specs = config["args"]
-    with np.load(config["inputs"]) as npz:
-        base = {k: npz[k] for k in npz.files}
-    repeats = int(config["repeats"])
-    warmups = int(config.get("warmups", 1))
-    out: dict[str, Any] = {"variants": {}}
-
-    def fresh() -> list[Any]:
-        # Every call starts from the same inputs: in-place updates must not drift the data
-        # into denormals or overflow, which would change the timing rather than the code.
-        values = []
-        for a in specs:
-            v = base[a["name"]]
-            values.append(
-                np.asfortranarray(v.copy()) if a["array"] else np.dtype(a["dtype"]).type(v)
-            )
-        return values
-
-    def time_calls(
-        prepare: Callable[[list[Any]], Callable[[], Any]], sync: Callable[[], None] | None = None
-    ) -> list[float]:
-        # Only the call itself is timed: copying inputs and building ctypes arguments are not.
-        times = []
-        for rep in range(warmups + repeats):
-            thunk = prepare(fresh())
-            t0 = time.perf_counter()
-            thunk()
-            if sync is not None:
-                sync()
-            dt = time.perf_counter() - t0
-            if rep >= warmups:
-                times.append(dt)
-        return times
-
-    ctypes_of = {
-        "int8": ctypes.c_int8,
-        "int16": ctypes.c_int16,
-        "int32": ctypes.c_int32,
-        "int64": ctypes.c_int64,
-        "float32": ctypes.c_float,
-        "float64": ctypes.c_double,
-        "bool": ctypes.c_int32,
-    }
-
-    def prepare_fortran(values: list[Any], fn: Any) -> Callable[[], Any]:
-        # The calling convention of verify's bind(C) wrapper: everything by reference,
-        # logicals as int32, complex scalars through a one-element array, result buffer last.
-        keep: list[Any] = []
-        ptrs: list[Any] = []
-        for a, v in zip(specs, values, strict=True):
-            if a["array"]:
-                arr = np.asfortranarray(v.astype(np.int32) if a["dtype"] == "bool" else v)
-                keep.append(arr)
-                ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-            elif a["dtype"].startswith("complex"):
-                arr = np.array([v], dtype=a["dtype"])
-                keep.append(arr)
-                ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-            else:
-                c = ctypes_of[a["dtype"]](int(v) if a["dtype"] == "bool" else v.item())
-                keep.append(c)
-                ptrs.append(ctypes.byref(c))
-        if config.get("result"):
-            res = np.zeros(1, dtype=np.int32 if config["result"] == "bool" else config["result"])
-            keep.append(res)
-            ptrs.append(res.ctypes.data_as(ctypes.c_void_p))
-        return lambda: (fn(*ptrs), keep)
-
-    for variant, info in config["variants"].items():
-        try:
-            if variant == "gfortran":
-                lib = ctypes.CDLL(info["lib"])
-                fn = getattr(lib, info["symbol"])
-                fn.restype = None
-                times = time_calls(lambda values, fn=fn: prepare_fortran(values, fn))
-            else:
-                modspec = importlib.util.spec_from_file_location(f"fsp_{variant}", info["module"])
-                module = importlib.util.module_from_spec(modspec)
-                modspec.loader.exec_module(module)
-                entry = getattr(module, info["entry"])
-                sync = None
-                if variant == "numba_cuda":
-                    from numba import cuda
-
-                    sync = cuda.synchronize
-                times = time_calls(lambda values, entry=entry: lambda: entry(*values), sync)
-            out["variants"][variant] = {"times": times}
-        except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
-            out["variants"][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -399,7 +399,7 @@ def test_measurement_refuses_sizes_whose_inputs_would_not_fit_before_allocating_
     (heat,) = result.kernels
     assert heat.trip_count == 2 * 40000 * 40000  # the static model still answers
     gf = heat.measured["gfortran"]
-    assert gf.status == "failed" and "GiB" in gf.message
+    assert gf.status == "failed" and "FORTRANSPIRE_MAX_RUN_BYTES" in gf.message
 
 
 def test_terminal_progress_bar_renders_each_stage():

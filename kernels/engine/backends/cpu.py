@@ -13,11 +13,11 @@ from kernels.engine.backends.common import (
     CodegenError,
     ExprPrinter,
     GeneratedCode,
-    Scope,
     StmtPrinter,
     helper_source,
     py_name,
 )
+from kernels.engine.types import Scope
 
 # error_model="numpy": a float division by zero gives inf/nan as in Fortran (IEEE) instead of
 # raising, and drops the zero test numba would put in front of every division.
@@ -211,9 +211,7 @@ def _docstring(kernel: ir.Kernel, outs: list[str], parallel: int) -> str:
 
 
 def _fexpr(e: ir.Expr) -> str:
-    from kernels.engine.backends.common import _fortran
-
-    return _fortran(e)
+    return ir.fortran_comment_text(e)
 
 
 def generate_cpu(
