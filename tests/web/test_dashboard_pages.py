@@ -561,3 +561,29 @@ def test_connection_test_uses_a_temporary_key_and_revokes_it(owner, tenant_a, mo
     [key] = tenant_selectors.api_key_list(tenant=tenant_a)
     assert key.name == "connection test" and key.scopes == ["history"]
     assert key.revoked_at is not None
+
+
+# ---- report figures ----------------------------------------------------------------------------
+
+
+def test_result_card_shows_inconclusive_coverage_and_the_simulator_note(rf):
+    from django.template.loader import render_to_string
+
+    from kernels.views.translate import _result_context
+
+    report = {
+        "kernels": [
+            {
+                "name": "halo",
+                "status": "inconclusive",
+                "device": "simulator",
+                "coverage": {"loops": 3, "loops_run": 2, "lines": 10, "lines_run": 8},
+            }
+        ]
+    }
+    result = _result_context(source="", report=report)
+    html = render_to_string("dashboard/_result.html", {"result": result}, request=rf.get("/"))
+    assert "2/3 loops ran" in html and "8/10 lines ran" in html
+    assert "Inconclusive: some loop never ran" in html
+    assert "CUDA <strong>simulator</strong>" in html
+    assert 'class="status status-inconclusive"' in html

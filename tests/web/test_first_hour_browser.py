@@ -113,6 +113,7 @@ def _sign_up(page, public: str, *, slug: str, name: str, owner: str) -> None:
     page.fill("#id_username", owner)
     page.fill("#id_password", OWNER_PASSWORD)
     page.fill("#id_password2", OWNER_PASSWORD)
+    _shot(page, f"{slug}-signup-form")
     page.click("button[type=submit]:has-text('Create organisation')")
     page.wait_for_selector("#continue")
 
