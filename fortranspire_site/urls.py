@@ -28,6 +28,11 @@ urlpatterns = [
     path("usage/", usage.usage, name="dashboard_usage"),
     path("connect/", connect.connect, name="dashboard_connect"),
     path("connect/test/", connect.connect_test, name="dashboard_connect_test"),
+    path(
+        "connect/oauth/<path:client_id>/revoke/",
+        connect.connect_oauth_revoke,
+        name="dashboard_oauth_revoke",
+    ),
     path("settings/keys/", views_keys.keys, name="dashboard_keys"),
     path("settings/keys/<int:key_id>/revoke/", views_keys.key_revoke, name="dashboard_key_revoke"),
     path("settings/members/", views_members.members, name="dashboard_members"),

@@ -507,3 +507,25 @@ def test_client_id_metadata_document_replaces_registration(mcp_live, alice, sett
     assert "Metadata Document Client" in connection.person.pages[0]
     app = Application.objects.get(client_id=CIMD_URL)
     assert app.registration_source == "cimd"
+
+
+def test_owner_sees_and_revokes_a_client_on_the_connect_page(mcp_live, alice, tenant_client):
+    from urllib.parse import quote
+
+    base = origin(mcp_live)
+
+    async def issue():
+        client_id, verifier, code = await manual_code(base)
+        tokens = (await exchange(base, client_id, verifier, code)).json()
+        return client_id, tokens["access_token"]
+
+    client_id, access = anyio.run(issue)
+    browser = tenant_client("a.localhost")
+    browser.force_login(alice)
+    page = browser.get("/connect/")
+    assert page.status_code == 200
+    assert "manual test client" in page.content.decode() and "alice" in page.content.decode()
+    revoked = browser.post(f"/connect/oauth/{quote(client_id)}/revoke/")
+    assert revoked.status_code == 302
+    assert "manual test client" not in browser.get("/connect/").content.decode()
+    assert anyio.run(initialize_status, base, access) == 401
