@@ -529,3 +529,30 @@ def test_owner_sees_and_revokes_a_client_on_the_connect_page(mcp_live, alice, te
     assert revoked.status_code == 302
     assert "manual test client" not in browser.get("/connect/").content.decode()
     assert anyio.run(initialize_status, base, access) == 401
+
+
+def test_missing_scope_gets_the_same_403_insufficient_scope_as_a_key(mcp_live, alice):
+    base = origin(mcp_live)
+
+    async def scenario():
+        client_id, verifier, code = await manual_code(base)  # scope: translate history
+        token = (await exchange(base, client_id, verifier, code)).json()["access_token"]
+        return await _post(
+            f"{base}/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "profile_kernels", "arguments": {"source": TINY}},
+            },
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+
+    response = anyio.run(scenario)
+    assert response.status_code == 403
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="profile"' in challenge
+    assert f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"' in challenge
