@@ -110,6 +110,7 @@ async def manual_code(base: str, username: str = "alice", **extra) -> tuple[str,
     )
     result = code_from(redirect)
     assert result.state == "st-123"
+    assert result.iss == base  # RFC 9207
     return client_id, verifier, result.code
 
 
