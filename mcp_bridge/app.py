@@ -86,8 +86,8 @@ def _protected_resource_metadata(request: Request) -> Response:
     name = getattr(tenant, "name", None) or getattr(tenant, "schema_name", "")
     metadata = ProtectedResourceMetadata(
         resource=f"{base}/{suffix}" if suffix else base,
-        # The tenant host will also be the OAuth 2.1 authorization server (a later issue);
-        # until then clients use an API key from the dashboard as the bearer token.
+        # The tenant host is its own OAuth 2.1 authorization server (tenants/oauth_views.py,
+        # served by Django); API keys from the dashboard work as bearer tokens too.
         authorization_servers=[base],
         scopes_supported=list(SCOPES),
         bearer_methods_supported=["header"],

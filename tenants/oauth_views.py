@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -137,8 +138,6 @@ def registration_rate_limited(request: HttpRequest) -> int | None:
     limit = settings.OAUTH_REGISTRATIONS_PER_IP_PER_HOUR
     if limit <= 0:
         return None
-    import time
-
     now = int(time.time())
     window = now // 3600
     key = f"oauth:dcr:{_client_ip(request)}:{window}"
