@@ -29,6 +29,14 @@ PASSWORD = "correct horse battery staple 42"
 TINY = "subroutine twice(x)\n  real, intent(inout) :: x\n  x = 2.0 * x\nend subroutine twice\n"
 
 
+@pytest.fixture(autouse=True)
+def fresh_registration_limits():
+    """The per-IP registration counter lives in the process's cache: every test starts at 0."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def alice(tenant_a):
     """An owner of tenant a (a dashboard account)."""
@@ -425,9 +433,6 @@ def test_registration_refuses_non_https_redirects(mcp_live):
 
 def test_registration_flooding_gets_429(mcp_live, settings):
     settings.OAUTH_REGISTRATIONS_PER_IP_PER_HOUR = 3
-    from django.core.cache import cache
-
-    cache.clear()
     base = origin(mcp_live)
 
     async def scenario():
@@ -438,12 +443,10 @@ def test_registration_flooding_gets_429(mcp_live, settings):
 
 
 def test_unused_registrations_expire_and_the_cap_holds(mcp_live, settings):
-    from django.core.cache import cache
     from oauth2_provider.models import Application
 
     from tenants.oauth_services import oauth_clients_expire_unused
 
-    cache.clear()
     base = origin(mcp_live)
     settings.OAUTH_MAX_REGISTERED_CLIENTS = 2
 
