@@ -193,8 +193,9 @@ def _privacy(base_url: str) -> dict[str, Any]:
             {
                 "name": "Mistral AI",
                 "purpose": "LLM fallback and ask_agent",
-                "when": "only for organisations that configured their own Mistral key and "
-                "enabled the fallback",
+                "when": "only for organisations that configured a Mistral key (their own, or "
+                "opted in to the operator's): ask_agent always, the translate tools only when the "
+                "organisation enabled the LLM fallback",
             }
         ],
         "data_residency": "Where the operator runs the server: the source, runs and accounts are "
