@@ -16,6 +16,7 @@ from typing import Any
 
 from kernels.engine import ir, security
 from kernels.engine.report import (
+    TIMING_STAGES,
     Diagnostic,
     EngineError,
     KernelResult,
@@ -89,7 +90,8 @@ def excluded_result(unit: security.ExcludedUnit, device: str) -> KernelResult:
     return kr
 
 
-def _device_for(target: str) -> str:
+def device_for(target: str) -> str:
+    """Where a port for ``target`` runs here: ``cpu``, ``gpu`` or ``simulator``."""
     if target == "cpu":
         return "cpu"
     # Under NUMBA_ENABLE_CUDASIM the simulator reports itself as an available device; that is
@@ -132,12 +134,18 @@ def translate_source(
     llm_fallback: Any = None,
     time_budget_s: float | None = None,
     allowed_includes: Collection[str] = (),
+    numba_cache_dir: str | os.PathLike[str] | None = None,
 ) -> TranslationResult:
     """Translate every kernel of ``source`` (or only ``kernel``) and verify it against gfortran.
 
     ``time_budget_s`` (default ``$FORTRANSPIRE_MAX_RUN_S``, 600 s) bounds the whole call: each
     verification's sandbox timeout is cut to what is left, and kernels reached after the budget is
     spent are reported ``failed`` with the reason instead of keeping a request busy for minutes.
+
+    ``numba_cache_dir`` is a directory owned by one tenant where numba keeps the compiled ports of
+    the deterministic backend between verifications (see :func:`verify.verify_against_gfortran`);
+    LLM answers never get it. Each kernel's ``timings_ms`` says where the time went, and every
+    finished stage is reported through ``progress`` with its duration.
     """
     if target not in ("cpu", "gpu"):
         raise EngineError(f"unknown target {target!r}: use 'cpu' or 'gpu'")
@@ -149,10 +157,12 @@ def translate_source(
     budget = time_budget_s if time_budget_s is not None else _default_time_budget()
     deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
+    started = time.perf_counter()
     kernels, excluded = find_kernels_and_exclusions(
         source, filename=filename, allowed_includes=allowed_includes
     )
-    report("parse", 1, 1, f"{len(kernels)} kernel(s) found")
+    parse_ms = _ms_since(started)
+    report("parse", 1, 1, f"{len(kernels)} kernel(s) found; parse {parse_ms:.0f} ms")
     if kernel is not None:
         wanted = kernel.lower()
         chosen = [k for k in kernels if k.name == wanted]
@@ -161,7 +171,7 @@ def translate_source(
             names = ", ".join(k.name for k in kernels) or "none"
             raise EngineError(f"no kernel named {kernel!r} in {filename}; kernels: {names}")
         kernels = chosen
-    device = _device_for(target)
+    device = device_for(target)
     result = TranslationResult(file=filename, target=target)
     result.kernels.extend(excluded_result(e, device) for e in excluded)
     total = len(kernels)
@@ -169,20 +179,28 @@ def translate_source(
     from kernels.engine.analysis import analyse
 
     analyses = {}
+    analyse_ms: dict[str, float] = {}
     for n, k in enumerate(kernels):
         report("analyse", n, total, f"analysing {k.name}")
         if not k.unsupported:
+            started = time.perf_counter()
             analyses[k.name] = analyse(k)
+            analyse_ms[k.name] = _ms_since(started)
+            report("analyse", n + 1, total, f"{k.name}: analyse {analyse_ms[k.name]:.0f} ms")
     report("analyse", total, total, "analysis done")
 
     for n, k in enumerate(kernels):
         kr = KernelResult(name=k.name, status="translated", device=device, line=k.line)
         kr.notes = list(k.notes)
         kr.diagnostics = _diagnostics(k)
+        kr.timings_ms["parse"] = parse_ms
+        if k.name in analyse_ms:
+            kr.timings_ms["analyse"] = analyse_ms[k.name]
         result.kernels.append(kr)
         report("generate", n, total, f"generating {k.name}")
         generated = None
         if not k.unsupported:
+            started = time.perf_counter()
             try:
                 generated = _generate(k, target, analyses.get(k.name))
             except Exception as exc:  # noqa: BLE001 - any codegen gap becomes a diagnostic
@@ -194,6 +212,10 @@ def translate_source(
                 )
                 kr.diagnostics.append(Diagnostic(line or k.line, 1, f"unsupported: {msg}"))
                 k.unsupported.append(ir.Unsupported(msg, line or k.line, 1, ""))
+            kr.timings_ms["generate"] = _ms_since(started)
+            report(
+                "generate", n + 1, total, f"{k.name}: generate {kr.timings_ms['generate']:.0f} ms"
+            )
         if generated is None:
             kr.status = "unsupported"
             if llm_fallback is not None and time.monotonic() < deadline:
@@ -232,12 +254,50 @@ def translate_source(
                 )
             )
             continue
-        report("verify", n, total, f"verifying {k.name} against gfortran")
+        steps = len(VERIFY_STAGES)
+        report("verify", n * steps, total * steps, f"verifying {k.name} against gfortran")
+
+        finished: list[str] = []
+
+        def stage_done(
+            stage: str, ms: float, *, n: int = n, name: str = k.name, finished=finished
+        ) -> None:
+            # Each finished stage moves the progress forward (the two sides finish in any
+            # order), so a client sees where the time goes while it waits.
+            finished.append(stage)
+            steps = len(VERIFY_STAGES)
+            report(
+                "verify",
+                n * steps + len(finished),
+                total * steps,
+                f"{name}: {_label(stage)} {ms:.0f} ms",
+            )
+
         _verify_into(
-            kr, k, generated, sizes=sizes, seed=seed, device=device, timeout_s=min(120.0, remaining)
+            kr,
+            k,
+            generated,
+            sizes=sizes,
+            seed=seed,
+            device=device,
+            timeout_s=min(120.0, remaining),
+            numba_cache_dir=numba_cache_dir,
+            on_stage=stage_done,
         )
     report("verify", total, total, "done")
     return result
+
+
+#: The stages verification reports, in TIMING_STAGES order.
+VERIFY_STAGES = TIMING_STAGES[3:]
+
+
+def _label(stage: str) -> str:
+    return stage.replace("_", " ")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 1)
 
 
 def _generate(k: ir.Kernel, target: str, analysis):
@@ -258,7 +318,16 @@ def _default_time_budget() -> float:
 
 
 def _verify_into(
-    kr: KernelResult, k: ir.Kernel, generated, *, sizes, seed, device, timeout_s: float = 120.0
+    kr: KernelResult,
+    k: ir.Kernel,
+    generated,
+    *,
+    sizes,
+    seed,
+    device,
+    timeout_s: float = 120.0,
+    numba_cache_dir=None,
+    on_stage=None,
 ) -> None:
     try:
         from kernels.engine.verify import verify_against_gfortran
@@ -269,12 +338,22 @@ def _verify_into(
     t0 = time.perf_counter()
     try:
         rep = verify_against_gfortran(
-            k, generated, sizes=sizes, seed=seed, device=device, timeout_s=timeout_s
+            k,
+            generated,
+            sizes=sizes,
+            seed=seed,
+            device=device,
+            timeout_s=timeout_s,
+            numba_cache_dir=numba_cache_dir,
+            on_stage=on_stage,
         )
     except EngineError as exc:
         kr.status = "failed"
         kr.diagnostics.append(Diagnostic(k.line, 1, f"verification failed: {exc.message}"))
         return
+    kr.timings_ms.update((s, rep.timings_ms[s]) for s in VERIFY_STAGES if s in rep.timings_ms)
+    if rep.numba_cache_hit:
+        kr.notes.append("numba: the compiled port was loaded from this tenant's cache")
     kr.status = rep.status
     kr.arguments = list(rep.arguments)
     kr.max_abs_err = rep.max_abs_err
