@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import PurePath
 from typing import Any
 
 from kernels.engine import ir
+from kernels.engine.frontend import parse_project
+from kernels.engine.project import Project, prepared_sources, single_file
 from kernels.engine.report import (
     Diagnostic,
     EngineError,
@@ -22,28 +23,18 @@ from kernels.engine.report import (
 )
 
 
-def _check_forbidden(source: str, filename: str) -> None:
-    try:
-        from kernels.engine import security
-    except ImportError:  # pragma: no cover - provided by the VERIFY helper
-        return
-    fixed = PurePath(filename).suffix.lower() in (".f", ".for", ".f77", ".ftn")
-    try:
-        security.check_forbidden(source, fixed_form=fixed)
-    except TypeError:  # older signature without fixed_form
-        security.check_forbidden(source)
-
-
 def find_kernels(source: str, *, filename: str = "input.f90") -> list[ir.Kernel]:
     """Parse ``source`` into IR kernels (subroutines, functions, extracted program loop nests).
 
     Raises FortranSyntaxError (with line/column) for malformed Fortran and
     ForbiddenStatementError for statements that touch the outside world.
     """
-    _check_forbidden(source, filename)
-    from kernels.engine.frontend import parse_file
+    return find_project_kernels(single_file(source, filename))
 
-    parsed = parse_file(source, filename=filename)
+
+def find_project_kernels(project: Project) -> list[ir.Kernel]:
+    """The kernels of every source of ``project`` (modules visible across its files)."""
+    parsed = parse_project(prepared_sources(project))
     for k in parsed.kernels:
         k.notes = list(parsed.notes.get(k.name, k.notes))
     return parsed.kernels
@@ -98,6 +89,36 @@ def translate_source(
     verification's sandbox timeout is cut to what is left, and kernels reached after the budget is
     spent are reported ``failed`` with the reason instead of keeping a request busy for minutes.
     """
+    return translate_project(
+        single_file(source, filename),
+        target=target,
+        kernel=kernel,
+        verify=verify,
+        sizes=sizes,
+        seed=seed,
+        progress=progress,
+        llm_fallback=llm_fallback,
+        time_budget_s=time_budget_s,
+    )
+
+
+def translate_project(
+    project: Project,
+    *,
+    target: str = "cpu",
+    kernel: str | None = None,
+    verify: bool = True,
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    llm_fallback: Any = None,
+    time_budget_s: float | None = None,
+) -> TranslationResult:
+    """Translate the kernels of every source of ``project`` (see :func:`translate_source`).
+
+    Each kernel is reported with the ``file`` it is in; the result's ``file`` names the project.
+    """
+    filename = project.label
     if target not in ("cpu", "gpu"):
         raise EngineError(f"unknown target {target!r}: use 'cpu' or 'gpu'")
 
@@ -108,7 +129,7 @@ def translate_source(
     budget = time_budget_s if time_budget_s is not None else _default_time_budget()
     deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
-    kernels = find_kernels(source, filename=filename)
+    kernels = find_project_kernels(project)
     report("parse", 1, 1, f"{len(kernels)} kernel(s) found")
     if kernel is not None:
         wanted = kernel.lower()
@@ -131,7 +152,7 @@ def translate_source(
     report("analyse", total, total, "analysis done")
 
     for n, k in enumerate(kernels):
-        kr = KernelResult(name=k.name, status="translated", device=device, line=k.line)
+        kr = KernelResult(name=k.name, status="translated", device=device, line=k.line, file=k.file)
         kr.notes = list(k.notes)
         kr.diagnostics = _diagnostics(k)
         result.kernels.append(kr)
@@ -232,6 +253,7 @@ def _verify_into(
     kr.max_rel_err = rep.max_rel_err
     kr.max_ulp = rep.max_ulp
     kr.sizes = dict(rep.sizes or {})
+    kr.coverage = rep.coverage.to_dict() if rep.coverage is not None else None
     if getattr(rep, "device", None):
         kr.device = rep.device
     if rep.message:
