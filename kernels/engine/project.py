@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
+from kernels.engine import security
 from kernels.engine.frontend import has_directives, needs_preprocessing, preprocess, realign_lines
 from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.report import (
@@ -139,30 +140,31 @@ def project_from_paths(
     return Project(files, sources, dirs, dict(defines or {}))
 
 
-def prepared_sources(project: Project) -> list[tuple[str, str]]:
-    """Each source ready for the frontend: includes inlined, cpp run (sandbox), forbidden checked.
+def prepared_sources(
+    project: Project, *, allowed_includes: Collection[str] = ()
+) -> tuple[list[tuple[str, str]], list[tuple[str, security.ExcludedUnit]]]:
+    """Each source ready for the frontend, and the program units the security scan excluded.
 
-    Raises ForbiddenStatementError (positions in the user's file) before anything runs: the
-    user's text is checked as written first (an include naming no given file is refused there),
-    then what the compiler will see (included files, expanded macros).
+    Includes are inlined, cpp runs (sandbox), and forbidden statements are checked before
+    anything runs: in the user's text as written (:func:`security.scan_units`: a unit holding
+    one is excluded, a file with nothing left is refused; an include naming no given file is
+    refused), then in what the compiler will see (included files, expanded macros).
     """
-    from kernels.engine import security
-
     out: list[tuple[str, str]] = []
+    excluded: list[tuple[str, security.ExcludedUnit]] = []
     for name in project.sources:
         raw = project.files[name]
         fixed = is_fixed_form(name)
-        inlined, resolved_lines = _inline(project, name, raw, depth=0)
-        # Includes resolved to given files are allowed: those are all they can reach.
-        _refuse(
-            project,
-            name,
-            [
-                _unresolved_include(d, raw)
-                for d in security.find_forbidden(raw, fixed_form=fixed)
-                if not (d.line in resolved_lines and "include" in d.message)
-            ],
-        )
+        targets = _resolved_targets(project, name, raw)
+        try:
+            scan = security.scan_units(
+                raw, fixed_form=fixed, allowed_includes=set(targets) | set(allowed_includes)
+            )
+        except ForbiddenStatementError as exc:
+            exc.diagnostics = [_unresolved_include(d, raw) for d in exc.diagnostics]
+            _refuse(project, name, exc.diagnostics)
+        excluded.extend((name, unit) for unit in scan.excluded)
+        inlined, resolved_lines = _inline(project, name, scan.source, depth=0)
         if needs_preprocessing(name) or has_directives(inlined):
             try:
                 text = preprocess(inlined, filename=name, defines=project.defines, fixed=fixed)
@@ -173,8 +175,8 @@ def prepared_sources(project: Project) -> list[tuple[str, str]]:
         elif resolved_lines:
             text = realign_lines(inlined, fixed=fixed)
         else:
-            text = raw
-        if text is not raw:
+            text = scan.source
+        if text is not scan.source:
             _refuse(
                 project,
                 name,
@@ -184,6 +186,16 @@ def prepared_sources(project: Project) -> list[tuple[str, str]]:
                 ],
             )
         out.append((name, text))
+    return out, excluded
+
+
+def _resolved_targets(project: Project, name: str, text: str) -> list[str]:
+    """The include names (as written) in ``text`` that name a given file."""
+    out = []
+    for line in text.split("\n"):
+        m = _CPP_INCLUDE.match(line) or _FORTRAN_INCLUDE.match(line)
+        if m and _resolve(project, name, m.group(1) or m.group(2)) is not None:
+            out.append(m.group(1) or m.group(2))
     return out
 
 
