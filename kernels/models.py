@@ -12,6 +12,7 @@ class KernelRun(models.Model):
     CHANNELS = [("cli", "CLI"), ("api", "API"), ("mcp", "MCP"), ("dashboard", "Dashboard")]
     STATUSES = [
         ("verified", "verified"),
+        ("inconclusive", "inconclusive"),
         ("translated", "translated"),
         ("mismatch", "mismatch"),
         ("unsupported", "unsupported"),

@@ -116,8 +116,8 @@ def kernel_run_record(
 
 
 def overall_status(statuses: list[str]) -> str:
-    """The worst kernel status names the run (failed > mismatch > unsupported > translated)."""
-    for status in ("failed", "mismatch", "unsupported", "translated", "verified"):
+    """The worst kernel status names the run (failed > mismatch > unsupported > inconclusive > translated)."""
+    for status in ("failed", "mismatch", "unsupported", "inconclusive", "translated", "verified"):
         if status in statuses:
             return status
     return "failed"

@@ -352,8 +352,10 @@ async def translate_kernel(
     verify=true each kernel is compiled with gfortran and both versions run on the same random
     inputs; every INTENT(OUT/INOUT) argument is compared. Returns the CLI JSON shape
     ({file, target, kernels: [{name, status, max_abs_err, max_rel_err, max_ulp, llm_calls,
-    parallel_loops, device, code, diagnostics}]}) plus run_id for get_kernel_run.
-    Status is verified, translated, mismatch, unsupported or failed.
+    parallel_loops, device, code, diagnostics, coverage}]}) plus run_id for get_kernel_run.
+    Status is verified, inconclusive, translated, mismatch, unsupported or failed; verified means
+    the outputs match and every DO loop ran in the reference (coverage.loops_run == coverage.loops),
+    inconclusive that some loop never ran at the sizes tried (pass sizes so that it runs).
     """
     return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
 
