@@ -1288,7 +1288,7 @@ def probe_machine(
                 "task": "stream",
                 "elements": n,
                 "threads": threads,
-                "budget_s": min(20.0, max(2.0, deadline.left() / 10)),
+                "budget_s": min(10.0, max(1.5, deadline.left() / 20)),
                 "fma_lanes": FMA_LANES,
                 "fma_iterations": FMA_ITERATIONS,
             },
