@@ -275,6 +275,8 @@ def _print_measured(console: Any, data: dict[str, Any]) -> None:
             + ("" if stream.get("exceeds_llc") else " (inside the last-level cache)"),
             highlight=False,
         )
+        for w in stream.get("warnings", []):
+            console.print(f"warning: {w}", highlight=False)
     sizes = Table(title="sizes timed")
     for col in ("kernel", "sizes", "working set", "of LLC", "OpenMP in original", "notes"):
         sizes.add_column(col)
