@@ -225,6 +225,17 @@ STATIC_ROOT = FORTRANSPIRE_HOME / "static"
 FORTRANSPIRE_MAX_SOURCE_BYTES = int(os.environ.get("FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
 DATA_UPLOAD_MAX_MEMORY_SIZE = FORTRANSPIRE_MAX_SOURCE_BYTES + 256 * 1024
 
+# Per-tenant numba caches (compiled ports kept between verifications, kernels.result_cache).
+# Not under FORTRANSPIRE_HOME: sandboxed ports must see their tenant's cache, never the server's state.
+FORTRANSPIRE_CACHE_DIR = Path(
+    os.environ.get("FORTRANSPIRE_CACHE_DIR")
+    or (
+        Path(tempfile.gettempdir()) / f"fortranspire-test-cache-{os.getuid()}"
+        if TESTING
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fortranspire"
+    )
+)
+
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"

@@ -397,6 +397,7 @@ def bwrap_command(
     limits: Sequence[str],
     allow_gpu: bool = False,
     ro_paths: Sequence[str] = (),
+    rw_paths: Sequence[str] = (),
 ) -> list[str]:
     """The full command line that runs ``argv`` sandboxed in ``workdir`` (see the module doc)."""
     privileged = _privileged()
@@ -432,6 +433,12 @@ def bwrap_command(
         made.add(dest)
     if allow_gpu:
         cmd += _gpu_args()
+    writable = [(p, p) for p in rw_paths]
+    _check_binds(writable)
+    for src, dest in writable:
+        cmd += _dirs_for(dest, made)
+        cmd += ["--bind", src, dest]
+        made.add(dest)
     cmd += _dirs_for(workdir, made)
     cmd += ["--bind", workdir, workdir, "--chdir", workdir]
     cmd += ["--"]
@@ -540,6 +547,7 @@ def _run_probe() -> SandboxProbe:
                 stdin=None,
                 allow_gpu=False,
                 ro_paths=(),
+                rw_paths=(),
                 max_output_bytes=4096,
             )
     except (OSError, SandboxUnavailable) as exc:
@@ -588,6 +596,7 @@ def run_sandboxed(
     max_open_files: int = 256,
     max_processes: int = DEFAULT_MAX_PROCESSES,
     ro_paths: Sequence[str | os.PathLike[str]] = (),
+    rw_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> SandboxResult:
     """Run ``argv`` in the sandbox with ``cwd`` as its only writable directory.
 
@@ -599,8 +608,10 @@ def run_sandboxed(
     segment instead, because the CUDA driver maps huge virtual ranges. ``cpu_s`` defaults to
     twice the wall timeout (a parallel child burns CPU on several cores). ``env`` adds variables
     to the scrubbed environment. ``ro_paths`` are extra host directories or files shown
-    read-only at their own path (e.g. include directories the user gave). ``isolate_network``
-    must stay True: there is no networked mode.
+    read-only at their own path (e.g. include directories the user gave). ``rw_paths`` are
+    existing host directories shown read-write at their own path: a tenant's numba cache, given
+    only to the runs of that tenant's translator-written ports. ``isolate_network`` must stay
+    True: there is no networked mode.
     """
     if not isolate_network:
         raise ValueError("the sandbox has no network mode; isolate_network must be True")
@@ -639,6 +650,7 @@ def run_sandboxed(
         stdin=stdin,
         allow_gpu=allow_gpu,
         ro_paths=[os.fspath(p) for p in ro_paths],
+        rw_paths=[os.path.realpath(os.fspath(p)) for p in rw_paths],
         max_output_bytes=max_output_bytes,
     )
     if result.returncode == 1 and result.stderr.startswith("bwrap:"):
@@ -678,11 +690,20 @@ def _launch(
     stdin: str | bytes | None,
     allow_gpu: bool,
     ro_paths: Sequence[str],
+    rw_paths: Sequence[str],
     max_output_bytes: int,
 ) -> SandboxResult:
     if _privileged():
-        _hand_to_sandbox_user(cwd)
-    cmd = bwrap_command(argv, workdir=cwd, limits=limits, allow_gpu=allow_gpu, ro_paths=ro_paths)
+        for top in (cwd, *rw_paths):
+            _hand_to_sandbox_user(top)
+    cmd = bwrap_command(
+        argv,
+        workdir=cwd,
+        limits=limits,
+        allow_gpu=allow_gpu,
+        ro_paths=ro_paths,
+        rw_paths=rw_paths,
+    )
     data = stdin.encode() if isinstance(stdin, str) else stdin
     start = time.monotonic()
     try:

@@ -40,11 +40,15 @@ Pass rules (the tolerance used is written into each ``ArgError.tolerance``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +118,10 @@ class VerifyReport:
     sizes: dict[str, int] = field(default_factory=dict)
     device: str = "cpu"
     message: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    # Milliseconds per verification stage (report.TIMING_STAGES from gfortran_compile on).
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # The port's machine code came from the tenant's numba cache instead of being compiled.
+    numba_cache_hit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -498,6 +505,35 @@ def _python_env(device: str) -> dict[str, str]:
     return env
 
 
+def numba_cache_layout(cache_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(where generated modules are kept, where numba keeps their compiled code) in a cache dir."""
+    root = Path(cache_dir)
+    return root / "src", root / "numba"
+
+
+def _port_module(
+    code: str, workdir: Path, device: str, cache_dir: str | os.PathLike[str] | None
+) -> tuple[str, dict[str, str]]:
+    """Write the port where the side runner imports it; returns (its path, the child's env)."""
+    env = _python_env(device)
+    if cache_dir is None or device != "cpu":
+        (workdir / "fsp_generated.py").write_text(code)
+        return "fsp_generated.py", env
+    src_dir, numba_dir = numba_cache_layout(cache_dir)
+    src_dir.mkdir(parents=True, exist_ok=True)
+    numba_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:24]
+    module = src_dir / f"fsp_{digest}.py"
+    # Named after its text: numba names its cache entries after the module file and checks the
+    # file's hash, so each port keeps its own entry and finds it again at the same path.
+    if not module.exists() or module.read_text() != code:
+        tmp = src_dir / f".{module.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(code)
+        os.replace(tmp, module)  # atomic: a concurrent verification never sees half a file
+    env["NUMBA_CACHE_DIR"] = str(numba_dir)
+    return str(module), env
+
+
 # --------------------------------------------------------------------------------------------
 # Comparison
 
@@ -605,15 +641,26 @@ def verify_against_gfortran(
     device: str = "cpu",
     timeout_s: float = 120,
     tolerances: Mapping[str, Tolerance] | None = None,
+    numba_cache_dir: str | os.PathLike[str] | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> VerifyReport:
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
 
     Never raises for a broken port or source: compile errors, crashes and timeouts come back as
     ``status='failed'`` with the first lines of the error in ``message``.
-    """
-    import time
 
+    ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
+    (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
+    machine code is loaded without recompiling, so what goes in must be trusted. Only the port's
+    sandbox gets it, never the one that runs the tenant's Fortran. ``on_stage(stage, ms)`` is
+    called as each stage finishes.
+    """
     deadline = time.monotonic() + timeout_s
+
+    def timed(stage: str, ms: float) -> None:
+        report.timings_ms[stage] = round(ms, 1)
+        if on_stage is not None:
+            on_stage(stage, ms)
 
     def remaining() -> float:
         return max(1.0, deadline - time.monotonic())
@@ -625,75 +672,28 @@ def verify_against_gfortran(
         return VerifyReport("failed", device=device, message=str(exc))
 
     report = VerifyReport("failed", sizes=dict(plan.sizes), device=device)
-    with sandbox_tempdir(prefix="verify-") as workdir:
-        harness.install(workdir)
-        try:
-            lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
-        except PlanError as exc:
-            report.message = str(exc)
+    # The two sides share nothing but the plan and the seed (each draws the same inputs in its
+    # own sandbox), so they run at the same time; stages are reported from this thread.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+        sides = {
+            pool.submit(_reference_side, kernel, plan, seed, remaining): "reference",
+            pool.submit(
+                _port_side, generated, plan, seed, device, numba_cache_dir, remaining
+            ): "port",
+        }
+        outcomes: dict[str, _SideOutcome] = {}
+        for done in as_completed(sides):
+            outcome = done.result()
+            outcomes[sides[done]] = outcome
+            for stage, ms in outcome.timings_ms.items():
+                timed(stage, ms)
+    for side in ("reference", "port"):  # the original's problems are reported first
+        if outcomes[side].failure:
+            report.message = outcomes[side].failure
             return report
-        if lib is None:
-            report.message = (
-                "gfortran could not compile the original: " + compiled.describe_failure()
-            )
-            return report
-        report.timings["gfortran_compile_s"] = compiled.duration_s
-
-        spec = harness_spec(
-            plan,
-            seed,
-            task="run",
-            mode="fortran",
-            library=lib.name,
-            symbol=WRAPPER_SYMBOL,
-            output="fsp_ref.npz",
-        )
-        (workdir / "fsp_ref.json").write_text(json.dumps(spec))
-        ref_run = run_sandboxed(
-            harness_argv("fsp_ref.json"),
-            cwd=workdir,
-            timeout_s=remaining(),
-            memory_mb=FORTRAN_RUN_MEMORY_MB,
-        )
-        if not ref_run.ok:
-            report.message = "the original Fortran failed to run: " + ref_run.describe_failure(
-                max_lines=12, tail=True
-            )
-            return report
-        report.timings["fortran_s"] = _elapsed(ref_run)
-
-        (workdir / "fsp_generated.py").write_text(generated.code)
-        spec = harness_spec(
-            plan,
-            seed,
-            task="run",
-            mode="python",
-            module="fsp_generated.py",
-            entry=generated.entry,
-            output="fsp_port.npz",
-        )
-        (workdir / "fsp_port.json").write_text(json.dumps(spec))
-        port_run = run_sandboxed(
-            harness_argv("fsp_port.json"),
-            cwd=workdir,
-            timeout_s=remaining(),
-            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
-            env=_python_env(device),
-            allow_gpu=device == "gpu",
-        )
-        if not port_run.ok:
-            report.message = "the generated code failed: " + port_run.describe_failure(
-                max_lines=12, tail=True
-            )
-            return report
-        report.timings["port_s"] = _elapsed(port_run)
-
-        with (
-            np.load(workdir / "fsp_ref.npz") as ref_npz,
-            np.load(workdir / "fsp_port.npz") as port_npz,
-        ):
-            ref = {k: ref_npz[k] for k in ref_npz.files}
-            port = {k: port_npz[k] for k in port_npz.files}
+    ref, port = outcomes["reference"].outputs, outcomes["port"].outputs
+    report.numba_cache_hit = outcomes["port"].cache_hit
+    started = time.perf_counter()
 
     reductions = reduction_targets(kernel)
     overrides = {k.lower(): v for k, v in (tolerances or {}).items()}
@@ -721,6 +721,7 @@ def verify_against_gfortran(
         report.max_ulp = max(a.max_ulp for a in report.arguments)
     else:
         report.max_abs_err = report.max_rel_err = report.max_ulp = 0.0
+    timed("compare", _ms_since(started))
     failing = [a.name for a in report.arguments if not a.passed]
     if failing:
         report.status = "mismatch"
@@ -740,14 +741,131 @@ def verify_against_gfortran(
     return report
 
 
+@dataclass
+class _SideOutcome:
+    """What one side of a verification produced: its outputs, or why it has none."""
+
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    failure: str = ""
+    cache_hit: bool = False
+
+
+def _reference_side(
+    kernel: ir.Kernel, plan: RunPlan, seed: int, remaining: Callable[[], float]
+) -> _SideOutcome:
+    """gfortran compile, then the original run on the seed's inputs, in its own sandbox."""
+    outcome = _SideOutcome()
+    with sandbox_tempdir(prefix="verify-ref-") as workdir:
+        harness.install(workdir)
+        started = time.perf_counter()
+        try:
+            lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
+        except PlanError as exc:
+            outcome.failure = str(exc)
+            return outcome
+        if lib is None:
+            outcome.failure = (
+                "gfortran could not compile the original: " + compiled.describe_failure()
+            )
+            return outcome
+        outcome.timings_ms["gfortran_compile"] = _ms_since(started)
+        spec = harness_spec(
+            plan,
+            seed,
+            task="run",
+            mode="fortran",
+            library=lib.name,
+            symbol=WRAPPER_SYMBOL,
+            output="fsp_ref.npz",
+        )
+        (workdir / "fsp_ref.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
+        ref_run = run_sandboxed(
+            harness_argv("fsp_ref.json"),
+            cwd=workdir,
+            timeout_s=remaining(),
+            memory_mb=FORTRAN_RUN_MEMORY_MB,
+        )
+        if not ref_run.ok:
+            outcome.failure = "the original Fortran failed to run: " + ref_run.describe_failure(
+                max_lines=12, tail=True
+            )
+            return outcome
+        outcome.timings_ms["reference_run"] = _ms_since(started)
+        outcome.outputs = _load_outputs(workdir / "fsp_ref.npz")
+    return outcome
+
+
+def _port_side(
+    generated: Any,
+    plan: RunPlan,
+    seed: int,
+    device: str,
+    numba_cache_dir: str | os.PathLike[str] | None,
+    remaining: Callable[[], float],
+) -> _SideOutcome:
+    """The port compiled (or loaded from the tenant's numba cache) and run, in its own sandbox.
+
+    Only this sandbox sees ``numba_cache_dir``; the one running the tenant's Fortran never does.
+    """
+    outcome = _SideOutcome()
+    with sandbox_tempdir(prefix="verify-port-") as workdir:
+        harness.install(workdir)
+        module, env = _port_module(generated.code, workdir, device, numba_cache_dir)
+        spec = harness_spec(
+            plan,
+            seed,
+            task="run",
+            mode="python",
+            module=module,
+            entry=generated.entry,
+            output="fsp_port.npz",
+            numba_cache="NUMBA_CACHE_DIR" in env,
+        )
+        (workdir / "fsp_port.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
+        port_run = run_sandboxed(
+            harness_argv("fsp_port.json"),
+            cwd=workdir,
+            timeout_s=remaining(),
+            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
+            env=env,
+            allow_gpu=device == "gpu",
+            rw_paths=[numba_cache_dir] if "NUMBA_CACHE_DIR" in env else [],
+        )
+        port_ms = _ms_since(started)
+        if not port_run.ok:
+            outcome.failure = "the generated code failed: " + port_run.describe_failure(
+                max_lines=12, tail=True
+            )
+            return outcome
+        compile_ms = _child_number(port_run, "compile_s") * 1000.0
+        outcome.timings_ms["numba_compile"] = compile_ms
+        outcome.timings_ms["port_run"] = max(0.0, port_ms - compile_ms)
+        outcome.cache_hit = _child_number(port_run, "cache_hits") > 0
+        outcome.outputs = _load_outputs(workdir / "fsp_port.npz")
+    return outcome
+
+
+def _load_outputs(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def _is_array(plan: RunPlan, name: str) -> bool:
     return any(a.name == name and a.is_array for a in plan.args)
 
 
-def _elapsed(result: SandboxResult) -> float:
+def _child_number(result: SandboxResult, key: str) -> float:
+    """A number the side runner printed in its last JSON line (0 when absent)."""
     for line in reversed(result.stdout.strip().splitlines()):
         try:
-            return float(json.loads(line)["elapsed_s"])
+            return float(json.loads(line)[key])
         except (ValueError, KeyError, TypeError):
             continue
-    return result.duration_s
+    return 0.0
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
