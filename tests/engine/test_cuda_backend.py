@@ -156,14 +156,14 @@ def test_one_kernel_per_parallel_nest_with_first_index_on_thread_x() -> None:
 
 
 def test_time_loop_stays_on_host_and_arrays_stay_resident() -> None:
-    code = generate_cuda(heat_ir()).code
+    code = generate_cuda(heat_ir(), swap_buffers=False).code
     driver = code[code.index("def heat(") :]
     loop_at = driver.index("for step in range(")
     # Copy-in happens once before the loop, copy-back once after it; the loop only launches.
-    assert driver.count("_to_device(") == 2 and driver.rindex("_to_device(") < loop_at
+    assert driver.count("= _to_device(") == 2 and driver.rindex("= _to_device(") < loop_at
     loop_body = driver[loop_at : driver.index("# Copy back")]
     assert "copy_to_host" not in loop_body and "_to_host" not in loop_body
-    assert loop_body.count("[_grid, _block2](") == 2
+    assert loop_body.count(", _grid, _block2)(") == 2
 
 
 def test_only_intent_out_and_inout_arrays_are_copied_back() -> None:
@@ -192,7 +192,7 @@ def test_pure_and_elemental_functions_become_device_functions() -> None:
 def test_gauss_seidel_runs_in_a_sequential_kernel_and_says_so() -> None:
     gen = generate_cuda(fixture_kernel("gauss_seidel.f90"))
     assert gen.parallel_loops == 0
-    assert "[1, 1](" in gen.code
+    assert ", 1, 1)(" in gen.code  # one block of one thread
     assert any("sequential single-thread kernel" in n and "carried" in n for n in gen.notes)
 
 
@@ -200,8 +200,14 @@ def test_independent_edge_nests_are_fused_into_one_launch() -> None:
     gen = generate_cuda(fixture_kernel("cpml_elastic_2d.f90"))
     assert gen.parallel_loops == 12
     assert any("8 independent 1-D nests fused" in n for n in gen.notes)
+    # The two stress nests (both read only velocities) and the two velocity nests (both read
+    # only stresses) are independent 2-D pairs: one launch each.
+    assert sum("independent 2-D nests fused" in n for n in gen.notes) == 2
     driver = gen.code[gen.code.index("def cpml_elastic_2d(") :]
-    assert driver.count("](") == 5  # four 2-D update nests + one fused edge kernel per step
+    assert driver.count("_launch(") == 3  # two fused 2-D pairs + one fused edge kernel per step
+    before = generate_cuda(fixture_kernel("cpml_elastic_2d.f90"), fuse_nests=False)
+    before_driver = before.code[before.code.index("def cpml_elastic_2d(") :]
+    assert before_driver.count("_launch(") == 5
 
 
 def test_nests_with_a_dependence_between_them_are_not_fused() -> None:
