@@ -15,14 +15,16 @@ same nest touches ``n``; a whole-array reference touches the whole array.
 counts once and each distinct array it writes counts once more (an in-place update moves its
 array twice), each with the largest element count among the launch's references to it, times
 the item size. Caches are ignored beyond that: neighbour reads (``u(i-1,j)``, ``u(i+1,j)``) are
-one read of ``u``.
+one read of ``u``. In a fused launch the nests' counts for one array add up, at most the array's
+size (the Dirichlet edges of one array are disjoint; two interior nests cover the array once).
 
 **Minimum bytes per step** (``min_bytes_per_step``): what a single ideal pass over the step
 would move. Every array the step touches is moved once per direction it needs: read once if the
 step reads values it did not produce itself (live-in), written once if the step writes new values
 into it. A whole-array copy ``a = b`` inside the time loop writes no new values (renaming the two
-buffers carries them), so it adds no write. Element counts are the largest among all the step's
-references to the array. Heat 2-D: ``u`` is read and ``unew`` written: ``2 * 8 * n * m`` bytes.
+buffers carries them), so it adds no write. Element counts are the largest count of one loop
+nest's references to the array (so fusing nests does not change the minimum). Heat 2-D: ``u`` is
+read and ``unew`` written: ``2 * 8 * n * m`` bytes.
 
 **Launches per step**: kernel launches in one step, a reduction's finishing kernel included,
 launches inside inner host loops multiplied by their trip counts.
@@ -95,6 +97,8 @@ class Bound:
 
 # The loops one array reference depends on; None is the whole array.
 RefLoops = tuple[Bound, ...] | None
+# Per array, one list of references per loop nest of the launch (a fused launch has several).
+RefGroups = dict[str, list[list[RefLoops]]]
 
 
 @dataclass
@@ -103,8 +107,8 @@ class Launch:
 
     kernel: str
     kind: str  # nest, fused, serial, condition
-    reads: dict[str, list[RefLoops]] = field(default_factory=dict)
-    writes: dict[str, list[RefLoops]] = field(default_factory=dict)
+    reads: RefGroups = field(default_factory=dict)
+    writes: RefGroups = field(default_factory=dict)
     array_args: int = 0
     scalar_args: int = 0
     pure_copy: bool = False  # the kernel only does a(idx) = b(idx)
@@ -161,6 +165,11 @@ class GpuModel:
         return out
 
 
+def _significant(x: float) -> float:
+    """Four significant digits: what the model is good for, and readable JSON."""
+    return float(f"{x:.4g}")
+
+
 class ModelError(ValueError):
     """A size the model needs is not known at the given sizes."""
 
@@ -181,6 +190,18 @@ def array_elements(plan: LaunchPlan, name: str, env: Mapping[str, int | float]) 
 
 
 def _elements(
+    groups: list[list[RefLoops]],
+    size: int,
+    env: Mapping[str, int | float],
+    trips: dict[str, int | None],
+) -> tuple[int, int]:
+    """(elements a launch moves: the nests' counts added, at most ``size``; the largest count of
+    one nest)."""
+    counts = [_group_elements(g, size, env, trips) for g in groups]
+    return min(size, sum(counts)), max(counts, default=0)
+
+
+def _group_elements(
     refs: list[RefLoops], size: int, env: Mapping[str, int | float], trips: dict[str, int | None]
 ) -> int:
     best = 0
@@ -241,7 +262,7 @@ def evaluate(
     """
     launches = sum((1 + x.extra_launches) * _repeat(x, env) for x in plan.per_step)
     if launch_cost_per_step_s is None:
-        cost, source = host_launch_cost(plan, env), "model"
+        cost, source = round(host_launch_cost(plan, env), 9), "model"
     else:
         cost, source = float(launch_cost_per_step_s), "measured"
     model = GpuModel(
@@ -278,10 +299,10 @@ def evaluate(
             reps = _repeat(launch, env)
             for name in launch.reads.keys() | launch.writes.keys():
                 size = size_of(name)
-                n_read = _elements(launch.reads.get(name, []), size, env, trips)
-                n_write = _elements(launch.writes.get(name, []), size, env, trips)
+                n_read, one_read = _elements(launch.reads.get(name, []), size, env, trips)
+                n_write, one_write = _elements(launch.writes.get(name, []), size, env, trips)
                 modeled += reps * (n_read + n_write) * itemsize[name]
-                most[name] = max(most.get(name, 0), n_read, n_write)
+                most[name] = max(most.get(name, 0), one_read, one_write)
                 if name in launch.reads and name not in produced:
                     live_in.add(name)
                 if name in launch.writes:
@@ -302,5 +323,5 @@ def evaluate(
         t_bytes = modeled / copy_bandwidth
         waits = any(x.waits for x in plan.per_step)
         t_step = (t_bytes + cost if waits else max(t_bytes, cost)) + launches * DEVICE_LAUNCH_GAP_S
-        model.predicted_copy_bandwidth_fraction = round(minimum / (copy_bandwidth * t_step), 4)
+        model.predicted_copy_bandwidth_fraction = _significant(minimum / (copy_bandwidth * t_step))
     return model

@@ -60,9 +60,11 @@ class KernelResult:
     notes: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     llm_tokens: int = 0  # prompt + completion tokens the LLM fallback spent on this kernel
+    # GPU target: modeled traffic and launches per time step (kernels.engine.gpu_model).
+    gpu_model: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "status": self.status,
             "max_abs_err": self.max_abs_err,
@@ -80,6 +82,9 @@ class KernelResult:
             "sizes": dict(self.sizes),
             "llm_tokens": self.llm_tokens,
         }
+        if self.gpu_model is not None:
+            out["gpu_model"] = dict(self.gpu_model)
+        return out
 
 
 @dataclass

@@ -1639,13 +1639,13 @@ class _CudaModule:
     def _model_launch(self, region, repeat: tuple) -> gpu_model.Launch:
         arrays = self.arrays
         if isinstance(region, _Serial):
-            reads, writes = _array_refs(region.stmts, [], arrays)
+            r, w = _array_refs(region.stmts, [], arrays)
             a, sc = self._kernel_params(region.stmts, set())
             return gpu_model.Launch(
                 region.name,
                 "condition" if region.conds else "serial",
-                reads,
-                writes,
+                {name: [refs] for name, refs in r.items()},
+                {name: [refs] for name, refs in w.items()},
                 len(a) + 1,
                 len(sc),
                 waits=bool(region.conds or region.box or region.has_return),
@@ -1659,7 +1659,7 @@ class _CudaModule:
             r, w = _array_refs(nest.body, bounds, arrays - set(nest.private_arrays))
             for src, dst in ((r, reads), (w, writes)):
                 for name, refs in src.items():
-                    dst.setdefault(name, []).extend(refs)
+                    dst.setdefault(name, []).append(refs)
         if isinstance(region, _Fused):
             a, sc = self._fused_params(region)
             nscalar = len(sc) + 3 * region.rank * len(region.nests)
