@@ -224,8 +224,10 @@ class _StreamableHTTPEndpoint:
                 if not message.get("more_body") or len(body) > _PEEK_LIMIT:
                     break
 
+            upstream = receive
+
             async def replay() -> Any:
-                return messages.pop(0) if messages else await receive()
+                return messages.pop(0) if messages else await upstream()
 
             message = _peek(bytes(body))
             if not _streams_its_answer(message):
