@@ -25,6 +25,9 @@ from django.db import connections
 from fortranspire_site.errors import ApplicationError, RateLimited
 
 STAGES = ("parse", "analyse", "generate", "verify")
+JOB_KINDS = ("translate", "profile")
+# kernel_profile reports parse, analyse (the cost model) and, when measuring, profile.
+PROFILE_STAGES = ("parse", "analyse", "profile")
 # Finished jobs are kept this long so a slow poll still finds its result; the run itself is in
 # the history forever (or until the tenant's retention purge).
 KEEP_FINISHED_S = 15 * 60
@@ -47,6 +50,8 @@ class DashboardJob:
     filename: str
     source: str
     verify: bool
+    kind: str = "translate"
+    measure: bool = False
     state: str = "queued"  # queued | running | done | error
     stage: str = ""
     done: int = 0
@@ -70,10 +75,11 @@ class DashboardJob:
 
     def steps(self) -> list[dict[str, str]]:
         """The four engine stages with 'done' / 'current' / 'pending' / 'skipped' for the stepper."""
-        current = STAGES.index(self.stage) if self.stage in STAGES else -1
+        names = PROFILE_STAGES if self.kind == "profile" else STAGES
+        current = names.index(self.stage) if self.stage in names else -1
         steps = []
-        for index, name in enumerate(STAGES):
-            if name == "verify" and not self.verify:
+        for index, name in enumerate(names):
+            if (name == "verify" and not self.verify) or (name == "profile" and not self.measure):
                 state = "skipped"
             elif self.finished or index < current:
                 state = "done"
@@ -88,9 +94,11 @@ class DashboardJob:
         """A rough overall percentage: each stage is a quarter, split by its done/total."""
         if self.finished:
             return 100
-        if self.stage not in STAGES:
+        names = PROFILE_STAGES if self.kind == "profile" else STAGES
+        if self.stage not in names:
             return 0
-        stages = STAGES if self.verify else STAGES[:-1]
+        optional = self.measure if self.kind == "profile" else self.verify
+        stages = names if optional else names[:-1]
         index = stages.index(self.stage) if self.stage in stages else len(stages) - 1
         part = self.done / self.total if self.total else 0.0
         return int(100 * (index + min(1.0, part)) / len(stages))
@@ -124,15 +132,24 @@ def job_start(
     *,
     tenant,
     user,
-    source: str,
-    target: str,
-    kernel: str | None,
-    verify: bool,
-    sizes: dict[str, int] | None,
+    source: str = "",
+    target: str = "cpu",
+    kernel: str | None = None,
+    verify: bool = True,
+    sizes: dict[str, int] | None = None,
     filename: str = "input.f90",
     allow_llm: bool = False,
+    files: dict[str, str] | None = None,
+    kind: str = "translate",
+    measure: bool = False,
 ) -> DashboardJob:
-    """Register a job and hand it to the worker pool (or run it now when RUN_INLINE)."""
+    """Register a job and hand it to the worker pool (or run it now when RUN_INLINE).
+
+    ``kind`` is ``translate`` (kernel_translate) or ``profile`` (kernel_profile, with
+    ``measure``); ``files`` (several sources forming one project) is passed on only when given.
+    """
+    if kind not in JOB_KINDS:
+        raise ValueError(f"kind must be one of {JOB_KINDS}")
     now = time.monotonic()
     with _lock:
         _prune(now)
@@ -154,6 +171,8 @@ def job_start(
             filename=filename,
             source=source,
             verify=verify,
+            kind=kind,
+            measure=measure,
         )
         _jobs[job.id] = job
     params = {
@@ -166,7 +185,10 @@ def job_start(
         "sizes": sizes,
         "filename": filename,
         "allow_llm": allow_llm,
+        "measure": measure,
     }
+    if files is not None:
+        params["files"] = files
     if RUN_INLINE:
         job_run(job, params)
     else:
@@ -206,20 +228,35 @@ def job_run(job: DashboardJob, params: dict[str, Any]) -> None:
         job.state = "running"
         job.message = "starting"
     try:
-        run, result = services.kernel_translate(
-            tenant=params["tenant"],
-            source=params["source"],
-            target=params["target"],
-            channel="dashboard",
-            kernel=params["kernel"],
-            verify=params["verify"],
-            sizes=params["sizes"],
-            user=params["user"],
-            tool="dashboard",
-            progress=progress,
-            allow_llm=params["allow_llm"],
-            filename=params["filename"],
-        )
+        if job.kind == "profile":
+            run, report = services.kernel_profile(
+                tenant=params["tenant"],
+                source=params["source"],
+                channel="dashboard",
+                sizes=params["sizes"],
+                measure=params["measure"],
+                user=params["user"],
+                progress=progress,
+                tool="dashboard-profile",
+            )
+        else:
+            sources = {"files": params["files"]} if "files" in params else {}
+            run, result = services.kernel_translate(
+                tenant=params["tenant"],
+                source=params["source"],
+                target=params["target"],
+                channel="dashboard",
+                kernel=params["kernel"],
+                verify=params["verify"],
+                sizes=params["sizes"],
+                user=params["user"],
+                tool="dashboard",
+                progress=progress,
+                allow_llm=params["allow_llm"],
+                filename=params["filename"],
+                **sources,
+            )
+            report = result.to_dict()
     except ApplicationError as exc:
         outcome = {
             "state": "error",
@@ -244,7 +281,7 @@ def job_run(job: DashboardJob, params: dict[str, Any]) -> None:
             },
         }
     else:
-        outcome = {"state": "done", "run_id": str(run.id), "report": result.to_dict()}
+        outcome = {"state": "done", "run_id": str(run.id), "report": report}
     with _lock:
         job.run_id = outcome.get("run_id")
         job.report = outcome.get("report")

@@ -40,6 +40,9 @@ class KernelRun(models.Model):
     llm_calls = models.PositiveIntegerField(default=0)
     llm_tokens = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # Set on a fresh, fully verified translation: the key under which kernels.result_cache serves
+    # it again to an identical request of the same tenant (blank otherwise).
+    cache_key = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

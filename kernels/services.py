@@ -85,6 +85,7 @@ def kernel_run_record(
     llm_calls: int = 0,
     llm_tokens: int = 0,
     error: str = "",
+    cache_key: str = "",
     api_key: ApiKey | None = None,
     user: AbstractBaseUser | None = None,
 ) -> KernelRun:
@@ -109,6 +110,7 @@ def kernel_run_record(
             llm_calls=max(0, int(llm_calls)),
             llm_tokens=max(0, int(llm_tokens)),
             error=error,
+            cache_key=cache_key,
             **_caller_fields(api_key, user),
         )
 
@@ -162,14 +164,15 @@ def kernel_translate(
         raise ValidationFailed("seed must be an integer")
 
     from kernels.engine import report as engine_report
-    from kernels.engine import translate_source
+    from kernels.result_cache import cached_or_run
 
     llm_fallback = _llm_fallback_for(tenant) if allow_llm else None
     caller = {"api_key": api_key, "user": user}
     started = time.monotonic()
     try:
-        result = translate_source(
-            source,
+        result, cache_key = cached_or_run(
+            tenant=tenant,
+            source=source,
             filename=filename,
             target=target,
             kernel=kernel,
@@ -214,6 +217,7 @@ def kernel_translate(
         llm_calls=sum(k.llm_calls for k in kernels),
         llm_tokens=sum(getattr(k, "llm_tokens", 0) for k in kernels),
         error="" if kernels else "no kernel found in the source",
+        cache_key=cache_key,
         **caller,
     )
     return run, result
