@@ -146,6 +146,8 @@ class GpuModel:
     launch_cost_source: str  # "model" (constants above) or "measured"
     copy_bandwidth_Bps: float
     time_loop_line: int = 0
+    time_per_step_s: float | None = None  # t_step of the predicted fraction's formula
+    steps: int | None = None  # iterations of the time loop at the sizes (None: unknown)
     reason: str = ""  # why byte figures are missing
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +161,8 @@ class GpuModel:
             "launch_cost_source": self.launch_cost_source,
             "copy_bandwidth_Bps": self.copy_bandwidth_Bps,
             "time_loop_line": self.time_loop_line,
+            "time_per_step_s": self.time_per_step_s,
+            "steps": self.steps,
         }
         if self.reason:
             out["reason"] = self.reason
@@ -276,6 +280,9 @@ def evaluate(
         copy_bandwidth,
         plan.time_loop_line,
     )
+    model.steps = plan.time_loop.trip(env) if plan.time_loop is not None else None
+    if plan.time_loop is None and not plan.time_loop_line:
+        model.steps = 1
     try:
         sizes = {}
         for name in plan.arrays:
@@ -323,5 +330,6 @@ def evaluate(
         t_bytes = modeled / copy_bandwidth
         waits = any(x.waits for x in plan.per_step)
         t_step = (t_bytes + cost if waits else max(t_bytes, cost)) + launches * DEVICE_LAUNCH_GAP_S
+        model.time_per_step_s = _significant(t_step)
         model.predicted_copy_bandwidth_fraction = _significant(minimum / (copy_bandwidth * t_step))
     return model

@@ -312,6 +312,17 @@ def _generate(k: ir.Kernel, target: str, analysis):
     return generate_cpu(k, analysis)
 
 
+def gpu_model_of(k: ir.Kernel, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """The GPU traffic model of ``k``'s CUDA port (analysed kernel), for ``profile --target gpu``."""
+    from kernels.engine.backends.common import CodegenError
+
+    try:
+        generated = _generate(k, "gpu", None)
+    except CodegenError as exc:
+        return {"reason": f"no GPU port: {exc.message} (line {exc.line})"}
+    return gpu_model_report(k, generated, sizes)
+
+
 def gpu_model_report(k: ir.Kernel, generated, sizes: dict[str, int] | None) -> dict[str, Any]:
     """The GPU traffic model of a port at the sizes its verification runs with."""
     from kernels.engine import gpu_model

@@ -125,3 +125,34 @@ def test_translate_json_carries_the_gpu_model_at_the_run_sizes() -> None:
     }
     cpu = translate_source(source, target="cpu", verify=False).kernels[0].to_dict()
     assert "gpu_model" not in cpu
+
+
+def test_profile_target_gpu_reports_the_model_per_kernel(capsys) -> None:
+    import json
+
+    from fortranspire_site.cli import main
+
+    path = FIXTURES / "cpml_elastic_2d.f90"
+    code = main(["profile", str(path), "--target", "gpu", "--json", "--size", "nx=37"])
+    assert code == 0
+    (k,) = json.loads(capsys.readouterr().out)["kernels"]
+    model = k["gpu_model"]
+    assert model["launches_per_step"] == 3
+    direct = gpu_model.evaluate(plan_of("cpml_elastic_2d.f90"), k["sizes"])
+    assert model["bytes_per_step"] == direct.bytes_per_step
+    assert model["bytes_ratio"] == direct.bytes_ratio
+    code = main(["profile", str(path), "--json"])
+    assert code == 0 and "gpu_model" not in json.loads(capsys.readouterr().out)["kernels"][0]
+
+
+def test_profile_measure_without_a_gpu_shows_the_model_time_per_call() -> None:
+    from kernels.engine import profile
+
+    path = FIXTURES / "heat2d_jacobi.f90"
+    (k,) = find_kernels(path.read_text(), filename=path.name)
+    analyse(k)
+    prof = profile.profile_kernel(k, sizes={"n": 64, "m": 48, "nstep": 5})
+    timing = profile._gpu_model_figures(k, prof, profile.machine_info())
+    assert timing is not None and timing.status == "model"
+    model = gpu_model.evaluate(plan_of("heat2d_jacobi.f90"), {"n": 64, "m": 48, "nstep": 5})
+    assert timing.median_s == pytest.approx(5 * model.time_per_step_s)
