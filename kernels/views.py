@@ -28,11 +28,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from fortranspire_site.errors import ApplicationError, RateLimited
-from kernels import dashboard_jobs, selectors, services
+from kernels import dashboard_jobs, inputs, selectors, services
 from tenants.auth import caller_for_user
 
 PAGE_SIZE = 25
-SIZE_ITEM = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*([0-9]+)\s*$")
 
 
 def member_required(view):
@@ -101,16 +100,10 @@ class TranslateForm(forms.Form):
     too_large = False
 
     def clean_sizes(self) -> dict[str, int] | None:
-        text = self.cleaned_data.get("sizes") or ""
-        if not text.strip():
-            return None
-        sizes: dict[str, int] = {}
-        for item in re.split(r"[,;\s]+(?=[A-Za-z])", text.strip()):
-            match = SIZE_ITEM.match(item)
-            if not match:
-                raise forms.ValidationError(f"{item.strip()!r} is not NAME=VALUE (e.g. n=64)")
-            sizes[match.group(1).lower()] = int(match.group(2))
-        return sizes
+        try:
+            return inputs.sizes_parse(self.cleaned_data.get("sizes") or "")
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

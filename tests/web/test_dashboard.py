@@ -397,7 +397,7 @@ def test_llm_fallback_checkbox_hands_the_tenants_fallback_to_the_engine(
     alice, fake_engine, monkeypatch
 ):
     fallback = object()
-    monkeypatch.setattr(services, "_llm_fallback_for", lambda tenant: fallback)
+    monkeypatch.setattr(services, "llm_fallback_for", lambda tenant: fallback)
     alice.post("/translate/", {"source": SAXPY, "target": "cpu"})
     alice.post("/translate/", {"source": SAXPY, "target": "cpu", "allow_llm": "on"})
     assert [call["llm_fallback"] for call in fake_engine] == [None, fallback]
