@@ -262,10 +262,12 @@ def kernel_run_finish(*, tenant: Tenant, run: KernelRun, status: str, **fields: 
     run.duration_ms = max(0, int(run.duration_ms))
     if run.started_at and not fields.get("duration_ms"):
         run.duration_ms = int((run.finished_at - run.started_at).total_seconds() * 1000)
-    progress = dict(run.progress or {})
-    progress["message"] = "finished" if status != "interrupted" else "interrupted"
-    run.progress = progress
     with tenant_context(tenant), transaction.atomic():
+        # Progress was written by kernel_run_progress meanwhile; keep it, not our stale copy.
+        stored = KernelRun.objects.filter(pk=run.pk).values_list("progress", "stage").first()
+        if stored is not None:
+            run.progress, run.stage = dict(stored[0] or {}), stored[1]
+        run.progress["message"] = "finished" if status != "interrupted" else "interrupted"
         run.save()
     return run
 
