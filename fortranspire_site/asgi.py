@@ -58,3 +58,9 @@ def _sweep_jobs_of_dead_processes() -> None:
 
 
 _sweep_jobs_of_dead_processes()
+
+from mcp_bridge.auth import forget_verified_keys  # noqa: E402
+from tenants.key_events import key_events_listen  # noqa: E402
+
+# Another process revoking a key clears this one's MCP key cache at once (with REDIS_URL).
+key_events_listen(forget_verified_keys)
