@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: system-deps $(VENV)/.installed
 
-# gfortran compiles the original kernels for verification; cpp preprocesses .F/.F90.
+# gfortran compiles the original kernels for verification; cpp preprocesses .F/.F90; bwrap
+# (bubblewrap) sandboxes both, and every run of generated code.
 system-deps:
 	@if ! command -v gfortran >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -23,6 +24,17 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gfortran >/dev/null; \
 	  else \
 	    echo "fortranspire needs gfortran to verify ports. Install it, e.g. 'sudo apt-get install gfortran'."; \
+	    exit 1; \
+	  fi; \
+	fi
+	@# bubblewrap is the sandbox every compile and run of untrusted code goes through; without it
+	@# nothing untrusted runs (kernels come back failed), so it is required like gfortran.
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing bubblewrap with apt-get..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "fortranspire needs bubblewrap (bwrap) to sandbox untrusted code. Install it, e.g. 'sudo apt-get install bubblewrap'."; \
 	    exit 1; \
 	  fi; \
 	fi

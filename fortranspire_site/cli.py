@@ -1,6 +1,6 @@
 """The ``fortranspire`` console script.
 
-translate / profile run on the engine alone and never touch Django or a database; every other
+translate / profile / doctor run on the engine alone and never touch Django or a database; every other
 command sets Django up (embedded PostgreSQL unless DATABASE_URL is set) before it runs.
 Exit codes: 0 success, 1 a kernel did not verify (or a command failed), 2 usage or input errors.
 """
@@ -12,7 +12,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fortranspire_site import cli_admin, cli_engine, cli_profile
+    from fortranspire_site import cli_admin, cli_doctor, cli_engine, cli_profile
 
     parser = argparse.ArgumentParser(
         prog="fortranspire",
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_engine.add_commands(sub)
     cli_profile.add_commands(sub)
+    cli_doctor.add_commands(sub)
     cli_admin.add_commands(sub)
     return parser
 

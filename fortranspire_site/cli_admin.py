@@ -75,6 +75,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     connection.ensure_connection()  # start the embedded database before accepting requests
     import signal
 
+    from kernels.engine import sandbox
+
+    # Work directories a killed server or worker left behind still hold tenants' sources.
+    swept = sandbox.sweep_stale_workdirs()
+    if swept:
+        print(f"removed {swept} leftover sandbox work dir(s) from {sandbox.sandbox_root()}")
+    probe = sandbox.probe()
+    if not probe.ok:
+        print(f"warning: untrusted code will not run: {probe.reason}", file=sys.stderr)
+
     import uvicorn
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the process

@@ -102,6 +102,45 @@ PUBLIC_SCHEMA_URLCONF = "fortranspire_site.urls_public"
 ROOT_URLCONF = "fortranspire_site.urls"
 DEFAULT_TENANT_SLUG = os.environ.get("DEFAULT_TENANT_SLUG", "demo")
 RESERVED_TENANT_SLUGS = {"public", "www", "admin", "api", "mcp", "static", "information_schema"}
+# Self-service sign-up on the public host (FORTRANSPIRE_SIGNUP=0 turns it off): a new workspace
+# gets the host <slug>.<FORTRANSPIRE_TENANT_DOMAIN_SUFFIX>. Names that would read as our own
+# services or mail hosts are refused as subdomains.
+SIGNUP_ENABLED = os.environ.get("FORTRANSPIRE_SIGNUP", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
+TENANT_DOMAIN_SUFFIX = os.environ.get("FORTRANSPIRE_TENANT_DOMAIN_SUFFIX", "localhost").strip(".")
+SIGNUP_RESERVED_SLUGS = {
+    "app",
+    "auth",
+    "login",
+    "logout",
+    "signup",
+    "oauth",
+    "sso",
+    "mail",
+    "smtp",
+    "imap",
+    "ftp",
+    "ns1",
+    "ns2",
+    "dashboard",
+    "status",
+    "docs",
+    "help",
+    "support",
+    "billing",
+    "root",
+    "system",
+    "demo",
+    "test",
+    "localhost",
+    "fortranspire",
+}
+# Sign-ups accepted per client address per hour (the throttle uses the cache: Redis when set).
+SIGNUP_PER_HOUR = int(os.environ.get("FORTRANSPIRE_SIGNUP_PER_HOUR", 5))
 
 MIDDLEWARE = [
     "tenants.middleware.TenantHostMiddleware",
@@ -160,6 +199,14 @@ FORTRANSPIRE_RATE_LIMIT_BURST = float(os.environ.get("FORTRANSPIRE_RATE_LIMIT_BU
 FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS = int(
     os.environ.get("FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS", 4)
 )
+# Celery: the broker is Redis when REDIS_URL is set; otherwise tasks run in-process (eager).
+# Throttles (sign-up) count in the cache: shared by every process when Redis is there.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
@@ -195,6 +242,17 @@ STATIC_ROOT = FORTRANSPIRE_HOME / "static"
 # The body limit leaves room for JSON escaping around a source of the maximum size.
 FORTRANSPIRE_MAX_SOURCE_BYTES = int(os.environ.get("FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
 DATA_UPLOAD_MAX_MEMORY_SIZE = FORTRANSPIRE_MAX_SOURCE_BYTES + 256 * 1024
+
+# Per-tenant numba caches (compiled ports kept between verifications, kernels.result_cache).
+# Not under FORTRANSPIRE_HOME: sandboxed ports must see their tenant's cache, never the server's state.
+FORTRANSPIRE_CACHE_DIR = Path(
+    os.environ.get("FORTRANSPIRE_CACHE_DIR")
+    or (
+        Path(tempfile.gettempdir()) / f"fortranspire-test-cache-{os.getuid()}"
+        if TESTING
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fortranspire"
+    )
+)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

@@ -6,9 +6,12 @@ import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from tenants.selectors import privacy_notice_current
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +46,40 @@ def _channel_layer_ok() -> bool:
         return False
 
 
+def _sandbox_status() -> str:
+    from kernels.engine import sandbox
+
+    try:
+        # Cached by the engine: a working sandbox is probed once per process.
+        return sandbox.status()
+    except Exception:  # noqa: BLE001 - a broken probe means untrusted code cannot run
+        logger.warning("health: sandbox probe failed", exc_info=True)
+        return "unavailable"
+
+
 def health(request: HttpRequest) -> JsonResponse:
-    """Liveness for load balancers; no auth, answers on every known host."""
+    """Liveness for load balancers; no auth, answers on every known host.
+
+    ``sandbox`` is ``unavailable`` when bubblewrap cannot run here: translations then fail
+    (nothing untrusted runs unsandboxed), so the instance reports itself degraded.
+    """
     database = _database_ok()
     channel_layer = _channel_layer_ok()
-    ok = database and channel_layer
+    sandbox = _sandbox_status()
+    ok = database and channel_layer and sandbox == "ok"
     return JsonResponse(
         {
             "status": "ok" if ok else "degraded",
             "database": "ok" if database else "down",
             "channel_layer": "ok" if channel_layer else "down",
+            "sandbox": sandbox,
         },
         status=200 if ok else 503,
     )
 
 
 def landing(request: HttpRequest) -> HttpResponse:
-    return render(request, "public/landing.html", {})
+    return render(request, "public/landing.html", {"signup_enabled": settings.SIGNUP_ENABLED})
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -71,14 +91,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def privacy(request: HttpRequest) -> HttpResponse:
-    """The latest published privacy notice, public on every host."""
-    from tenants.selectors import privacy_notice_current
-
-    notice = privacy_notice_current()
+    """The host's workspace's latest published notice (else the platform's), public."""
     tenant = getattr(request, "tenant", None)
+    tenant = tenant if tenant is not None and tenant.pk else None
+    notice = privacy_notice_current(tenant=tenant)
     return render(
         request,
         "privacy.html",
-        {"notice": notice, "tenant": tenant if tenant is not None and tenant.pk else None},
+        {"notice": notice, "tenant": tenant},
         status=200 if notice else 404,
     )

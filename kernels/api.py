@@ -149,7 +149,7 @@ def me(request: HttpRequest) -> dict[str, Any]:
 
 @api.get("/privacy", auth=None, tags=["account"])
 def privacy(request: HttpRequest) -> dict[str, Any]:
-    notice = privacy_notice_current()
+    notice = privacy_notice_current(tenant=getattr(request, "tenant", None))
     if notice is None:
         raise NotFound("no privacy notice has been published yet")
     return {

@@ -13,10 +13,14 @@ from typing import Any
 
 from django.utils import timezone
 
-from fortranspire_site.errors import ApplicationError, NotFound
+from fortranspire_site.errors import ApplicationError, NotFound, ValidationFailed
 from kernels import jobs, selectors
 from kernels.jobs import STAGES
 from kernels.models import KernelRun
+
+JOB_KINDS = ("translate", "profile")
+# kernel_profile reports parse, analyse (the cost model) and, when measuring, profile.
+PROFILE_STAGES = ("parse", "analyse", "profile")
 
 
 @dataclass
@@ -48,6 +52,14 @@ class DashboardJob:
     @property
     def verify(self) -> bool:
         return bool((self.run.params or {}).get("verify", True))
+
+    @property
+    def kind(self) -> str:
+        return self.run.kind
+
+    @property
+    def measure(self) -> bool:
+        return bool((self.run.params or {}).get("measure", False))
 
     @property
     def state(self) -> str:
@@ -103,11 +115,12 @@ class DashboardJob:
         }
 
     def steps(self) -> list[dict[str, str]]:
-        """The four engine stages with 'done' / 'current' / 'pending' / 'skipped'."""
-        current = STAGES.index(self.stage) if self.stage in STAGES else -1
+        """The engine stages with 'done' / 'current' / 'pending' / 'skipped' for the stepper."""
+        names = PROFILE_STAGES if self.kind == "profile" else STAGES
+        current = names.index(self.stage) if self.stage in names else -1
         steps = []
-        for index, name in enumerate(STAGES):
-            if name == "verify" and not self.verify:
+        for index, name in enumerate(names):
+            if (name == "verify" and not self.verify) or (name == "profile" and not self.measure):
                 state = "skipped"
             elif self.finished or index < current:
                 state = "done"
@@ -122,9 +135,11 @@ class DashboardJob:
         """A rough overall percentage: each stage is a share, split by its done/total."""
         if self.finished:
             return 100
-        if self.stage not in STAGES:
+        names = PROFILE_STAGES if self.kind == "profile" else STAGES
+        if self.stage not in names:
             return 0
-        stages = STAGES if self.verify else STAGES[:-1]
+        optional = self.measure if self.kind == "profile" else self.verify
+        stages = names if optional else names[:-1]
         index = stages.index(self.stage) if self.stage in stages else len(stages) - 1
         part = self.done / self.total if self.total else 0.0
         return int(100 * (index + min(1.0, part)) / len(stages))
@@ -134,31 +149,50 @@ def job_start(
     *,
     tenant,
     user,
-    source: str,
-    target: str,
-    kernel: str | None,
-    verify: bool,
-    sizes: dict[str, int] | None,
+    source: str = "",
+    target: str = "cpu",
+    kernel: str | None = None,
+    verify: bool = True,
+    sizes: dict[str, int] | None = None,
     filename: str = "input.f90",
     allow_llm: bool = False,
+    files: dict[str, str] | None = None,
+    kind: str = "translate",
+    measure: bool = False,
 ) -> DashboardJob:
-    """Submit a translation for a member (rate limit and tenant cap apply, as on REST/MCP)."""
+    """Submit a translation or profile for a member (the rate limit and the tenant's job cap
+    apply exactly as on REST and MCP)."""
     from kernels.limits import rate_limit_check
 
+    if kind not in JOB_KINDS:
+        raise ValueError(f"kind must be one of {JOB_KINDS}")
+    if files is not None:
+        raise ValidationFailed("projects of several files cannot be translated by this server yet")
     rate_limit_check(key=f"user:{tenant.schema_name}:{user.pk}")
-    run = jobs.job_translate_submit(
-        tenant=tenant,
-        source=source,
-        channel="dashboard",
-        tool="dashboard",
-        target=target,
-        kernel=kernel,
-        verify=verify,
-        sizes=sizes,
-        allow_llm=allow_llm,
-        filename=filename,
-        user=user,
-    )
+    if kind == "profile":
+        run = jobs.job_profile_submit(
+            tenant=tenant,
+            source=source,
+            channel="dashboard",
+            tool="dashboard-profile",
+            sizes=sizes,
+            measure=measure,
+            user=user,
+        )
+    else:
+        run = jobs.job_translate_submit(
+            tenant=tenant,
+            source=source,
+            channel="dashboard",
+            tool="dashboard",
+            target=target,
+            kernel=kernel,
+            verify=verify,
+            sizes=sizes,
+            allow_llm=allow_llm,
+            filename=filename,
+            user=user,
+        )
     return DashboardJob(run)
 
 

@@ -567,7 +567,5 @@ def job_sweep_at_startup() -> dict[str, int]:
     if swept:
         logger.warning("interrupted runs left by stopped processes: %s", swept)
     # The sandbox work directories of those runs (the tenant's source, build outputs).
-    sandbox_sweep = getattr(sandbox, "sweep_stale_workdirs", None)
-    if sandbox_sweep is not None:
-        sandbox_sweep()
+    sandbox.sweep_stale_workdirs()
     return swept

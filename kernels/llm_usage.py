@@ -109,7 +109,8 @@ def llm_usage_summary(*, tenant: Tenant, days: int | None = None) -> LlmUsage:
     since = timezone.now() - timedelta(days=days) if days else None
     usage = LlmUsage(since=since)
     with tenant_context(tenant):
-        runs = KernelRun.objects.order_by("created_at")
+        # Profiles (status "ok") list kernels too, but nothing was translated.
+        runs = KernelRun.objects.exclude(status="ok").order_by("created_at")
         if since is not None:
             runs = runs.filter(created_at__gte=since)
         rows = runs.values_list(

@@ -59,6 +59,9 @@ class KernelRun(models.Model):
     # host:pid of the process that accepted (in-process pool) or runs (Celery worker) the job.
     worker = models.CharField(max_length=128, blank=True, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Set on a fresh, fully verified translation: the key under which kernels.result_cache serves
+    # it again to an identical request of the same tenant (blank otherwise).
+    cache_key = models.CharField(max_length=64, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -95,6 +95,7 @@ def kernel_run_record(
     llm_calls: int = 0,
     llm_tokens: int = 0,
     error: str = "",
+    cache_key: str = "",
     api_key: ApiKey | None = None,
     user: AbstractBaseUser | None = None,
 ) -> KernelRun:
@@ -121,6 +122,7 @@ def kernel_run_record(
             llm_tokens=max(0, int(llm_tokens)),
             error=error,
             finished_at=now if status not in KernelRun.JOB_STATES else None,
+            cache_key=cache_key,
             **_caller_fields(api_key, user),
         )
 
@@ -461,7 +463,6 @@ def kernel_translate(
     allow_llm: bool = False,
     filename: str = "input.f90",
     run: KernelRun | None = None,
-    time_budget_s: float | None = None,
 ):
     """Translate (and verify) ``source`` for ``tenant``; returns (KernelRun, TranslationResult).
 
@@ -481,7 +482,7 @@ def kernel_translate(
         allow_llm=allow_llm,
         filename=filename,
     )
-    from kernels.engine import translate_source
+    from kernels.result_cache import cached_or_run
 
     run = kernel_run_start_inline(
         tenant=tenant,
@@ -497,8 +498,10 @@ def kernel_translate(
     )
 
     def call():
-        return translate_source(
-            source,
+        # The result cache may answer from an earlier verified run of this tenant.
+        return cached_or_run(
+            tenant=tenant,
+            source=source,
             filename=params["filename"],
             target=params["target"],
             kernel=params["kernel"],
@@ -507,12 +510,13 @@ def kernel_translate(
             seed=params["seed"],
             progress=progress,
             llm_fallback=llm_fallback_for(tenant) if params["allow_llm"] else None,
-            time_budget_s=time_budget_s,
         )
 
-    def outcome(result) -> dict[str, Any]:
+    def outcome(value) -> dict[str, Any]:
+        result, cache_key = value
         kernels = result.kernels
         return {
+            "cache_key": cache_key,
             "status": overall_status([k.status for k in kernels]) if kernels else "unsupported",
             "kernel_names": [k.name for k in kernels],
             "report": result.to_dict(),
@@ -524,7 +528,7 @@ def kernel_translate(
             "error": "" if kernels else "no kernel found in the source",
         }
 
-    result = engine_run_recorded(tenant=tenant, run=run, call=call, outcome=outcome)
+    result, _cache_key = engine_run_recorded(tenant=tenant, run=run, call=call, outcome=outcome)
     return run, result
 
 

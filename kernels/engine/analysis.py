@@ -28,7 +28,14 @@ import math
 from dataclasses import dataclass, field
 
 from kernels.engine import ir
-from kernels.engine.backends.common import affine, continuation, stmt_exprs
+from kernels.engine.dataflow import (
+    affine,
+    continuation,
+    read_before_write,
+    reads_var,
+    stmt_exprs,
+    without_loop_body,
+)
 
 
 @dataclass
@@ -266,9 +273,7 @@ def _reads_in(e, name: str) -> bool:
 
 
 def _read_before_written(name: str, body) -> bool:
-    from kernels.engine.frontend import _read_before_write
-
-    return _read_before_write(name, body)
+    return read_before_write(name, body)
 
 
 def _live_after(name: str, after: list[ir.Stmt], ctx: _Context) -> bool:
@@ -277,15 +282,11 @@ def _live_after(name: str, after: list[ir.Stmt], ctx: _Context) -> bool:
         return True
     if getattr(ctx.kernel, "result", None) == name:
         return True
-    from kernels.engine.frontend import _read_before_write
-
-    return _read_before_write(name, after)
+    return read_before_write(name, after)
 
 
 def _outside(stmts, loop):
-    from kernels.engine.backends.common import _strip
-
-    return _strip(stmts, loop)
+    return without_loop_body(stmts, loop)
 
 
 def _reduction(name: str, body, loop: ir.Loop) -> ir.Reduction | None:
@@ -438,8 +439,6 @@ def _accesses(body, inner_vars) -> list[_Access]:
 
 
 def _privatisable(name, mine: list[_Access], body, loop: ir.Loop, after, ctx: _Context) -> bool:
-    from kernels.engine.backends.common import reads_var
-
     if reads_var(after, name):
         return False
     for a in mine:
@@ -570,6 +569,4 @@ def _test_pair(
 
 
 def _fmt_ref(a: _Access) -> str:
-    from kernels.engine.backends.common import _fortran
-
-    return _fortran(ir.ArrayRef(a.name, a.indices))
+    return ir.fortran_comment_text(ir.ArrayRef(a.name, a.indices))

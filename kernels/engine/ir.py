@@ -388,6 +388,44 @@ def fortran_text(e: Expr | Slice | None) -> str:
     return "?"
 
 
+def fortran_comment_text(e: Expr) -> str:
+    """A compact Fortran-like rendering of an expression, for comments."""
+    if isinstance(e, Const):
+        if e.type.base == "logical":
+            return ".true." if e.value else ".false."
+        return str(e.value)
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, ArrayRef):
+        return f"{e.name}({', '.join(fortran_comment_text(i) if not isinstance(i, Slice) else ':' for i in e.indices)})"
+    if isinstance(e, UnaryOp):
+        return f"{'.not. ' if e.op == 'not' else e.op}{fortran_comment_text(e.operand)}"
+    if isinstance(e, BinOp):
+        op = e.op if e.op not in ("and", "or", "eqv", "neqv") else f".{e.op}."
+        left, right = fortran_comment_text(e.left), fortran_comment_text(e.right)
+        if isinstance(e.left, BinOp):
+            left = f"({left})"
+        if isinstance(e.right, BinOp):
+            right = f"({right})"
+        return f"{left} {op} {right}"
+    if isinstance(e, Call):
+        return f"{e.name}({', '.join(fortran_comment_text(a) for a in e.args)})"
+    return "?"
+
+
+class UnsupportedConstruct(Exception):
+    """Raised while building or lowering IR for a construct that is not translated.
+
+    The statement visitor turns it into an :class:`Unsupported` marker with its line.
+    """
+
+    def __init__(self, construct: str, line: int = 0, text: str = ""):
+        super().__init__(construct)
+        self.construct = construct
+        self.line = line
+        self.text = text
+
+
 class NotConstant(ValueError):
     """Raised by eval_int when an expression depends on something not in the environment."""
 

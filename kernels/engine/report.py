@@ -18,6 +18,22 @@ TARGETS = ("cpu", "gpu")
 # progress(stage, done, total, message): stages are parse, analyse, generate, verify, profile
 ProgressCallback = Callable[[str, int, int, str], None]
 
+#: The stages a kernel's ``timings_ms`` reports, in the order they happen. ``parse`` is the
+#: file's parse (shared by its kernels). With verification, the gfortran side (``gfortran_compile``,
+#: ``reference_run``) and the numba side (``numba_compile``, ``port_run``) run concurrently, so a
+#: kernel's wall time is about parse + analyse + generate + max(the two sides) + compare.
+#: ``port_run`` includes the sandboxed interpreter's start and its numpy/numba import.
+TIMING_STAGES = (
+    "parse",
+    "analyse",
+    "generate",
+    "gfortran_compile",
+    "reference_run",
+    "numba_compile",
+    "port_run",
+    "compare",
+)
+
 
 @dataclass
 class Diagnostic:
@@ -60,6 +76,10 @@ class KernelResult:
     notes: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     llm_tokens: int = 0  # prompt + completion tokens the LLM fallback spent on this kernel
+    # Milliseconds per stage of TIMING_STAGES that ran for this kernel (a stage that did not run
+    # is absent). A cached answer reports only the lookup, under ``cache``.
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,7 +99,18 @@ class KernelResult:
             "notes": list(self.notes),
             "sizes": dict(self.sizes),
             "llm_tokens": self.llm_tokens,
+            "timings_ms": dict(self.timings_ms),
+            "cached": self.cached,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KernelResult:
+        """Rebuild a result from :meth:`to_dict`'s output (a stored report)."""
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["diagnostics"] = [Diagnostic(**d) for d in data.get("diagnostics") or []]
+        values["arguments"] = [ArgError(**a) for a in data.get("arguments") or []]
+        return cls(**values)
 
 
 @dataclass
@@ -87,6 +118,9 @@ class TranslationResult:
     file: str
     target: str
     kernels: list[KernelResult] = field(default_factory=list)
+    # Set when this result is a stored proof served again (kernels.result_cache): the run that
+    # produced it.
+    original_run_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -96,11 +130,24 @@ class TranslationResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "file": self.file,
             "target": self.target,
             "kernels": [k.to_dict() for k in self.kernels],
         }
+        if self.original_run_id is not None:
+            data["cached"] = True
+            data["original_run_id"] = self.original_run_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TranslationResult:
+        return cls(
+            file=data["file"],
+            target=data["target"],
+            kernels=[KernelResult.from_dict(k) for k in data.get("kernels") or []],
+            original_run_id=data.get("original_run_id"),
+        )
 
 
 class EngineError(Exception):

@@ -1,20 +1,68 @@
-"""Run compilers and untrusted code (user Fortran, generated or LLM-written Python) in a subprocess.
+"""The sandbox: every compile and run of untrusted or generated code goes through :func:`run_sandboxed`.
 
-Every child gets: CPU-time, address-space (or data) limits, an open-file and file-size limit, no
-core dumps, its own session (a timeout kills the whole process group, grandchildren included), a
-private network namespace where the OS allows it, a scrubbed environment and capped output.
+User Fortran (cpp, gfortran, the compiled original), generated numba code, LLM-written code and
+the profiling harness all run here. The sandbox is built on bubblewrap (``bwrap``) and must hold
+even when every check before it (the Fortran scanner, the LLM answer check) missed something.
 
-Limits are applied by a tiny launcher (``python -I -S -c ...``) that execs the real command,
-rather than by ``preexec_fn``: ``preexec_fn`` is unsafe when the parent has threads, which it
-does under uvicorn/Channels and in the Celery worker.
+What each run gets
+------------------
+- **Identity:** real host uid/gid 65534 (``nobody``) inside a new user namespace that maps only
+  65534 -> 65534, no capabilities (effective, permitted, inheritable, ambient *and* bounding set
+  empty), ``no_new_privs``, and nested user namespaces disabled (``--disable-userns``).
+- **Namespaces:** new user, pid, net, ipc, uts, cgroup and mount namespaces; ``--die-with-parent``
+  and ``--new-session`` (no TIOCSTI into our terminal). The command runs under bwrap's own pid 1:
+  when the command exits (or the run is killed) pid 1 exits and the kernel kills everything left
+  in the pid namespace, so a ``setsid`` child cannot outlive its run.
+- **Filesystem** (a fresh tmpfs root, everything read-only except the work directory):
+  ``/usr`` and the merged-usr links (``/bin``, ``/lib``, ``/lib64``, ``/sbin``), ``/etc/ld.so.cache``
+  (library lookup), the Python interpreter (``sys.base_prefix``) and the virtualenv
+  (``sys.prefix``, its site-packages), a new ``/proc`` for the new pid namespace, bwrap's minimal
+  ``/dev`` (null, zero, full, random, urandom, tty, shm, pts), a private tmpfs ``/tmp``, and
+  exactly one writable directory: the run's own work directory, bound at its host path. GPU runs
+  also get the ``/dev/nvidia*`` nodes, read-only ``/sys`` and ``$CUDA_HOME`` when they exist.
+  Nothing else: not ``$FORTRANSPIRE_HOME`` (SECRET_KEY, the database and its socket), ``/root``,
+  ``/home``, ``/etc`` (``shadow``, ``passwd``...), ``/var``, ``/run``, the project source, nor any
+  other run's directory.
+- **Network:** none (an empty network namespace: no interface but a down loopback).
+- **Limits** (``prlimit`` right before the command): CPU seconds, address space (data segment for
+  GPU runs: the CUDA driver maps huge virtual ranges), file size, processes, open files, no core
+  dumps; plus a wall timeout enforced here, and capped stdout/stderr.
+- **Environment:** a short allow-list (PATH, LANG, LC_ALL, TZ; CUDA variables for GPU runs),
+  HOME/TMPDIR/NUMBA_CACHE_DIR inside the work directory.
+
+Why two bubblewrap layers when the server runs as root
+------------------------------------------------------
+Run as root, ``bwrap --unshare-user --uid 65534`` maps the sandbox's uid 65534 to the *caller's*
+uid, root: the child would own every root file it can see, only without capabilities. Instead the
+outer bwrap (privileged: it can bind the interpreter from a 0700 ``/root``) builds the namespaces
+and the filesystem, ``setpriv`` becomes the real host uid 65534 with every capability and the
+bounding set dropped and ``no_new_privs`` set, and an inner, unprivileged bwrap adds the user
+namespace (65534 -> 65534) with nested user namespaces disabled. As non-root a single
+unprivileged bwrap does all of it (``--unshare-user --uid 65534``; the host uid is then the
+server's own, which is what an unprivileged service can offer).
+
+No fallback
+-----------
+If bubblewrap is missing or cannot create its namespaces, nothing runs:
+:func:`run_sandboxed` raises :class:`SandboxUnavailable`, whose message says why and how to fix
+it; callers turn it into a ``failed`` kernel, ``/health`` reports ``"sandbox": "unavailable"`` and
+``fortranspire doctor`` exits non-zero.
+
+Work directories
+----------------
+:func:`sandbox_tempdir` makes them 0700 under one dedicated parent (:func:`sandbox_root`, 0700,
+owned by the server; ``$FORTRANSPIRE_SANDBOX_DIR`` moves it), named after the creating process
+so :func:`sweep_stale_workdirs` (run by ``serve`` at start-up) can remove what a killed process
+left behind. ``run_sandboxed`` refuses a ``cwd`` outside that parent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import glob
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,66 +70,37 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kernels.engine.report import SandboxError
+
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+BWRAP = "bwrap"
 
 #: Only these reach the child; everything else (MISTRAL_API_KEY, DATABASE_URL, API_KEY, cloud
 #: credentials...) is dropped. Callers add what a step needs through ``env=``.
 _PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
 #: CUDA needs to find the driver and the toolkit; none of these carry secrets.
 _GPU_PREFIXES = ("CUDA_", "NVIDIA_", "NUMBA_CUDA_", "LD_LIBRARY_PATH", "CUDA_HOME")
+_SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is drained and dropped
 DEFAULT_FILE_MB = 512
+DEFAULT_MAX_PROCESSES = 512  # threads count too (numba's pool); enough for any kernel, not a bomb
 
-_LAUNCHER = r"""
-import ctypes, json, os, resource, sys
-cfg = json.loads(sys.argv[1])
-status = os.fdopen(cfg["status_fd"], "w")
-def lim(which, value, hard=None):
-    try:
-        resource.setrlimit(which, (value, value if hard is None else hard))
-    except (ValueError, OSError):
-        hard = resource.getrlimit(which)[1]
-        if hard != resource.RLIM_INFINITY and value > hard:
-            resource.setrlimit(which, (hard, hard))
-lim(resource.RLIMIT_CORE, 0)
-lim(resource.RLIMIT_CPU, cfg["cpu_s"], cfg["cpu_s"] + 2)  # SIGXCPU first, SIGKILL later
-lim(resource.RLIMIT_NOFILE, cfg["nofile"])
-lim(resource.RLIMIT_FSIZE, cfg["fsize"])
-lim(resource.RLIMIT_DATA if cfg["use_data_limit"] else resource.RLIMIT_AS, cfg["memory"])
-isolated = hidden = 0
-CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
-try:
-    libc = ctypes.CDLL(None, use_errno=True)
-except Exception:
-    libc = None
-flags = (CLONE_NEWNET if cfg["isolate_net"] else 0) | (CLONE_NEWNS if cfg["hide"] else 0)
-if libc is not None and flags:
-    # Root gets the namespaces directly; elsewhere a user namespace grants them, if allowed.
-    if libc.unshare(flags) == 0 or libc.unshare(CLONE_NEWUSER | flags) == 0:
-        isolated = int(bool(flags & CLONE_NEWNET))
-        if flags & CLONE_NEWNS and libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-            # An empty tmpfs over each hidden directory (the server's state: SECRET_KEY, the
-            # database files); private propagation keeps these mounts out of the host.
-            hidden = 1
-            for path in cfg["hide"]:
-                if os.path.isdir(path) and libc.mount(
-                    b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                    b"size=64k,mode=0",
-                ) != 0:
-                    hidden = 0
-status.write("%d%d" % (isolated, hidden))
-status.close()
-argv = cfg["argv"]
-try:
-    os.execvpe(argv[0], argv, os.environ)
-except OSError as exc:
-    sys.stderr.write("sandbox: cannot execute %s: %s\n" % (argv[0], exc))
-    os._exit(127)
-"""
+_FIX = (
+    "Install bubblewrap ('make system-deps', or 'apt-get install bubblewrap') and allow it to "
+    "create namespaces: run the server as root, or enable unprivileged user namespaces "
+    "('sysctl kernel.unprivileged_userns_clone=1', 'sysctl user.max_user_namespaces=15000'; in a "
+    "container, allow the unshare/mount syscalls). Check with 'fortranspire doctor'."
+)
+
+
+class SandboxUnavailable(SandboxError):
+    """The sandbox cannot be set up here, so untrusted code does not run at all."""
 
 
 @dataclass
@@ -91,9 +110,11 @@ class SandboxResult:
     stderr: str
     timed_out: bool
     duration_s: float = 0.0
-    network_isolated: bool = False
+    #: Always true for a run that happened: there is no unisolated mode any more. Kept because
+    #: callers and reports read them.
+    network_isolated: bool = True
     output_truncated: bool = False
-    paths_hidden: bool = False
+    paths_hidden: bool = True
 
     @property
     def ok(self) -> bool:
@@ -116,6 +137,7 @@ class SandboxResult:
                 "SIGKILL": "killed (memory or time limit)",
                 "SIGSEGV": "crashed (segmentation fault)",
                 "SIGXFSZ": "file-size limit reached",
+                "SIGABRT": "aborted",
             }.get(name, f"killed by {name}")
             detail = _some_lines(self.stderr, max_lines, tail)
             return reason + (f": {detail}" if detail else "")
@@ -131,19 +153,431 @@ def _some_lines(text: str, n: int, tail: bool = False) -> str:
 def scrubbed_env(
     *, home: str | os.PathLike[str], extra: Mapping[str, str] | None = None, allow_gpu: bool = False
 ) -> dict[str, str]:
-    """The environment a sandboxed child sees: a short allow-list, HOME/TMPDIR in the sandbox dir."""
+    """The environment a sandboxed child sees: a short allow-list, HOME/TMPDIR in the work dir."""
     env = {k: os.environ[k] for k in _PASSED_THROUGH if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = _SANDBOX_PATH  # the host's PATH may name directories the sandbox does not have
     env.setdefault("LANG", "C.UTF-8")
     if allow_gpu:
         env.update({k: v for k, v in os.environ.items() if k.startswith(_GPU_PREFIXES)})
     env["HOME"] = str(home)
     env["TMPDIR"] = str(home)
-    # numba caches compiled code next to the module or under HOME: keep it inside the sandbox.
+    # numba caches compiled code next to the module or under HOME: keep it inside the work dir.
     env["NUMBA_CACHE_DIR"] = str(Path(home) / ".numba_cache")
     if extra:
         env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# Work directories
+
+
+def sandbox_root() -> Path:
+    """The dedicated parent of every run's work directory: 0700 and owned by this process's user.
+
+    ``$FORTRANSPIRE_SANDBOX_DIR``, else ``<tmp>/fortranspire-sandbox-<uid>``. A pre-existing
+    directory owned by someone else (planted in a shared /tmp to read runs) is refused.
+    """
+    configured = os.environ.get("FORTRANSPIRE_SANDBOX_DIR")
+    path = Path(
+        configured or os.path.join(tempfile.gettempdir(), f"fortranspire-sandbox-{os.geteuid()}")
+    )
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=bool(configured))
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.geteuid():
+        raise SandboxUnavailable(
+            f"the sandbox directory {path} is not a directory owned by uid {os.geteuid()}; "
+            "remove it or set FORTRANSPIRE_SANDBOX_DIR to a private directory"
+        )
+    if st.st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+    return path.resolve()
+
+
+@contextlib.contextmanager
+def sandbox_tempdir(prefix: str = "run-") -> Iterator[Path]:
+    """A fresh private work directory (0700, under :func:`sandbox_root`), removed on exit.
+
+    Its name carries the creating process's pid, so a sweep can tell leftovers from live runs.
+    """
+    root = sandbox_root()
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in prefix)[:40]
+    path = root / f"{safe}{os.getpid()}-{secrets.token_hex(6)}"
+    path.mkdir(mode=0o700)
+    try:
+        yield path
+    finally:
+        _remove_tree(path)
+
+
+def sweep_stale_workdirs(*, max_age_s: float = 24 * 3600) -> int:
+    """Remove work directories whose creating process is gone (or older than ``max_age_s``).
+
+    ``serve`` calls this at start-up: a killed server or worker leaves its runs' files (a
+    tenant's source) behind. Returns the number removed.
+    """
+    root = sandbox_root()
+    removed = 0
+    now = time.time()
+    for entry in root.iterdir():
+        pid = _creator_pid(entry.name)
+        try:
+            age = now - entry.lstat().st_mtime
+        except OSError:
+            continue
+        if pid is not None and pid != os.getpid() and _pid_alive(pid) and age < max_age_s:
+            continue
+        if pid == os.getpid() and age < max_age_s:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            _remove_tree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _creator_pid(name: str) -> int | None:
+    parts = name.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable_and_retry(func, p, _exc):
+        # A child may have left read-only files or directories behind.
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _inside_root(path: str) -> bool:
+    root = str(sandbox_root())
+    return path == root or path.startswith(root + os.sep)
+
+
+def _hand_to_sandbox_user(top: str) -> None:
+    """As root: give the work tree to uid 65534 so the unprivileged child can write in it.
+
+    Symlinks are not followed (``lchown``, ``os.walk`` default), and a child cannot have made a
+    hard link to a host file: only the work dir is writable and every other mount is a
+    different mount (EXDEV).
+    """
+    os.lchown(top, SANDBOX_UID, SANDBOX_GID)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(dirpath, name), SANDBOX_UID, SANDBOX_GID)
+
+
+# --------------------------------------------------------------------------------------------
+# The bubblewrap command line
+
+
+def _privileged() -> bool:
+    return os.geteuid() == 0
+
+
+def _python_binds() -> list[tuple[str, str]]:
+    """(host source, path inside) for the interpreter, the virtualenv and its site-packages."""
+    import site
+    import sysconfig
+
+    wanted = [sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+    wanted += list(site.getsitepackages())
+    wanted += [
+        sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    ]
+    binds: list[tuple[str, str]] = []
+    for target in wanted:
+        if not target or not os.path.isdir(target) or _covered(target, binds):
+            continue
+        binds = [b for b in binds if not _is_under(b[1], target)]
+        binds.append((os.path.realpath(target), os.path.abspath(target)))
+    return binds
+
+
+def _is_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _covered(path: str, binds: Sequence[tuple[str, str]]) -> bool:
+    return _is_under(path, "/usr") or any(_is_under(path, dest) for _, dest in binds)
+
+
+def _forbidden_sources() -> list[str]:
+    """Host paths no bind may contain: the project source and the server's state."""
+    project = str(Path(__file__).resolve().parents[2])
+    home = os.environ.get("FORTRANSPIRE_HOME") or os.path.join(os.getcwd(), ".fortranspire")
+    return [project, os.path.realpath(home)]
+
+
+def _check_binds(binds: Sequence[tuple[str, str]]) -> None:
+    for src, _dest in binds:
+        for secret in _forbidden_sources():
+            if _is_under(secret, src):
+                raise SandboxUnavailable(
+                    f"the sandbox would have to expose {src}, which contains {secret}; install "
+                    "the virtualenv outside the project and the state directory"
+                )
+
+
+def _dirs_for(dest: str, made: set[str]) -> list[str]:
+    """``--perms 0755 --dir`` for each missing parent of ``dest`` (bwrap makes them 0700 otherwise)."""
+    out: list[str] = []
+    parts = Path(dest).parts[1:-1]
+    cur = "/"
+    for part in parts:
+        cur = os.path.join(cur, part)
+        if cur in made or cur in ("/usr", "/tmp", "/proc", "/dev"):
+            continue
+        made.add(cur)
+        out += ["--perms", "0755", "--dir", cur]
+    return out
+
+
+def _gpu_args() -> list[str]:
+    """Device nodes, sysfs and the CUDA toolkit for runs that may use the GPU (when present)."""
+    out: list[str] = []
+    for node in sorted(glob.glob("/dev/nvidia*")):
+        out += ["--dev-bind", node, node]
+    if os.path.isdir("/sys"):
+        out += ["--ro-bind", "/sys", "/sys"]
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if (
+        cuda_home
+        and os.path.isdir(cuda_home)
+        and not _is_under(os.path.realpath(cuda_home), "/usr")
+    ):
+        out += ["--ro-bind", os.path.realpath(cuda_home), cuda_home]
+    return out
+
+
+def _limit_args(
+    *, cpu_s: int, memory_bytes: int, use_data_limit: bool, fsize: int, nofile: int, nproc: int
+) -> list[str]:
+    mem = f"--data={memory_bytes}" if use_data_limit else f"--as={memory_bytes}"
+    return [
+        "/usr/bin/prlimit",
+        f"--cpu={cpu_s}:{cpu_s + 2}",  # SIGXCPU first, SIGKILL two seconds later
+        mem,
+        f"--fsize={fsize}",
+        f"--nofile={nofile}",
+        f"--nproc={nproc}",
+        "--core=0",
+        "--",
+    ]
+
+
+def bwrap_command(
+    argv: Sequence[str],
+    *,
+    workdir: str,
+    limits: Sequence[str],
+    allow_gpu: bool = False,
+    ro_paths: Sequence[str] = (),
+    rw_paths: Sequence[str] = (),
+) -> list[str]:
+    """The full command line that runs ``argv`` sandboxed in ``workdir`` (see the module doc)."""
+    privileged = _privileged()
+    cmd = [BWRAP]
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+    if privileged:
+        cmd += ["--unshare-cgroup", "--cap-add", "CAP_SETUID,CAP_SETGID"]
+    else:
+        cmd += ["--unshare-cgroup-try", "--unshare-user", "--disable-userns"]
+        cmd += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
+    cmd += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(link):
+            cmd += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            cmd += ["--ro-bind", link, link]
+    made: set[str] = set()
+    cmd += ["--perms", "0755", "--dir", "/etc"]
+    made.add("/etc")
+    if os.path.exists("/etc/ld.so.cache"):
+        cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # Debian's alternatives links (cc, f95...) when a tool is reached through them.
+    if os.path.isdir("/etc/alternatives"):
+        cmd += ["--ro-bind", "/etc/alternatives", "/etc/alternatives"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    binds = _python_binds()
+    binds += [(os.path.realpath(p), os.path.abspath(p)) for p in ro_paths]
+    _check_binds(binds)
+    for src, dest in binds:
+        cmd += _dirs_for(dest, made)
+        cmd += ["--ro-bind", src, dest]
+        made.add(dest)
+    if allow_gpu:
+        cmd += _gpu_args()
+    writable = [(p, p) for p in rw_paths]
+    _check_binds(writable)
+    for src, dest in writable:
+        cmd += _dirs_for(dest, made)
+        cmd += ["--bind", src, dest]
+        made.add(dest)
+    cmd += _dirs_for(workdir, made)
+    cmd += ["--bind", workdir, workdir, "--chdir", workdir]
+    cmd += ["--"]
+    if privileged:
+        cmd += [
+            "/usr/bin/setpriv",
+            f"--reuid={SANDBOX_UID}",
+            f"--regid={SANDBOX_GID}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            _bwrap_path(),
+            "--unshare-user",
+            "--disable-userns",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_GID),
+            "--die-with-parent",
+            "--bind",
+            "/",
+            "/",
+            "--chdir",
+            workdir,
+            "--",
+        ]
+    cmd += list(limits)
+    cmd += list(argv)
+    return cmd
+
+
+def _bwrap_path() -> str:
+    """bwrap's absolute path (the inner layer runs with PATH of the sandbox, so it must be under /usr)."""
+    found = shutil.which(BWRAP, path=_SANDBOX_PATH) or shutil.which(BWRAP)
+    return os.path.realpath(found) if found else "/usr/bin/bwrap"
+
+
+# --------------------------------------------------------------------------------------------
+# Probe
+
+
+@dataclass
+class SandboxProbe:
+    ok: bool
+    reason: str = ""
+    mode: str = ""  # 'root: outer bwrap + setpriv + inner bwrap' | 'user: unprivileged bwrap'
+    bwrap_version: str = ""
+    checked_at: float = field(default_factory=time.monotonic)
+
+
+_probe_lock = threading.Lock()
+_probe_cache: SandboxProbe | None = None
+_FAILED_PROBE_TTL_S = 30.0  # a failure is re-checked soon (someone may be fixing it)
+
+
+def probe(*, force: bool = False) -> SandboxProbe:
+    """Can this host run the sandbox? Runs ``true`` in it once; success is cached for the process."""
+    global _probe_cache
+    with _probe_lock:
+        cached = _probe_cache
+        if (
+            cached is not None
+            and not force
+            and (cached.ok or time.monotonic() - cached.checked_at < _FAILED_PROBE_TTL_S)
+        ):
+            return cached
+        _probe_cache = _run_probe()
+        return _probe_cache
+
+
+def status() -> str:
+    """``"ok"`` or ``"unavailable"``, as ``/health`` reports it."""
+    return "ok" if probe().ok else "unavailable"
+
+
+def _run_probe() -> SandboxProbe:
+    mode = "root: bwrap, setpriv to uid 65534, inner bwrap" if _privileged() else "user: bwrap"
+    exe = shutil.which(BWRAP)
+    if exe is None:
+        return SandboxProbe(False, f"bubblewrap ({BWRAP}) is not installed. {_FIX}", mode)
+    version = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        version = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    for tool in ("/usr/bin/prlimit", *(["/usr/bin/setpriv"] if _privileged() else [])):
+        if not os.access(tool, os.X_OK):
+            return SandboxProbe(False, f"{tool} (util-linux) is missing. {_FIX}", mode, version)
+    try:
+        with sandbox_tempdir(prefix="probe-") as work:
+            result = _launch(
+                ["/usr/bin/id", "-u"],
+                cwd=str(work),
+                timeout_s=30,
+                limits=_limit_args(
+                    cpu_s=10,
+                    memory_bytes=256 << 20,
+                    use_data_limit=False,
+                    fsize=1 << 20,
+                    nofile=64,
+                    nproc=DEFAULT_MAX_PROCESSES,
+                ),
+                env=scrubbed_env(home=work),
+                stdin=None,
+                allow_gpu=False,
+                ro_paths=(),
+                rw_paths=(),
+                max_output_bytes=4096,
+            )
+    except (OSError, SandboxUnavailable) as exc:
+        return SandboxProbe(False, f"cannot start bubblewrap: {exc}. {_FIX}", mode, version)
+    if not result.ok:
+        detail = _some_lines(result.stderr or result.stdout, 3) or f"exit {result.returncode}"
+        return SandboxProbe(
+            False, f"bubblewrap cannot create its namespaces here: {detail}. {_FIX}", mode, version
+        )
+    if result.stdout.strip() != str(SANDBOX_UID):
+        return SandboxProbe(
+            False,
+            f"the sandboxed probe ran as uid {result.stdout.strip()!r}, not {SANDBOX_UID}",
+            mode,
+            version,
+        )
+    return SandboxProbe(True, "", mode, version)
+
+
+def require_sandbox() -> None:
+    """Raise :class:`SandboxUnavailable` (with the reason and the fix) unless the sandbox works."""
+    p = probe()
+    if not p.ok:
+        raise SandboxUnavailable(
+            f"untrusted code cannot run: the sandbox is unavailable: {p.reason}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Running
 
 
 def run_sandboxed(
@@ -160,54 +594,131 @@ def run_sandboxed(
     max_output_bytes: int = DEFAULT_OUTPUT_CAP,
     max_file_mb: int = DEFAULT_FILE_MB,
     max_open_files: int = 256,
-    hide_paths: list[str | os.PathLike[str]] | None = None,
+    max_processes: int = DEFAULT_MAX_PROCESSES,
+    ro_paths: Sequence[str | os.PathLike[str]] = (),
+    rw_paths: Sequence[str | os.PathLike[str]] = (),
 ) -> SandboxResult:
-    """Run ``argv`` in ``cwd`` under limits and return what happened; never raises for the child's failures.
+    """Run ``argv`` in the sandbox with ``cwd`` as its only writable directory.
+
+    Never raises for the child's failures (they come back in the result); raises
+    :class:`SandboxUnavailable` when the sandbox cannot be set up, and ``ValueError`` for a
+    ``cwd`` that is not a work directory from :func:`sandbox_tempdir`.
 
     ``memory_mb`` bounds the address space (RLIMIT_AS); with ``allow_gpu`` it bounds the data
     segment instead, because the CUDA driver maps huge virtual ranges. ``cpu_s`` defaults to
     twice the wall timeout (a parallel child burns CPU on several cores). ``env`` adds variables
-    to the scrubbed environment; nothing else from the parent's environment is passed.
-    ``hide_paths`` (default: the server's state directory, see :func:`server_state_dirs`) are
-    covered by an empty tmpfs in a private mount namespace where the OS allows it.
+    to the scrubbed environment. ``ro_paths`` are extra host directories or files shown
+    read-only at their own path (e.g. include directories the user gave). ``rw_paths`` are
+    existing host directories shown read-write at their own path: a tenant's numba cache, given
+    only to the runs of that tenant's translator-written ports. ``isolate_network`` must stay
+    True: there is no networked mode.
     """
-    cwd = os.fspath(cwd)
+    if not isolate_network:
+        raise ValueError("the sandbox has no network mode; isolate_network must be True")
+    workdir = os.path.realpath(os.fspath(cwd))
+    if not _inside_root(workdir) or workdir == str(sandbox_root()) or not os.path.isdir(workdir):
+        raise ValueError(
+            f"run_sandboxed needs a work directory from sandbox_tempdir(), not {os.fspath(cwd)}"
+        )
+    require_sandbox()
     cpu_limit = math.ceil(cpu_s if cpu_s is not None else max(2 * timeout_s, timeout_s + 5))
-    status_r, status_w = os.pipe()
-    config = {
-        "argv": [str(a) for a in argv],
-        "status_fd": status_w,
-        "cpu_s": cpu_limit,
-        "nofile": max_open_files,
-        "fsize": max_file_mb * 1024 * 1024,
-        "memory": memory_mb * 1024 * 1024,
-        "use_data_limit": allow_gpu,
-        "isolate_net": isolate_network,
-        "hide": [
-            os.path.realpath(p)
-            for p in (server_state_dirs() if hide_paths is None else hide_paths)
-            # Never hide the directory the child works in.
-            if not os.path.realpath(cwd).startswith(os.path.realpath(p) + os.sep)
-        ],
-    }
-    child_env = scrubbed_env(home=cwd, extra=env, allow_gpu=allow_gpu)
+    limits = _limit_args(
+        cpu_s=max(1, cpu_limit),
+        memory_bytes=memory_mb * 1024 * 1024,
+        use_data_limit=allow_gpu,
+        fsize=max_file_mb * 1024 * 1024,
+        nofile=max_open_files,
+        nproc=max_processes,
+    )
+    child_env = scrubbed_env(home=workdir, extra=env, allow_gpu=allow_gpu)
+    argv = [str(a) for a in argv]
+    program = _resolve_program(argv[0] if argv else "", workdir, ro_paths)
+    if program is None:
+        return SandboxResult(
+            127,
+            "",
+            f"sandbox: cannot execute {argv[0] if argv else '(nothing)'}: not found "
+            "inside the sandbox\n",
+            False,
+        )
+    result = _launch(
+        [program, *argv[1:]],
+        cwd=workdir,
+        timeout_s=timeout_s,
+        limits=limits,
+        env=child_env,
+        stdin=stdin,
+        allow_gpu=allow_gpu,
+        ro_paths=[os.fspath(p) for p in ro_paths],
+        rw_paths=[os.path.realpath(os.fspath(p)) for p in rw_paths],
+        max_output_bytes=max_output_bytes,
+    )
+    if result.returncode == 1 and result.stderr.startswith("bwrap:"):
+        # bwrap itself failed (or the child imitates it): re-check the sandbox before trusting
+        # either reading. A child cannot fake a failed probe.
+        require_sandbox_after = probe(force=True)
+        if not require_sandbox_after.ok:
+            raise SandboxUnavailable(
+                "untrusted code cannot run: the sandbox is unavailable: "
+                + require_sandbox_after.reason
+            )
+    return result
+
+
+def _resolve_program(name: str, workdir: str, ro_paths: Sequence) -> str | None:
+    """The program's path as the sandbox sees it, or None when the sandbox would not find it."""
+    if not name:
+        return None
+    if "/" not in name:
+        return shutil.which(name, path=_SANDBOX_PATH)
+    path = name if os.path.isabs(name) else os.path.join(workdir, name)
+    visible = ["/usr", "/bin", "/sbin", "/lib", "/lib64", workdir]
+    visible += [dest for _, dest in _python_binds()]
+    visible += [os.path.abspath(os.fspath(p)) for p in ro_paths]
+    if any(_is_under(os.path.abspath(path), v) for v in visible) and os.path.exists(path):
+        return name
+    return None
+
+
+def _launch(
+    argv: list[str],
+    *,
+    cwd: str,
+    timeout_s: float,
+    limits: Sequence[str],
+    env: Mapping[str, str],
+    stdin: str | bytes | None,
+    allow_gpu: bool,
+    ro_paths: Sequence[str],
+    rw_paths: Sequence[str],
+    max_output_bytes: int,
+) -> SandboxResult:
+    if _privileged():
+        for top in (cwd, *rw_paths):
+            _hand_to_sandbox_user(top)
+    cmd = bwrap_command(
+        argv,
+        workdir=cwd,
+        limits=limits,
+        allow_gpu=allow_gpu,
+        ro_paths=ro_paths,
+        rw_paths=rw_paths,
+    )
     data = stdin.encode() if isinstance(stdin, str) else stdin
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(config)],
+            cmd,
             cwd=cwd,
-            env=child_env,
+            env=dict(env),
             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # own process group: a timeout kills grandchildren too
-            pass_fds=(status_w,),
+            start_new_session=True,  # our own process group: a timeout kills bwrap and all
             close_fds=True,
         )
-    finally:
-        os.close(status_w)
-
+    except FileNotFoundError as exc:
+        raise SandboxUnavailable(f"bubblewrap is not installed ({exc}). {_FIX}") from exc
     out = _CappedReader(proc.stdout, max_output_bytes)
     err = _CappedReader(proc.stderr, max_output_bytes)
     if data is not None:
@@ -217,26 +728,28 @@ def run_sandboxed(
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
+        # Killing bwrap kills the sandbox's pid 1 (--die-with-parent), which ends its namespace.
         _kill_group(proc)
         proc.wait()
-    # The group may have left children holding the pipes open: kill it before joining readers.
     _kill_group(proc)
     out.join(5)
     err.join(5)
-    duration = time.monotonic() - start
-    with os.fdopen(status_r, "rb") as fh:
-        flags = fh.read(2)
-    isolated, hidden = flags[:1] == b"1", flags[1:2] == b"1"
     return SandboxResult(
-        returncode=proc.returncode,
+        returncode=_signal_status(proc.returncode),
         stdout=out.text(),
         stderr=err.text(),
         timed_out=timed_out,
-        duration_s=duration,
-        network_isolated=isolated,
-        paths_hidden=hidden,
+        duration_s=time.monotonic() - start,
         output_truncated=out.truncated or err.truncated,
     )
+
+
+def _signal_status(code: int) -> int:
+    """bwrap's pid 1 reports a child killed by signal N as 128 + N: give it back as -N, as
+    subprocess does (a program that really exits with 129..159 is read as a signal)."""
+    if 128 < code < 160:
+        return -(code - 128)
+    return code
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -283,39 +796,3 @@ class _CappedReader:
     def text(self) -> str:
         text = b"".join(self._chunks).decode("utf-8", errors="replace")
         return text + ("\n[output truncated]" if self.truncated else "")
-
-
-def server_state_dirs() -> list[str]:
-    """Directories sandboxed code must not see: the server's state (``$FORTRANSPIRE_HOME``,
-    default ``./.fortranspire``: SECRET_KEY, the embedded database) plus
-    ``$FORTRANSPIRE_SANDBOX_HIDE`` (``os.pathsep``-separated)."""
-    home = os.environ.get("FORTRANSPIRE_HOME") or os.path.join(os.getcwd(), ".fortranspire")
-    extra = [p for p in os.environ.get("FORTRANSPIRE_SANDBOX_HIDE", "").split(os.pathsep) if p]
-    return [home, *extra]
-
-
-@contextlib.contextmanager
-def sandbox_tempdir(prefix: str = "fortranspire-") -> Iterator[Path]:
-    """A fresh private directory that is removed on exit, even when the body raises."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        os.chmod(path, 0o700)
-        yield path
-    finally:
-        _remove_tree(path)
-
-
-def _remove_tree(path: Path) -> None:
-    def make_writable_and_retry(func, p, _exc):
-        # A child may have left read-only files or directories behind.
-        with contextlib.suppress(OSError):
-            os.chmod(p, 0o700)
-            parent = os.path.dirname(p)
-            os.chmod(parent, 0o700)
-            func(p)
-
-    shutil.rmtree(path, onexc=make_writable_and_retry) if sys.version_info >= (3, 12) else (
-        shutil.rmtree(path, onerror=make_writable_and_retry)
-    )
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)

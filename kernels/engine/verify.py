@@ -3,7 +3,8 @@
 Steps, all untrusted work in :mod:`kernels.engine.sandbox` subprocesses inside one temp dir:
 
 1. **Plan**: pick sizes and scalar values (:func:`infer_sizes`), evaluate every array's declared
-   bounds, draw reproducible inputs from ``np.random.default_rng(seed)``.
+   bounds, check the byte cap; the sandboxed harness
+   (:mod:`kernels.engine.harness`) draws reproducible inputs from ``np.random.default_rng(seed)``.
 2. **Fortran side**: a ``bind(C)`` wrapper (iso_c_binding, arrays as explicit-shape dummies with
    the numeric bounds of this run, logicals passed as ``c_int`` and converted) is compiled with
    the original by ``gfortran -O2 -fPIC -shared -ffp-contract=off`` (IEEE semantics: no
@@ -39,24 +40,30 @@ Pass rules (the tolerance used is written into each ``ArgError.tolerance``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kernels.engine import ir
+from kernels.engine import harness, ir
 from kernels.engine.report import ArgError
 from kernels.engine.sandbox import SandboxResult, run_sandboxed, sandbox_tempdir
 
 DIM_DEFAULTS = (13, 11, 9, 10, 7, 12, 6, 5)
 OTHER_INT_DEFAULT = 3
-REAL_RANGE = (0.5, 1.5)
-INT_ARRAY_RANGE = (1, 10)  # numpy's upper bound is exclusive: values 1..9
+REAL_RANGE = harness.REAL_RANGE
+INT_ARRAY_RANGE = harness.INT_ARRAY_RANGE
+DEFAULT_MAX_RUN_BYTES = 256 << 20
 
 GFORTRAN = "gfortran"
 # IEEE-faithful flags: -O2 keeps evaluation order; contraction off so a*b+c is not fused.
@@ -111,7 +118,10 @@ class VerifyReport:
     sizes: dict[str, int] = field(default_factory=dict)
     device: str = "cpu"
     message: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    # Milliseconds per verification stage (report.TIMING_STAGES from gfortran_compile on).
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    # The port's machine code came from the tenant's numba cache instead of being compiled.
+    numba_cache_hit: bool = False
 
     @property
     def ok(self) -> bool:
@@ -259,38 +269,56 @@ def plan_run(kernel: ir.Kernel, sizes: Mapping[str, int | float] | None = None) 
     return RunPlan(plans, used_sizes, scalars, _result_type(kernel))
 
 
-def make_inputs(plan: RunPlan, seed: int = 0) -> dict[str, Any]:
-    """Reproducible inputs for every argument (F-ordered arrays, numpy scalars of the right kind)."""
-    rng = np.random.default_rng(seed)
-    values: dict[str, Any] = {}
+def harness_args(plan: RunPlan) -> list[dict[str, Any]]:
+    """The plan's arguments as the harness spec lists them (inputs are drawn from these)."""
+    out = []
     for a in plan.args:
-        dtype = np.dtype(a.type.numpy_dtype)
-        if a.is_array:
-            values[a.name] = _random_array(rng, a.type, a.shape)
-            continue
-        if a.name in plan.sizes:
-            values[a.name] = dtype.type(plan.sizes[a.name])
-        elif a.name in plan.scalars:
-            values[a.name] = dtype.type(plan.scalars[a.name])
-        else:
-            values[a.name] = _random_array(rng, a.type, ()).item()
-            values[a.name] = dtype.type(values[a.name])
-    return values
+        value = plan.sizes.get(a.name, plan.scalars.get(a.name)) if not a.is_array else None
+        out.append(
+            {
+                "name": a.name,
+                "dtype": a.type.numpy_dtype,
+                "base": a.type.base,
+                "array": a.is_array,
+                "output": a.is_output,
+                "shape": list(a.shape),
+                "value": value,
+            }
+        )
+    return out
 
 
-def _random_array(rng: np.random.Generator, t: ir.FType, shape: tuple[int, ...]) -> np.ndarray:
-    dtype = np.dtype(t.numpy_dtype)
-    if t.base == "real":
-        data = rng.uniform(*REAL_RANGE, size=shape)
-    elif t.base == "integer":
-        data = rng.integers(*INT_ARRAY_RANGE, size=shape)
-    elif t.base == "logical":
-        data = rng.random(size=shape) < 0.5
-    elif t.base == "complex":
-        data = rng.uniform(*REAL_RANGE, size=shape) + 1j * rng.uniform(*REAL_RANGE, size=shape)
-    else:  # pragma: no cover - FType only has the four bases
-        raise PlanError(f"no inputs for type {t}")
-    return np.asfortranarray(np.asarray(data).astype(dtype))
+def make_inputs(plan: RunPlan, seed: int = 0) -> dict[str, Any]:
+    """The inputs the sandboxed harness draws for ``plan`` (for tests and tools: the server
+    itself never allocates them; see :func:`harness.make_inputs`)."""
+    return harness.make_inputs(harness_args(plan), seed)
+
+
+def max_run_bytes() -> int:
+    """``$FORTRANSPIRE_MAX_RUN_BYTES``: the most one run's input arrays may take (256 MiB)."""
+    raw = os.environ.get("FORTRANSPIRE_MAX_RUN_BYTES", "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_RUN_BYTES
+    except ValueError as exc:
+        raise PlanError(
+            f"FORTRANSPIRE_MAX_RUN_BYTES must be a number of bytes, not {raw!r}"
+        ) from exc
+
+
+def check_run_bytes(plan: RunPlan) -> int:
+    """The bytes of the plan's input arrays; PlanError before anything runs when over the cap."""
+    need = harness.input_bytes(harness_args(plan))
+    cap = max_run_bytes()
+    if need > cap:
+        raise PlanError(
+            f"the arguments would take {_mib(need)} at these sizes; one run may use at most "
+            f"{_mib(cap)} (choose smaller --size values, or raise FORTRANSPIRE_MAX_RUN_BYTES)"
+        )
+    return need
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,123 +480,58 @@ def compile_fortran(
 
 
 # --------------------------------------------------------------------------------------------
-# The side runner: executed in the sandbox (python fsp_side.py spec.json)
-
-SIDE_RUNNER = r"""
-import ctypes, importlib.util, json, sys, time
-import numpy as np
-
-spec = json.load(open(sys.argv[1]))
-inputs = np.load("fsp_inputs.npz")
-args = spec["args"]
-out = {}
-if spec["mode"] == "fortran":
-    lib = ctypes.CDLL("./" + spec["library"])
-    fn = getattr(lib, spec["symbol"])
-    fn.restype = None
-    keep, ptrs = [], []
-    ctypes_of = {"int8": ctypes.c_int8, "int16": ctypes.c_int16, "int32": ctypes.c_int32,
-                 "int64": ctypes.c_int64, "float32": ctypes.c_float, "float64": ctypes.c_double,
-                 "bool": ctypes.c_int32}
-    for a in args:
-        v = inputs[a["name"]]
-        if a["array"]:
-            arr = np.asfortranarray(v.astype(np.int32) if a["dtype"] == "bool" else v.copy())
-            keep.append(arr)
-            ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-        elif a["dtype"].startswith("complex"):
-            arr = np.array([v], dtype=a["dtype"])
-            keep.append(arr)
-            ptrs.append(arr.ctypes.data_as(ctypes.c_void_p))
-        else:
-            c = ctypes_of[a["dtype"]](int(v) if a["dtype"] == "bool" else v.item())
-            keep.append(c)
-            ptrs.append(ctypes.byref(c))
-    if spec["result"]:
-        res_dtype = spec["result"]
-        res = np.zeros(1, dtype=np.int32 if res_dtype == "bool" else res_dtype)
-        keep.append(res)
-        ptrs.append(res.ctypes.data_as(ctypes.c_void_p))
-    t0 = time.perf_counter()
-    fn(*ptrs)
-    elapsed = time.perf_counter() - t0
-    for a, obj in zip(args, keep):
-        if not a["output"]:
-            continue
-        if a["array"]:
-            val = obj.astype(bool) if a["dtype"] == "bool" else obj
-        elif isinstance(obj, np.ndarray):
-            val = obj[0]
-        else:
-            val = np.array(obj.value, dtype=a["dtype"])
-        out[a["name"]] = np.asarray(val)
-    if spec["result"]:
-        r = keep[-1][0]
-        out["__result__"] = np.asarray(bool(r) if spec["result"] == "bool" else r)
-else:
-    sys.path.insert(0, ".")
-    modspec = importlib.util.spec_from_file_location("fsp_generated", "fsp_generated.py")
-    mod = importlib.util.module_from_spec(modspec)
-    modspec.loader.exec_module(mod)
-    fn = getattr(mod, spec["entry"])
-    call = []
-    for a in args:
-        v = inputs[a["name"]]
-        if a["array"]:
-            call.append(np.asfortranarray(v.copy()))
-        else:
-            call.append(np.dtype(a["dtype"]).type(v))
-    t0 = time.perf_counter()
-    returned = fn(*call)
-    elapsed = time.perf_counter() - t0
-    expected = ([ "__result__"] if spec["result"] else []) + [
-        a["name"] for a in args if a["output"] and not a["array"]]
-    if len(expected) == 0:
-        values = []
-    elif len(expected) == 1 and not isinstance(returned, (tuple, list)):
-        values = [returned]
-    else:
-        if not isinstance(returned, (tuple, list)) or len(returned) != len(expected):
-            sys.stderr.write("generated code returned %r, expected %d values (%s)\n"
-                             % (type(returned).__name__, len(expected), ", ".join(expected)))
-            sys.exit(3)
-        values = list(returned)
-    for name, v in zip(expected, values):
-        if v is None:
-            sys.stderr.write("generated code returned None for %s\n" % name)
-            sys.exit(3)
-        dtype = spec["result"] if name == "__result__" else [a for a in args if a["name"] == name][0]["dtype"]
-        out[name] = np.asarray(v).astype(dtype)
-    for a, arr in zip(args, call):
-        if a["output"] and a["array"]:
-            out[a["name"]] = arr
-np.savez(spec["output"], **out)
-print(json.dumps({"elapsed_s": elapsed}))
-"""
+# The two sides run by the harness (kernels/engine/harness.py) in the sandbox
 
 
-def _side_spec(plan: RunPlan, mode: str, **extra: Any) -> dict[str, Any]:
+def harness_spec(plan: RunPlan, seed: int, **fields: Any) -> dict[str, Any]:
+    """A harness spec for ``plan``: the arguments, the seed, the result type, then ``fields``."""
     return {
-        "mode": mode,
-        "args": [
-            {
-                "name": a.name,
-                "dtype": a.type.numpy_dtype,
-                "array": a.is_array,
-                "output": a.is_output,
-            }
-            for a in plan.args
-        ],
+        "seed": seed,
+        "args": harness_args(plan),
         "result": plan.result_type.numpy_dtype if plan.result_type is not None else None,
-        **extra,
+        **fields,
     }
 
 
+def harness_argv(spec_file: str) -> list[str]:
+    """Isolated mode (-I): the work directory is not on sys.path, nor are PYTHON* variables read."""
+    return [sys.executable, "-I", harness.HARNESS_FILE, spec_file]
+
+
 def _python_env(device: str) -> dict[str, str]:
-    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
+    env: dict[str, str] = {}
     if device == "simulator":
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     return env
+
+
+def numba_cache_layout(cache_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(where generated modules are kept, where numba keeps their compiled code) in a cache dir."""
+    root = Path(cache_dir)
+    return root / "src", root / "numba"
+
+
+def _port_module(
+    code: str, workdir: Path, device: str, cache_dir: str | os.PathLike[str] | None
+) -> tuple[str, dict[str, str]]:
+    """Write the port where the side runner imports it; returns (its path, the child's env)."""
+    env = _python_env(device)
+    if cache_dir is None or device != "cpu":
+        (workdir / "fsp_generated.py").write_text(code)
+        return "fsp_generated.py", env
+    src_dir, numba_dir = numba_cache_layout(cache_dir)
+    src_dir.mkdir(parents=True, exist_ok=True)
+    numba_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:24]
+    module = src_dir / f"fsp_{digest}.py"
+    # Named after its text: numba names its cache entries after the module file and checks the
+    # file's hash, so each port keeps its own entry and finds it again at the same path.
+    if not module.exists() or module.read_text() != code:
+        tmp = src_dir / f".{module.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(code)
+        os.replace(tmp, module)  # atomic: a concurrent verification never sees half a file
+    env["NUMBA_CACHE_DIR"] = str(numba_dir)
+    return str(module), env
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,84 +641,59 @@ def verify_against_gfortran(
     device: str = "cpu",
     timeout_s: float = 120,
     tolerances: Mapping[str, Tolerance] | None = None,
+    numba_cache_dir: str | os.PathLike[str] | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> VerifyReport:
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
 
     Never raises for a broken port or source: compile errors, crashes and timeouts come back as
     ``status='failed'`` with the first lines of the error in ``message``.
-    """
-    import time
 
+    ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
+    (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
+    machine code is loaded without recompiling, so what goes in must be trusted. Only the port's
+    sandbox gets it, never the one that runs the tenant's Fortran. ``on_stage(stage, ms)`` is
+    called as each stage finishes.
+    """
     deadline = time.monotonic() + timeout_s
+
+    def timed(stage: str, ms: float) -> None:
+        report.timings_ms[stage] = round(ms, 1)
+        if on_stage is not None:
+            on_stage(stage, ms)
 
     def remaining() -> float:
         return max(1.0, deadline - time.monotonic())
 
     try:
         plan = plan_run(kernel, sizes)
-        inputs = make_inputs(plan, seed)
+        check_run_bytes(plan)  # before anything starts: the harness allocates this much, twice
     except (PlanError, ir.NotConstant, ValueError) as exc:
         return VerifyReport("failed", device=device, message=str(exc))
 
     report = VerifyReport("failed", sizes=dict(plan.sizes), device=device)
-    with sandbox_tempdir(prefix="fsp-verify-") as workdir:
-        np.savez(workdir / "fsp_inputs.npz", **inputs)
-        (workdir / "fsp_side.py").write_text(SIDE_RUNNER)
-
-        try:
-            lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
-        except PlanError as exc:
-            report.message = str(exc)
+    # The two sides share nothing but the plan and the seed (each draws the same inputs in its
+    # own sandbox), so they run at the same time; stages are reported from this thread.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
+        sides = {
+            pool.submit(_reference_side, kernel, plan, seed, remaining): "reference",
+            pool.submit(
+                _port_side, generated, plan, seed, device, numba_cache_dir, remaining
+            ): "port",
+        }
+        outcomes: dict[str, _SideOutcome] = {}
+        for done in as_completed(sides):
+            outcome = done.result()
+            outcomes[sides[done]] = outcome
+            for stage, ms in outcome.timings_ms.items():
+                timed(stage, ms)
+    for side in ("reference", "port"):  # the original's problems are reported first
+        if outcomes[side].failure:
+            report.message = outcomes[side].failure
             return report
-        if lib is None:
-            report.message = (
-                "gfortran could not compile the original: " + compiled.describe_failure()
-            )
-            return report
-        report.timings["gfortran_compile_s"] = compiled.duration_s
-
-        spec = _side_spec(
-            plan, "fortran", library=lib.name, symbol=WRAPPER_SYMBOL, output="fsp_ref.npz"
-        )
-        (workdir / "fsp_ref.json").write_text(json.dumps(spec))
-        ref_run = run_sandboxed(
-            [sys.executable, "fsp_side.py", "fsp_ref.json"],
-            cwd=workdir,
-            timeout_s=remaining(),
-            memory_mb=FORTRAN_RUN_MEMORY_MB,
-            env={"PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        if not ref_run.ok:
-            report.message = "the original Fortran failed to run: " + ref_run.describe_failure(
-                max_lines=12, tail=True
-            )
-            return report
-        report.timings["fortran_s"] = _elapsed(ref_run)
-
-        (workdir / "fsp_generated.py").write_text(generated.code)
-        spec = _side_spec(plan, "python", entry=generated.entry, output="fsp_port.npz")
-        (workdir / "fsp_port.json").write_text(json.dumps(spec))
-        port_run = run_sandboxed(
-            [sys.executable, "fsp_side.py", "fsp_port.json"],
-            cwd=workdir,
-            timeout_s=remaining(),
-            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
-            env=_python_env(device),
-            allow_gpu=device == "gpu",
-        )
-        if not port_run.ok:
-            report.message = "the generated code failed: " + port_run.describe_failure(
-                max_lines=12, tail=True
-            )
-            return report
-        report.timings["port_s"] = _elapsed(port_run)
-
-        with (
-            np.load(workdir / "fsp_ref.npz") as ref_npz,
-            np.load(workdir / "fsp_port.npz") as port_npz,
-        ):
-            ref = {k: ref_npz[k] for k in ref_npz.files}
-            port = {k: port_npz[k] for k in port_npz.files}
+    ref, port = outcomes["reference"].outputs, outcomes["port"].outputs
+    report.numba_cache_hit = outcomes["port"].cache_hit
+    started = time.perf_counter()
 
     reductions = reduction_targets(kernel)
     overrides = {k.lower(): v for k, v in (tolerances or {}).items()}
@@ -783,6 +721,7 @@ def verify_against_gfortran(
         report.max_ulp = max(a.max_ulp for a in report.arguments)
     else:
         report.max_abs_err = report.max_rel_err = report.max_ulp = 0.0
+    timed("compare", _ms_since(started))
     failing = [a.name for a in report.arguments if not a.passed]
     if failing:
         report.status = "mismatch"
@@ -802,14 +741,131 @@ def verify_against_gfortran(
     return report
 
 
+@dataclass
+class _SideOutcome:
+    """What one side of a verification produced: its outputs, or why it has none."""
+
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    failure: str = ""
+    cache_hit: bool = False
+
+
+def _reference_side(
+    kernel: ir.Kernel, plan: RunPlan, seed: int, remaining: Callable[[], float]
+) -> _SideOutcome:
+    """gfortran compile, then the original run on the seed's inputs, in its own sandbox."""
+    outcome = _SideOutcome()
+    with sandbox_tempdir(prefix="verify-ref-") as workdir:
+        harness.install(workdir)
+        started = time.perf_counter()
+        try:
+            lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
+        except PlanError as exc:
+            outcome.failure = str(exc)
+            return outcome
+        if lib is None:
+            outcome.failure = (
+                "gfortran could not compile the original: " + compiled.describe_failure()
+            )
+            return outcome
+        outcome.timings_ms["gfortran_compile"] = _ms_since(started)
+        spec = harness_spec(
+            plan,
+            seed,
+            task="run",
+            mode="fortran",
+            library=lib.name,
+            symbol=WRAPPER_SYMBOL,
+            output="fsp_ref.npz",
+        )
+        (workdir / "fsp_ref.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
+        ref_run = run_sandboxed(
+            harness_argv("fsp_ref.json"),
+            cwd=workdir,
+            timeout_s=remaining(),
+            memory_mb=FORTRAN_RUN_MEMORY_MB,
+        )
+        if not ref_run.ok:
+            outcome.failure = "the original Fortran failed to run: " + ref_run.describe_failure(
+                max_lines=12, tail=True
+            )
+            return outcome
+        outcome.timings_ms["reference_run"] = _ms_since(started)
+        outcome.outputs = _load_outputs(workdir / "fsp_ref.npz")
+    return outcome
+
+
+def _port_side(
+    generated: Any,
+    plan: RunPlan,
+    seed: int,
+    device: str,
+    numba_cache_dir: str | os.PathLike[str] | None,
+    remaining: Callable[[], float],
+) -> _SideOutcome:
+    """The port compiled (or loaded from the tenant's numba cache) and run, in its own sandbox.
+
+    Only this sandbox sees ``numba_cache_dir``; the one running the tenant's Fortran never does.
+    """
+    outcome = _SideOutcome()
+    with sandbox_tempdir(prefix="verify-port-") as workdir:
+        harness.install(workdir)
+        module, env = _port_module(generated.code, workdir, device, numba_cache_dir)
+        spec = harness_spec(
+            plan,
+            seed,
+            task="run",
+            mode="python",
+            module=module,
+            entry=generated.entry,
+            output="fsp_port.npz",
+            numba_cache="NUMBA_CACHE_DIR" in env,
+        )
+        (workdir / "fsp_port.json").write_text(json.dumps(spec))
+        started = time.perf_counter()
+        port_run = run_sandboxed(
+            harness_argv("fsp_port.json"),
+            cwd=workdir,
+            timeout_s=remaining(),
+            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
+            env=env,
+            allow_gpu=device == "gpu",
+            rw_paths=[numba_cache_dir] if "NUMBA_CACHE_DIR" in env else [],
+        )
+        port_ms = _ms_since(started)
+        if not port_run.ok:
+            outcome.failure = "the generated code failed: " + port_run.describe_failure(
+                max_lines=12, tail=True
+            )
+            return outcome
+        compile_ms = _child_number(port_run, "compile_s") * 1000.0
+        outcome.timings_ms["numba_compile"] = compile_ms
+        outcome.timings_ms["port_run"] = max(0.0, port_ms - compile_ms)
+        outcome.cache_hit = _child_number(port_run, "cache_hits") > 0
+        outcome.outputs = _load_outputs(workdir / "fsp_port.npz")
+    return outcome
+
+
+def _load_outputs(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def _is_array(plan: RunPlan, name: str) -> bool:
     return any(a.name == name and a.is_array for a in plan.args)
 
 
-def _elapsed(result: SandboxResult) -> float:
+def _child_number(result: SandboxResult, key: str) -> float:
+    """A number the side runner printed in its last JSON line (0 when absent)."""
     for line in reversed(result.stdout.strip().splitlines()):
         try:
-            return float(json.loads(line)["elapsed_s"])
+            return float(json.loads(line)[key])
         except (ValueError, KeyError, TypeError):
             continue
-    return result.duration_s
+    return 0.0
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

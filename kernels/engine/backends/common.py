@@ -5,8 +5,8 @@ Stable API (the CPU and CUDA backends both build on it):
 - :class:`GeneratedCode` ``(code, entry, parallel_loops, notes)``: what a backend returns.
 - :func:`py_name` maps a Fortran name to a safe Python identifier (keywords, builtins and the
   names generated modules use are suffixed with ``_``).
-- :class:`Scope` holds the types and dimensions of the names visible in a kernel or procedure;
-  :meth:`Scope.from_kernel` / :meth:`Scope.from_procedure` build it.
+- The printers take a :class:`kernels.engine.types.Scope` (types and dimensions of the names
+  visible in a kernel or procedure); type inference lives in :mod:`kernels.engine.types`.
 - :class:`ExprPrinter` prints an IR expression with Fortran semantics (integer division truncating
   toward zero, MOD/MODULO/SIGN/NINT, float32 arithmetic kept in float32, 0-based indices from the
   declared lower bounds). :meth:`ExprPrinter.type_of` gives the Fortran type of an expression.
@@ -29,6 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels.engine import ir
+from kernels.engine.dataflow import affine, continuation, read_before_write
+from kernels.engine.intrinsics import MATH as _MATH
+from kernels.engine.intrinsics import MATH2 as _MATH2
+from kernels.engine.types import COMPARE_OPS as _COMPARE
+from kernels.engine.types import LOGICAL_OPS as _LOGICAL_OPS
+from kernels.engine.types import Scope, TypingError, type_of
+from kernels.engine.types import promote as _promote
 
 # --------------------------------------------------------------------------------------------
 # Result
@@ -205,91 +212,7 @@ def helper_source(names: set[str] | list[str], decorator: str, *, fmod: str = "m
 
 
 # --------------------------------------------------------------------------------------------
-# Scope
-
-
-@dataclass
-class Scope:
-    """Types and dimensions of the names a printer may meet."""
-
-    types: dict[str, ir.FType] = field(default_factory=dict)
-    dims: dict[str, list[ir.Dim]] = field(default_factory=dict)
-    constants: dict[str, ir.Const] = field(default_factory=dict)
-    functions: dict[str, ir.Procedure] = field(default_factory=dict)
-
-    @classmethod
-    def from_kernel(cls, kernel: ir.Kernel) -> Scope:
-        s = cls(constants=dict(kernel.constants), functions=dict(kernel.functions))
-        for name, c in kernel.constants.items():
-            s.types[name] = c.type
-        for name, d in kernel.locals.items():
-            s.types[name] = d.type
-            if d.dims:
-                s.dims[name] = d.dims
-        for a in kernel.args:
-            s.types[a.name] = a.type
-            if a.dims:
-                s.dims[a.name] = a.dims
-        return s
-
-    @classmethod
-    def from_procedure(cls, proc: ir.Procedure, outer: Scope | None = None) -> Scope:
-        s = cls()
-        if outer is not None:
-            s.constants = dict(outer.constants)
-            s.functions = dict(outer.functions)
-            for name, c in outer.constants.items():
-                s.types[name] = c.type
-        for name, d in proc.decls.items():
-            if d.parameter is not None and isinstance(d.parameter, ir.Const):
-                s.constants[name] = d.parameter
-            s.types[name] = d.type
-            if d.dims:
-                s.dims[name] = d.dims
-        return s
-
-    def type(self, name: str) -> ir.FType:
-        if name in self.types:
-            return self.types[name]
-        # Implicit typing as a last resort (the frontend normally declares everything).
-        return ir.INTEGER if name[:1] in "ijklmn" else ir.REAL4
-
-
-# --------------------------------------------------------------------------------------------
 # Affine helpers (used to fold index arithmetic so `u(i-1, j)` prints as `u[i - 2, j - 1]`)
-
-
-def affine(e: ir.Expr) -> tuple[dict[str, int], int] | None:
-    """``e`` as (coefficients by variable, constant) when it is an integer affine form."""
-    if isinstance(e, ir.Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
-        return {}, e.value
-    if isinstance(e, ir.Var):
-        return {e.name: 1}, 0
-    if isinstance(e, ir.UnaryOp) and e.op in "+-":
-        a = affine(e.operand)
-        if a is None:
-            return None
-        if e.op == "+":
-            return a
-        return {k: -v for k, v in a[0].items()}, -a[1]
-    if isinstance(e, ir.BinOp) and e.op in ("+", "-"):
-        a, b = affine(e.left), affine(e.right)
-        if a is None or b is None:
-            return None
-        sign = 1 if e.op == "+" else -1
-        coef = dict(a[0])
-        for k, v in b[0].items():
-            coef[k] = coef.get(k, 0) + sign * v
-        return {k: v for k, v in coef.items() if v != 0}, a[1] + sign * b[1]
-    if isinstance(e, ir.BinOp) and e.op == "*":
-        a, b = affine(e.left), affine(e.right)
-        if a is None or b is None:
-            return None
-        if not a[0]:
-            return {k: v * a[1] for k, v in b[0].items() if v * a[1] != 0}, a[1] * b[1]
-        if not b[0]:
-            return {k: v * b[1] for k, v in a[0].items() if v * b[1] != 0}, a[1] * b[1]
-    return None
 
 
 def _print_affine(coef: dict[str, int], const: int) -> str:
@@ -347,104 +270,9 @@ _PYOP = {
     "/": "/",
     "**": "**",
 }
-_COMPARE = {"==", "/=", "<", "<=", ">", ">="}
-_LOGICAL_OPS = {"and", "or", "eqv", "neqv"}
-
-# Elemental real functions: the math.* name to call.
-_MATH = {
-    "sqrt": "math.sqrt",
-    "exp": "math.exp",
-    "log": "math.log",
-    "alog": "math.log",
-    "dlog": "math.log",
-    "log10": "math.log10",
-    "sin": "math.sin",
-    "cos": "math.cos",
-    "tan": "math.tan",
-    "asin": "math.asin",
-    "acos": "math.acos",
-    "atan": "math.atan",
-    "sinh": "math.sinh",
-    "cosh": "math.cosh",
-    "tanh": "math.tanh",
-    "dsqrt": "math.sqrt",
-    "dexp": "math.exp",
-    "dsin": "math.sin",
-    "dcos": "math.cos",
-    "dtan": "math.tan",
-    "datan": "math.atan",
-    "dtanh": "math.tanh",
-}
-_MATH2 = {"atan2": "math.atan2", "datan2": "math.atan2"}
-
-#: Intrinsic names the printers understand (the frontend uses this to tell calls from arrays).
-INTRINSICS = (
-    set(_MATH)
-    | set(_MATH2)
-    | {
-        "abs",
-        "dabs",
-        "iabs",
-        "min",
-        "max",
-        "amin1",
-        "amax1",
-        "dmin1",
-        "dmax1",
-        "min0",
-        "max0",
-        "mod",
-        "amod",
-        "dmod",
-        "modulo",
-        "sign",
-        "dsign",
-        "isign",
-        "int",
-        "ifix",
-        "idint",
-        "nint",
-        "idnint",
-        "anint",
-        "aint",
-        "real",
-        "float",
-        "sngl",
-        "dble",
-        "dfloat",
-        "floor",
-        "ceiling",
-        "size",
-        "sum",
-        "maxval",
-        "minval",
-        "product",
-        "huge",
-        "tiny",
-        "epsilon",
-        "kind",
-        "merge",
-        "dim",
-        "lbound",
-        "ubound",
-        "selected_real_kind",
-        "selected_int_kind",
-    }
-)
 
 _F32_MAX = 3.4028234663852886e38
 _F64_MAX = 1.7976931348623157e308
-
-
-def _promote(a: ir.FType, b: ir.FType) -> ir.FType:
-    if a.base == "real" or b.base == "real":
-        kinds = [t.kind for t in (a, b) if t.base == "real"]
-        return ir.FType("real", max(kinds))
-    if a.base == "integer" and b.base == "integer":
-        return ir.FType("integer", max(a.kind, b.kind))
-    if a.base == "logical" and b.base == "logical":
-        return ir.LOGICAL
-    return a
 
 
 class ExprPrinter:
@@ -460,76 +288,10 @@ class ExprPrinter:
 
     # -- types ---------------------------------------------------------------------------------
     def type_of(self, e: ir.Expr) -> ir.FType:
-        if isinstance(e, ir.Const):
-            return e.type
-        if isinstance(e, ir.Var):
-            if e.name in self.scope.constants:
-                return self.scope.constants[e.name].type
-            return self.scope.type(e.name)
-        if isinstance(e, ir.ArrayRef):
-            return self.scope.type(e.name)
-        if isinstance(e, ir.UnaryOp):
-            if e.op == "not":
-                return ir.LOGICAL
-            return self.type_of(e.operand)
-        if isinstance(e, ir.BinOp):
-            if e.op in _COMPARE or e.op in _LOGICAL_OPS:
-                return ir.LOGICAL
-            lt, rt = self.type_of(e.left), self.type_of(e.right)
-            if e.op == "**" and rt.base == "integer":
-                return lt
-            return _promote(lt, rt)
-        if isinstance(e, ir.Call):
-            return self._call_type(e)
-        raise CodegenError(f"cannot type expression {e!r}")
-
-    def _kind_arg(self, e: ir.Call, default: int) -> int:
-        k = e.keywords.get("kind")
-        if k is None and len(e.args) > 1:
-            k = e.args[1]
-        if k is None:
-            return default
         try:
-            return ir.eval_int(k, {n: c.value for n, c in self.scope.constants.items()})
-        except ir.NotConstant:
-            return default
-
-    def _call_type(self, e: ir.Call) -> ir.FType:
-        n = e.name
-        if n in self.scope.functions:
-            proc = self.scope.functions[n]
-            res = proc.result or proc.name
-            return proc.decls[res].type if res in proc.decls else self.scope.type(res)
-        arg_t = self.type_of(e.args[0]) if e.args else ir.REAL8
-        if n in _MATH or n in _MATH2 or n in ("abs", "mod", "modulo", "sign", "dim"):
-            if n in ("dsqrt", "dexp", "dsin", "dcos", "dtan", "datan", "dtanh", "dlog", "datan2"):
-                return ir.REAL8
-            if n in ("mod", "modulo", "sign", "dim") and len(e.args) == 2:
-                return _promote(arg_t, self.type_of(e.args[1]))
-            return arg_t
-        if n in ("dabs", "dmod", "dsign", "dble", "dfloat", "dmin1", "dmax1"):
-            return ir.REAL8
-        if n in ("iabs", "isign", "min0", "max0", "ifix", "idint", "idnint"):
-            return ir.INTEGER
-        if n in ("amod", "amin1", "amax1", "sngl", "float"):
-            return ir.REAL4
-        if n in ("min", "max"):
-            t = arg_t
-            for a in e.args[1:]:
-                t = _promote(t, self.type_of(a))
-            return t
-        if n in ("int", "nint", "floor", "ceiling", "size", "kind", "lbound", "ubound"):
-            return ir.FType("integer", self._kind_arg(e, 4) if n != "size" else 4)
-        if n == "real":
-            default = arg_t.kind if arg_t.base == "real" else 4
-            return ir.FType("real", self._kind_arg(e, default))
-        if n in ("aint", "anint", "huge", "tiny", "epsilon", "sum", "maxval", "minval", "product"):
-            return arg_t
-        if n == "merge":
-            return _promote(arg_t, self.type_of(e.args[1]))
-        if n in ("selected_real_kind", "selected_int_kind"):
-            return ir.INTEGER
-        raise CodegenError(f"unsupported intrinsic {n}")
+            return type_of(e, self.scope)
+        except TypingError as exc:
+            raise CodegenError(str(exc)) from exc
 
     # -- printing ------------------------------------------------------------------------------
     def expr(self, e: ir.Expr) -> str:
@@ -732,7 +494,7 @@ class ExprPrinter:
         if n in self.scope.functions:
             return f"{py_name(n)}({', '.join(self.expr(a) for a in e.args)})"
         args = e.args
-        result = self._call_type(e)
+        result = self.type_of(e)
         f32 = result.base == "real" and result.kind == 4
 
         def a(i: int) -> str:
@@ -851,36 +613,6 @@ class ExprPrinter:
 
 # --------------------------------------------------------------------------------------------
 # Statements
-
-
-def reads_var(stmts: list[ir.Stmt], name: str) -> bool:
-    """True when ``name`` is read (as a scalar or array) anywhere in ``stmts``."""
-    for s in ir.walk(stmts):
-        for e in stmt_exprs(s):
-            for sub in ir.walk_expr(e):
-                if isinstance(sub, ir.Var) and sub.name == name:
-                    return True
-                if isinstance(sub, ir.ArrayRef) and sub.name == name:
-                    return True
-    return False
-
-
-def stmt_exprs(s: ir.Stmt) -> list[ir.Expr]:
-    """The expressions a statement reads (assignment targets contribute only their subscripts)."""
-    if isinstance(s, ir.Assign):
-        out: list[ir.Expr] = [s.value]
-        if isinstance(s.target, ir.ArrayRef):
-            out.extend(ix for ix in s.target.indices if not isinstance(ix, ir.Slice))
-        return out
-    if isinstance(s, ir.Loop):
-        return [x for x in (s.start, s.stop, s.step) if x is not None]
-    if isinstance(s, ir.WhileLoop):
-        return [s.cond]
-    if isinstance(s, ir.If):
-        return [c for c, _ in s.branches]
-    if isinstance(s, ir.CallStmt):
-        return list(s.args)
-    return []
 
 
 class StmtPrinter:
@@ -1089,9 +821,9 @@ class StmtPrinter:
     def loop_comment(self, s: ir.Loop | ir.WhileLoop) -> str:
         if isinstance(s, ir.WhileLoop):
             return f"# line {s.line}: do while"
-        text = f"do {s.var} = {_fortran(s.start)}, {_fortran(s.stop)}"
+        text = f"do {s.var} = {ir.fortran_comment_text(s.start)}, {ir.fortran_comment_text(s.stop)}"
         if s.step is not None:
-            text += f", {_fortran(s.step)}"
+            text += f", {ir.fortran_comment_text(s.step)}"
         return f"# line {s.line}: {text}"
 
     def loop(self, s: ir.Loop, depth: int) -> list[str]:
@@ -1159,49 +891,11 @@ class StmtPrinter:
             return True
         if not self._all:
             return False
-        from kernels.engine.frontend import _read_before_write
-
-        return _read_before_write(s.var, continuation(self._all, s))
+        return read_before_write(s.var, continuation(self._all, s))
 
     def var_live_out(self, name: str) -> bool:
         """Whether ``name`` is returned to the caller (scalar OUT argument, function result)."""
         return False
-
-
-def continuation(stmts: list[ir.Stmt], target) -> list[ir.Stmt]:
-    """The statements that may run after ``target`` finishes, in order (used for liveness).
-
-    Following siblings at each nesting level, and for an enclosing loop also the statements
-    that precede ``target`` in its body (they run again on the next iteration).
-    """
-
-    def find(block: list[ir.Stmt]) -> list[ir.Stmt] | None:
-        for k, s in enumerate(block):
-            if s is target:
-                return list(block[k + 1 :])
-            inner_blocks: list[tuple[list[ir.Stmt], bool]] = []
-            if isinstance(s, (ir.Loop, ir.WhileLoop)):
-                inner_blocks.append((s.body, True))
-            elif isinstance(s, ir.If):
-                inner_blocks.extend((b, False) for _, b in s.branches)
-                inner_blocks.append((s.orelse, False))
-            for b, is_loop in inner_blocks:
-                found = find(b)
-                if found is not None:
-                    out = list(found)
-                    if is_loop:
-                        idx = next(i for i, x in enumerate(b) if _contains(x, target))
-                        out.extend(b[:idx])
-                    return out + list(block[k + 1 :])
-        return None
-
-    return find(stmts) or []
-
-
-def _contains(s: ir.Stmt, target) -> bool:
-    if s is target:
-        return True
-    return any(x is target for x in ir.walk([s]))
 
 
 def _own_jumps(loop: ir.Loop | ir.WhileLoop):
@@ -1221,39 +915,9 @@ def _own_jumps(loop: ir.Loop | ir.WhileLoop):
                     yield x
 
 
-def _strip(stmts: list[ir.Stmt], loop: ir.Loop) -> list[ir.Stmt]:
-    """``stmts`` with ``loop``'s body removed (its header expressions stay)."""
-    return ir.prune(stmts, lambda s: s is loop)
-
-
 def _plus(e: ir.Expr, text: str, k: int, p: ExprPrinter) -> str:
     """``text + k`` folded when ``e`` is affine (``ny - 1`` + 1 prints as ``ny``)."""
     a = affine(p._fold_constants(e))
     if a is not None:
         return _print_affine(a[0], a[1] + k)
     return f"{text} + {k}" if k > 0 else f"{text} - {-k}"
-
-
-def _fortran(e: ir.Expr) -> str:
-    """A compact Fortran-like rendering of an expression, for comments."""
-    if isinstance(e, ir.Const):
-        if e.type.base == "logical":
-            return ".true." if e.value else ".false."
-        return str(e.value)
-    if isinstance(e, ir.Var):
-        return e.name
-    if isinstance(e, ir.ArrayRef):
-        return f"{e.name}({', '.join(_fortran(i) if not isinstance(i, ir.Slice) else ':' for i in e.indices)})"
-    if isinstance(e, ir.UnaryOp):
-        return f"{'.not. ' if e.op == 'not' else e.op}{_fortran(e.operand)}"
-    if isinstance(e, ir.BinOp):
-        op = e.op if e.op not in _LOGICAL_OPS else f".{e.op}."
-        left, right = _fortran(e.left), _fortran(e.right)
-        if isinstance(e.left, ir.BinOp):
-            left = f"({left})"
-        if isinstance(e.right, ir.BinOp):
-            right = f"({right})"
-        return f"{left} {op} {right}"
-    if isinstance(e, ir.Call):
-        return f"{e.name}({', '.join(_fortran(a) for a in e.args)})"
-    return "?"

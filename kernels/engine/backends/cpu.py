@@ -13,11 +13,11 @@ from kernels.engine.backends.common import (
     CodegenError,
     ExprPrinter,
     GeneratedCode,
-    Scope,
     StmtPrinter,
     helper_source,
     py_name,
 )
+from kernels.engine.types import Scope
 
 # error_model="numpy": a float division by zero gives inf/nan as in Fortran (IEEE) instead of
 # raising, and drops the zero test numba would put in front of every division.
@@ -26,12 +26,45 @@ KERNEL_DECORATOR = '@njit(fastmath=False, error_model="numpy", cache=False)'
 PARALLEL_DECORATOR = '@njit(parallel=True, fastmath=False, error_model="numpy", cache=False)'
 
 
+SHALLOW_REASON = (
+    "a boundary loop beside deeper parallel nests: a thread launch costs more than it saves"
+)
+
+
+def nest_depth(s: ir.Loop) -> int:
+    """How many counted loops deep the nest starting at ``s`` goes (1: no inner loop)."""
+    inner = [x for x in ir.walk(s.body) if isinstance(x, ir.Loop)]
+    return 1 + max((nest_depth(x) for x in inner), default=0)
+
+
+def prange_nest_depth(kernel: ir.Kernel) -> int:
+    """The depth a parallel nest needs to run as prange: the deepest parallel nest's depth.
+
+    Only the kernel's main work is spread over threads. A 1-D loop over an edge of a 2-D grid
+    (``vx(1, :) = 0`` inside a time loop) is O(n) next to O(n^2) nests: as prange it costs a
+    thread launch per execution at run time and a gufunc (about a second of numba compile time
+    each) at compile time, for no gain. It runs sequentially, which is the Fortran order.
+    """
+    depths = [nest_depth(x) for x in ir.walk(kernel.body) if isinstance(x, ir.Loop) and x.parallel]
+    return max(depths, default=1)
+
+
 class CpuStmtPrinter(StmtPrinter):
     """Prints ``prange`` for the outermost parallel loop of each nest, ``range`` elsewhere."""
 
-    def __init__(self, printer: ExprPrinter, *, returns: str, all_stmts, allow_prange: bool):
+    def __init__(
+        self,
+        printer: ExprPrinter,
+        *,
+        returns: str,
+        all_stmts,
+        allow_prange: bool,
+        min_nest_depth: int = 1,
+    ):
         super().__init__(printer, returns=returns, all_stmts=all_stmts)
         self.allow_prange = allow_prange
+        self.min_nest_depth = min_nest_depth
+        self.prange_lines: list[int] = []
         self.parallel_depth = 0
         self.prange_loops = 0
         self.active_reductions: list[ir.Reduction] = []
@@ -42,12 +75,19 @@ class CpuStmtPrinter(StmtPrinter):
         return name in self.live_out
 
     def _is_prange(self, s: ir.Loop) -> bool:
-        return self.allow_prange and s.parallel and self.parallel_depth == 0
+        return self.allow_prange and self._outermost_parallel(s) and not self._shallow(s)
+
+    def _outermost_parallel(self, s: ir.Loop) -> bool:
+        return s.parallel and self.parallel_depth == 0
+
+    def _shallow(self, s: ir.Loop) -> bool:
+        return nest_depth(s) < self.min_nest_depth
 
     def loop_header(self, s, start, stop, step, step_text) -> str:
         if self._is_prange(s):
             self.parallel_depth += 1
             self.prange_loops += 1
+            self.prange_lines.append(s.line)
             self.active_reductions = list(s.reductions)
             s._printed_prange = True  # type: ignore[attr-defined]
             return f"for {py_name(s.var)} in prange({start}, {stop}):"
@@ -57,6 +97,8 @@ class CpuStmtPrinter(StmtPrinter):
         text = super().loop_comment(s)
         if isinstance(s, ir.Loop) and self._is_prange(s):
             return text + "  (parallel: " + s.reason + ")"
+        if isinstance(s, ir.Loop) and self.allow_prange and self._outermost_parallel(s):
+            return text + "  (sequential: " + SHALLOW_REASON + ")"
         if isinstance(s, ir.Loop) and s.reason and not s.parallel:
             return text + "  (sequential: " + s.reason + ")"
         return text
@@ -211,9 +253,7 @@ def _docstring(kernel: ir.Kernel, outs: list[str], parallel: int) -> str:
 
 
 def _fexpr(e: ir.Expr) -> str:
-    from kernels.engine.backends.common import _fortran
-
-    return _fortran(e)
+    return ir.fortran_comment_text(e)
 
 
 def generate_cpu(
@@ -232,7 +272,13 @@ def generate_cpu(
     if kernel.origin == "function" and result:
         outs = [result] + outs
     returns = _returns(outs)
-    sp = CpuStmtPrinter(printer, returns=returns, all_stmts=kernel.body, allow_prange=parallel)
+    sp = CpuStmtPrinter(
+        printer,
+        returns=returns,
+        all_stmts=kernel.body,
+        allow_prange=parallel,
+        min_nest_depth=prange_nest_depth(kernel),
+    )
     sp.live_out = set(outs)
     body = sp.block(kernel.body, 1)
     private_arrays = {
@@ -282,12 +328,12 @@ def generate_cpu(
     code = "\n".join(parts)
     notes = []
     for info in analysis.loops:
-        if info.outermost_parallel and parallel:
+        if info.outermost_parallel and info.line in sp.prange_lines:
             notes.append(
                 f"line {info.line}: do {info.var} runs in parallel (prange): {info.reason}"
             )
+        elif info.outermost_parallel and parallel:
+            notes.append(f"line {info.line}: do {info.var} stays sequential: {SHALLOW_REASON}")
         elif not info.parallel:
             notes.append(f"line {info.line}: do {info.var} stays sequential: {info.reason}")
-    if "prange" not in code.split("from numba import njit, prange", 1)[1]:
-        pass
     return GeneratedCode(code=code, entry=entry, parallel_loops=n_par, notes=notes)

@@ -49,13 +49,12 @@ from kernels.engine.backends.common import (
     CodegenError,
     ExprPrinter,
     GeneratedCode,
-    Scope,
     StmtPrinter,
-    affine,
     helper_source,
     py_name,
-    stmt_exprs,
 )
+from kernels.engine.dataflow import affine, stmt_exprs
+from kernels.engine.types import Scope
 
 DEFAULT_BLOCKS = {1: (256,), 2: (32, 8), 3: (32, 4, 2)}
 FINISH_THREADS = 256  # threads of the one-block kernel that combines per-block partials

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("kernels", "0001_initial"),
+        ("kernels", "0004_result_cache"),
     ]
 
     operations = [

@@ -1,4 +1,4 @@
-"""Frontend: fparser2 parse tree -> IR (units, declarations, statements, lowerings, errors)."""
+"""Frontend, program units and declarations: arguments, kinds, implicit typing, modules, PROGRAM extraction."""
 
 from __future__ import annotations
 
@@ -10,20 +10,7 @@ import pytest
 from kernels.engine import ir
 from kernels.engine.frontend import parse_file
 from kernels.engine.report import FortranSyntaxError
-
-
-def kernels_of(source: str, filename: str = "t.f90") -> dict[str, ir.Kernel]:
-    return {k.name: k for k in parse_file(source, filename=filename).kernels}
-
-
-def only(source: str, filename: str = "t.f90") -> ir.Kernel:
-    (k,) = parse_file(source, filename=filename).kernels
-    return k
-
-
-def loops(stmts) -> list[ir.Loop]:
-    return [s for s in ir.walk(stmts) if isinstance(s, ir.Loop)]
-
+from tests.engine.frontend_ir import kernels_of, only
 
 HEAT = """
 subroutine heat(nx, ny, u, unew)
@@ -92,127 +79,6 @@ def test_default_implicit_typing_without_implicit_none():
     k = only("subroutine s(n, x, y)\n  y = x * n\nend subroutine\n")
     assert k.arg("n").type == ir.INTEGER and k.arg("x").type == ir.REAL4
     assert k.arg("y").intent == "out"
-
-
-def test_fixed_form_shared_label_builds_a_nested_loop():
-    k = only(
-        """
-      SUBROUTINE S(N, M, A)
-      INTEGER N, M
-      REAL*8 A(N, M)
-      DO 10 J = 1, M
-      DO 10 I = 1, N
-         A(I, J) = A(I, J) +
-     &             1.0D0
-   10 CONTINUE
-      END
-""",
-        filename="s.f",
-    )
-    outer = k.body[0]
-    assert isinstance(outer, ir.Loop) and outer.var == "j"
-    inner = outer.body[0]
-    assert isinstance(inner, ir.Loop) and inner.var == "i"
-    assert isinstance(inner.body[0], ir.Assign)
-
-
-def test_do_while_exit_cycle_and_construct_names():
-    k = only(
-        """
-subroutine s(n, x)
-  integer, intent(in) :: n
-  real(8), intent(inout) :: x
-  integer :: i
-  outer: do while (x > 1.0d0)
-    do i = 1, n
-      if (i == 2) cycle
-      if (x < 2.0d0) exit outer
-      x = x / 2
-    end do
-  end do outer
-end subroutine
-"""
-    )
-    w = k.body[0]
-    assert isinstance(w, ir.WhileLoop) and w.label == "outer"
-    jumps = [s for s in ir.walk(k.body) if isinstance(s, (ir.Exit, ir.Cycle))]
-    assert [(type(s).__name__, s.label) for s in jumps] == [("Cycle", None), ("Exit", "outer")]
-
-
-def test_if_else_if_else_chain_keeps_branch_order():
-    k = only(
-        """
-subroutine s(x, y)
-  real(8), intent(in) :: x
-  real(8), intent(out) :: y
-  if (x > 1.0d0) then
-    y = 1.0d0
-  else if (x > 0.0d0) then
-    y = 2.0d0
-  else
-    y = 3.0d0
-  end if
-end subroutine
-"""
-    )
-    (stmt,) = k.body
-    assert isinstance(stmt, ir.If) and len(stmt.branches) == 2 and len(stmt.orelse) == 1
-    assert [b[1][0].value.value for b in stmt.branches] == [1.0, 2.0]
-
-
-def test_section_assignment_is_lowered_to_a_loop_over_the_open_dimension():
-    k = only(
-        """
-subroutine s(n, m, vx)
-  integer, intent(in) :: n, m
-  real(8), intent(inout) :: vx(n, m)
-  vx(1, :) = 0
-end subroutine
-"""
-    )
-    (loop,) = k.body
-    assert isinstance(loop, ir.Loop)
-    assign = loop.body[0]
-    assert isinstance(assign.target, ir.ArrayRef)
-    assert assign.target.indices[0] == ir.Const(1, ir.INTEGER)
-    assert assign.target.indices[1] == ir.Var(loop.var)
-
-
-def test_whole_array_expression_loops_with_first_dimension_innermost():
-    k = only(
-        """
-subroutine s(n, m, a, b, c)
-  integer, intent(in) :: n, m
-  real(8), intent(in) :: a(n, m), b(n, m)
-  real(8), intent(out) :: c(n, m)
-  c = a * b + 1
-end subroutine
-"""
-    )
-    outer = k.body[0]
-    inner = outer.body[0]
-    assign = inner.body[0]
-    # c(inner, outer): the innermost loop runs over the contiguous first index.
-    assert assign.target.indices == [ir.Var(inner.var), ir.Var(outer.var)]
-
-
-def test_sum_over_a_section_is_hoisted_into_an_explicit_loop():
-    k = only(
-        """
-subroutine s(n, m, a, colsum)
-  integer, intent(in) :: n, m
-  real(8), intent(in) :: a(n, m)
-  real(8), intent(out) :: colsum(m)
-  integer :: j
-  do j = 1, m
-    colsum(j) = sum(a(:, j))
-  end do
-end subroutine
-"""
-    )
-    body = k.body[0].body
-    assert isinstance(body[0], ir.Assign) and isinstance(body[1], ir.Loop)
-    assert isinstance(body[2].value, ir.Var) and body[2].value.name == body[0].target.name
 
 
 def test_module_constants_and_pure_functions_reach_the_kernel():

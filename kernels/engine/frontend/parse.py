@@ -1,0 +1,192 @@
+"""Parse and preprocess: Fortran source text -> fparser2 parse tree, with line-exact diagnostics.
+
+cpp runs only inside the sandbox (``run_sandboxed``); line markers map its output back to the
+lines the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from kernels.engine import ir, sandbox
+from kernels.engine.report import Diagnostic, EngineError, FortranSyntaxError
+
+_PARSER = None
+_PARSE_LOCK = threading.Lock()
+
+_FIXED_SUFFIXES = {".f", ".for", ".f77", ".ftn", ".fpp"}
+_CPP_SUFFIXES = {".F", ".F90", ".F95", ".F03", ".F08", ".FOR", ".FPP", ".FTN", ".F77"}
+
+
+def _parser():
+    # Building the f2008 parser class tree costs ~0.3 s: do it once per process.
+    global _PARSER
+    if _PARSER is None:
+        from fparser.two.parser import ParserFactory
+
+        _PARSER = ParserFactory().create(std="f2008")
+    return _PARSER
+
+
+@dataclass
+class ParsedFile:
+    """Everything the frontend learnt from one file."""
+
+    source: str  # after preprocessing
+    fixed_form: bool
+    kernels: list[ir.Kernel] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # per kernel name
+
+
+def is_fixed_form(filename: str) -> bool:
+    return PurePath(filename).suffix.lower() in _FIXED_SUFFIXES
+
+
+def needs_preprocessing(filename: str) -> bool:
+    return PurePath(filename).suffix in _CPP_SUFFIXES
+
+
+def preprocess(source: str, *, filename: str = "input.F90") -> str:
+    """Run the C preprocessor (as gfortran -cpp does) and return the expanded text."""
+    argv = None
+    # Line markers are kept (no -P) so that every output line goes back to its source line:
+    # diagnostics then point at the file the user wrote, not at the expanded text.
+    if shutil.which("cpp"):
+        argv = ["cpp", "-traditional-cpp", "-undef", "-nostdinc", "-w", "-"]
+    elif shutil.which("gfortran"):
+        argv = ["gfortran", "-E", "-cpp", "-nostdinc", "-x", "f95-cpp-input", "-"]
+    if argv is None:
+        raise EngineError("no C preprocessor (cpp or gfortran) is installed")
+    with sandbox.sandbox_tempdir() as tmp:
+        res = sandbox.run_sandboxed(
+            argv, cwd=tmp, timeout_s=20, memory_mb=512, stdin=source, isolate_network=True
+        )
+    if res.timed_out or res.returncode != 0:
+        raise FortranSyntaxError(
+            f"preprocessing {filename} failed: {res.stderr.strip()[:500]}",
+            [Diagnostic(1, 1, "C preprocessor failed")],
+        )
+    out = res.stdout
+    return _realign_lines(out)
+
+
+def _realign_lines(text: str) -> str:
+    """Drop cpp line markers, placing each line of the user's file at its original number."""
+    marker = re.compile(r'^#\s*(\d+)\s+"([^"]*)"')
+    lines: list[str] = []
+    current_is_input = True
+    next_line = 1
+    for raw in text.splitlines():
+        m = marker.match(raw)
+        if m:
+            name = m.group(2)
+            current_is_input = name in ("<stdin>", "-") or not name.startswith(("<", "/"))
+            next_line = int(m.group(1))
+            continue
+        if not current_is_input:
+            continue
+        while len(lines) < next_line - 1:
+            lines.append("")
+        if len(lines) >= next_line:
+            lines.append(raw)  # a macro expanding to several lines: keep them in order
+        else:
+            lines.append(raw)
+        next_line += 1
+    return "\n".join(lines) + "\n"
+
+
+def _parse_tree(source: str, fixed: bool):
+    from fparser.common.readfortran import FortranStringReader
+    from fparser.common.sourceinfo import FortranFormat
+    from fparser.two.symbol_table import SYMBOL_TABLES
+    from fparser.two.utils import FparserException
+
+    reader = FortranStringReader(source, ignore_comments=False)
+    reader.set_format(FortranFormat(not fixed, False))
+    # fparser's reader calls sys.exit(1) on some errors (a mismatched END name, say): in a
+    # server that would end the worker thread. Report them as syntax errors instead.
+    reader.exit_on_error = False
+    reader.error = lambda message, item=None: _reader_error(message, item, reader)
+    try:
+        # fparser keeps module-level state (symbol tables): one parse at a time per process,
+        # since the web service translates from several threads. The tables are cleared
+        # first, so they neither grow for the life of the server nor keep a scope left open by
+        # a parse that failed half-way.
+        with _PARSE_LOCK:
+            SYMBOL_TABLES.clear()
+            tree = _parser()(reader)
+    except FparserException as exc:
+        raise _syntax_error(str(exc), source) from None
+    except FortranSyntaxError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fparser fails on some bad input with its own bugs
+        # (assertions, index errors...): whatever it raises, the source did not parse.
+        line = max(1, int(getattr(reader, "linecount", 1) or 1))
+        detail = str(exc) or type(exc).__name__
+        raise FortranSyntaxError(
+            f"could not parse the source near line {line}: {detail}",
+            [Diagnostic(line, 1, detail)],
+        ) from None
+    if tree is None or not tree.children:
+        raise FortranSyntaxError("no Fortran program unit found", [Diagnostic(1, 1, "empty")])
+    return tree
+
+
+def _reader_error(message: str, item, reader) -> None:
+    if item is not None and getattr(item, "span", None):
+        line = item.span[0]
+    else:  # fparser passes no item for some errors: the line it was reading is the best guess
+        line = max(1, int(getattr(reader, "linecount", 1) or 1))
+    message = message.removesuffix(" Ignoring.")  # fparser's wording; we do not ignore it
+    raise FortranSyntaxError(
+        f"syntax error at line {line}: {message}", [Diagnostic(line, 1, message)]
+    )
+
+
+def _syntax_error(message: str, source: str) -> FortranSyntaxError:
+    line = 1
+    m = re.search(r"at line (\d+)", message)
+    if m:
+        line = int(m.group(1))
+    text = ""
+    m2 = re.search(r">>>(.*)", message)
+    if m2:
+        text = m2.group(1).strip()
+    lines = source.splitlines()
+    column = 1
+    if 1 <= line <= len(lines):
+        src_line = lines[line - 1]
+        column = len(src_line) - len(src_line.lstrip()) + 1
+        column = _guess_column(src_line) or column
+    msg = f"syntax error at line {line}"
+    if text:
+        msg += f": {text}"
+    return FortranSyntaxError(msg, [Diagnostic(line, column, msg)])
+
+
+def _guess_column(line: str) -> int | None:
+    """Best-effort column of the fault: an unbalanced parenthesis or a dangling operator."""
+    code = line.split("!")[0].rstrip()
+    depth = 0
+    first_open = None
+    for k, ch in enumerate(code):
+        if ch == "(":
+            if depth == 0:
+                first_open = k
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return k + 1
+    if depth > 0 and first_open is not None:
+        return first_open + 1
+    if code and code[-1] in "+-*/=,":
+        return len(code)
+    return None
+
+
+# --------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Array lowering (kernels/engine/lowering.py): sections, whole arrays, reductions, WHERE."""
+
+from __future__ import annotations
+
+from kernels.engine import ir
+from tests.engine.frontend_ir import only
+
+
+def test_section_assignment_is_lowered_to_a_loop_over_the_open_dimension():
+    k = only(
+        """
+subroutine s(n, m, vx)
+  integer, intent(in) :: n, m
+  real(8), intent(inout) :: vx(n, m)
+  vx(1, :) = 0
+end subroutine
+"""
+    )
+    (loop,) = k.body
+    assert isinstance(loop, ir.Loop)
+    assign = loop.body[0]
+    assert isinstance(assign.target, ir.ArrayRef)
+    assert assign.target.indices[0] == ir.Const(1, ir.INTEGER)
+    assert assign.target.indices[1] == ir.Var(loop.var)
+
+
+def test_whole_array_expression_loops_with_first_dimension_innermost():
+    k = only(
+        """
+subroutine s(n, m, a, b, c)
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: a(n, m), b(n, m)
+  real(8), intent(out) :: c(n, m)
+  c = a * b + 1
+end subroutine
+"""
+    )
+    outer = k.body[0]
+    inner = outer.body[0]
+    assign = inner.body[0]
+    # c(inner, outer): the innermost loop runs over the contiguous first index.
+    assert assign.target.indices == [ir.Var(inner.var), ir.Var(outer.var)]
+
+
+def test_sum_over_a_section_is_hoisted_into_an_explicit_loop():
+    k = only(
+        """
+subroutine s(n, m, a, colsum)
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: a(n, m)
+  real(8), intent(out) :: colsum(m)
+  integer :: j
+  do j = 1, m
+    colsum(j) = sum(a(:, j))
+  end do
+end subroutine
+"""
+    )
+    body = k.body[0].body
+    assert isinstance(body[0], ir.Assign) and isinstance(body[1], ir.Loop)
+    assert isinstance(body[2].value, ir.Var) and body[2].value.name == body[0].target.name

@@ -1,0 +1,125 @@
+"""The per-tenant result cache: an identical request is answered from the stored proof."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from kernels import result_cache
+from kernels.engine import verify
+from kernels.services import kernel_translate
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed"),
+]
+
+SCALE = """
+subroutine scale(n, a, y)
+  integer, intent(in) :: n
+  real(8), intent(in) :: a
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = a * y(i)
+  end do
+end subroutine scale
+"""
+
+
+@pytest.fixture
+def sandbox_runs(monkeypatch, settings, tmp_path):
+    """Counts every sandboxed process verification starts (gfortran, reference, port)."""
+    settings.FORTRANSPIRE_CACHE_DIR = tmp_path / "cache"
+    calls: list[list[str]] = []
+    real = verify.run_sandboxed
+
+    def counting(argv, **kwargs):
+        calls.append(list(argv))
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(verify, "run_sandboxed", counting)
+    return calls
+
+
+def translate(tenant, **overrides):
+    args = {"source": SCALE, "target": "cpu", "channel": "api", "sizes": {"n": 19}, "seed": 3}
+    args.update(overrides)
+    return kernel_translate(tenant=tenant, **args)
+
+
+def test_identical_request_is_served_from_the_stored_proof_without_running_anything(
+    tenant_a, sandbox_runs
+):
+    first_run, first = translate(tenant_a)
+    assert first_run.status == "verified" and first_run.cache_key
+    assert first.original_run_id is None and not first.kernels[0].cached
+    runs_after_first = len(sandbox_runs)
+    assert runs_after_first >= 3
+
+    second_run, second = translate(tenant_a)
+    assert len(sandbox_runs) == runs_after_first, "a cache hit must not start a sandbox"
+    data = second.to_dict()
+    assert data["cached"] is True
+    assert data["original_run_id"] == str(first_run.pk)
+    assert [k["cached"] for k in data["kernels"]] == [True]
+    assert data["kernels"][0]["status"] == "verified"
+    assert data["kernels"][0]["code"] == first.kernels[0].code
+    assert set(data["kernels"][0]["timings_ms"]) == {"cache"}
+    # The hit is recorded in the history too, pointing at the proof, and is not a proof itself.
+    assert second_run.pk != first_run.pk
+    assert second_run.report["original_run_id"] == str(first_run.pk)
+    assert second_run.cache_key == ""
+
+
+def test_another_tenant_with_the_same_source_is_not_served_the_first_tenants_result(
+    tenant_a, tenant_b, sandbox_runs
+):
+    run_a, _ = translate(tenant_a)
+    before = len(sandbox_runs)
+    run_b, result_b = translate(tenant_b)
+    assert result_b.original_run_id is None
+    assert not result_b.kernels[0].cached
+    assert len(sandbox_runs) > before
+    assert run_b.status == "verified"
+    # Same content address, but each proof lives in its own tenant's schema.
+    assert run_b.cache_key == run_a.cache_key
+    assert result_cache.numba_cache_dir(tenant_a) != result_cache.numba_cache_dir(tenant_b)
+
+
+def test_a_different_seed_or_size_is_verified_again(tenant_a, sandbox_runs):
+    translate(tenant_a)
+    for change in ({"seed": 4}, {"sizes": {"n": 20}}, {"kernel": "scale"}):
+        before = len(sandbox_runs)
+        _, result = translate(tenant_a, **change)
+        assert result.original_run_id is None, change
+        assert len(sandbox_runs) > before, change
+
+
+def test_an_engine_upgrade_invalidates_stored_proofs_and_numba_caches(
+    tenant_a, sandbox_runs, monkeypatch
+):
+    first_run, _ = translate(tenant_a)
+    old_dir = result_cache.numba_cache_dir(tenant_a)
+    assert result_cache.ENGINE_VERSION in old_dir.parts
+
+    monkeypatch.setattr(result_cache, "ENGINE_VERSION", "9999.0.0-test")
+    monkeypatch.setattr(result_cache, "_pruned_versions", type(result_cache._pruned_versions)())
+    before = len(sandbox_runs)
+    second_run, second = translate(tenant_a)
+    assert second.original_run_id is None
+    assert len(sandbox_runs) > before
+    assert second_run.cache_key and second_run.cache_key != first_run.cache_key
+    new_dir = result_cache.numba_cache_dir(tenant_a)
+    assert "9999.0.0-test" in new_dir.parts
+    assert not old_dir.exists(), "the old engine's compiled code must be removed"
+
+
+def test_an_unverified_translation_is_not_stored_as_a_proof(tenant_a, sandbox_runs):
+    run, result = translate(tenant_a, verify=False)
+    assert result.kernels[0].status == "translated"
+    assert run.cache_key == ""
+    assert sandbox_runs == []
+    _, again = translate(tenant_a, verify=False)
+    assert again.original_run_id is None
