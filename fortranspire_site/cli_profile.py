@@ -68,16 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
     """``["n=64", "m=32"]`` -> ``{"n": 64, "m": 32}``; raises ValueError on malformed items."""
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--size expects NAME=VALUE, got {item!r}")
-        try:
-            sizes[name.strip().lower()] = int(value)
-        except ValueError:
-            raise ValueError(f"--size {name.strip()}: {value!r} is not an integer") from None
-    return sizes
+    from fortranspire_site.errors import ValidationFailed
+    from kernels.inputs import sizes_parse
+
+    try:
+        return sizes_parse(items) or {}
+    except ValidationFailed as exc:
+        raise ValueError(f"--size: {exc.message}") from None
 
 
 def handle_profile(args: argparse.Namespace) -> int:
