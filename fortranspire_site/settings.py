@@ -197,6 +197,17 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Jobs (kernels.jobs): without REDIS_URL a pool of threads in each web process runs them; with
+# it, Celery workers over Redis do (queues cpu and gpu).
+FORTRANSPIRE_JOB_WORKERS = int(os.environ.get("FORTRANSPIRE_JOB_WORKERS", 2))
+# A translation's own budget (the engine's FORTRANSPIRE_MAX_RUN_S) plus queueing time.
+FORTRANSPIRE_JOB_WAIT_S = float(os.environ.get("FORTRANSPIRE_JOB_WAIT_S", 900))
+# Limits (kernels.limits), shared by REST, MCP and the dashboard.
+FORTRANSPIRE_RATE_LIMIT_PER_MINUTE = float(os.environ.get("FORTRANSPIRE_RATE_LIMIT_PER_MINUTE", 60))
+FORTRANSPIRE_RATE_LIMIT_BURST = float(os.environ.get("FORTRANSPIRE_RATE_LIMIT_BURST", 20))
+FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS = int(
+    os.environ.get("FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS", 4)
+)
 # Celery: the broker is Redis when REDIS_URL is set; otherwise tasks run in-process (eager).
 # Throttles (sign-up) count in the cache: shared by every process when Redis is there.
 if REDIS_URL:
@@ -210,7 +221,14 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_TASK_ROUTES = {"kernels.tasks.translate_gpu": {"queue": "gpu"}}
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A job whose worker died unacknowledged is delivered again after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("FORTRANSPIRE_JOB_REDELIVER_S", 960))
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -24,12 +24,11 @@ from fortranspire_site.errors import (
     ApplicationError,
     AuthenticationFailed,
     PermissionDenied,
-    ServiceUnavailable,
     ValidationFailed,
 )
+from kernels.limits import rate_limit_check
 from mcp_bridge.auth import TOOL_SCOPES, TenantAccessToken
 from mcp_bridge.hosts import run_db
-from mcp_bridge.limits import check_source_size, job_slots, rate_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +105,8 @@ def _engine_error_to_application(exc: Exception) -> ApplicationError | None:
     return None
 
 
-class _ProgressBridge:
-    """Carries the engine's progress callback (a worker thread) to ctx.report_progress (the loop).
+class _ProgressReporter:
+    """Job progress (from kernels.jobs.job_wait) as MCP progress notifications.
 
     MCP requires progress to increase, so stage k of the four maps onto [k, k + 0.9] by its own
     done/total (total 4); an update that would not move forward is dropped.
@@ -115,57 +114,46 @@ class _ProgressBridge:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.send, self.receive = anyio.create_memory_object_stream[tuple[float, str]](
-            max_buffer_size=64
-        )
         self.last = -1.0
 
-    def callback(self, stage: str, done: int, total: int, message: str) -> None:
+    async def __call__(self, stage: str, done: int, total: int, message: str) -> None:
+        if not stage:
+            return
         index = STAGES.index(stage) if stage in STAGES else len(STAGES) - 1
         fraction = min(max((done / total) if total else 1.0, 0.0), 1.0)
-        # A finished stage stays below the start of the next one, so each stage shows up.
         value = index + 0.9 * fraction
-        text = f"{stage}: {message}" if message else stage
+        if value <= self.last:
+            return
+        self.last = value
         try:
-            anyio.from_thread.run_sync(self._offer, value, text)
-        except Exception:  # progress must never break the job (loop gone, stream closed)
-            pass
-
-    def _offer(self, value: float, text: str) -> None:
-        try:
-            self.send.send_nowait((value, text))
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # a slow client misses intermediate steps, not the result
-
-    async def forward(self) -> None:
-        async with self.receive:
-            async for value, text in self.receive:
-                if value <= self.last:
-                    continue
-                self.last = value
-                try:
-                    await self.ctx.report_progress(value, float(len(STAGES)), text)
-                except Exception:
-                    logger.debug("progress notification failed", exc_info=True)
+            await self.ctx.report_progress(
+                value, float(len(STAGES)), f"{stage}: {message}" if message else stage
+            )
+        except Exception:  # progress must never break the job (client gone)
+            logger.debug("progress notification failed", exc_info=True)
 
 
-async def _run_job(ctx: Context, job: Callable[[Callable | None], Any]) -> Any:
-    """Run ``job(progress)`` in a worker thread, streaming its progress to the client."""
-    bridge = _ProgressBridge(ctx)
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bridge.forward)
-        try:
-            outcome["result"] = await run_db(job, bridge.callback)
-        except Exception as exc:
-            # Raised after the task group closes, so callers see the service's own exception
-            # rather than an ExceptionGroup.
-            outcome["error"] = exc
-        finally:
-            bridge.send.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+async def _run_job(ctx: Context, submit: Callable[[], Any]) -> dict[str, Any]:
+    """Submit a job through the job service and wait for it, streaming progress."""
+    from kernels import jobs
+
+    run = await run_db(submit)
+    if not run.finished:
+        run = await jobs.job_wait(
+            tenant=run_tenant(ctx), run_id=str(run.id), on_progress=_ProgressReporter(ctx)
+        )
+    return jobs.job_outcome(run)
+
+
+def run_tenant(ctx: Context):
+    return caller(ctx).tenant
+
+
+def rate_key(token: TenantAccessToken) -> str:
+    """The same bucket as the key's REST calls (kernels.api.rate_key)."""
+    if token.api_key is not None:
+        return f"key:{token.api_key.pk}"
+    return f"client:{token.client_id}"
 
 
 def _record_refusal(
@@ -221,10 +209,12 @@ async def _guarded(
     body: Callable[[TenantAccessToken], Any],
     *,
     source: str | None = None,
-    heavy: bool = False,
     service_records: bool = True,
 ) -> CallToolResult:
-    """Scope, rate limit, size and job-cap checks around ``body``; errors become tool errors.
+    """Rate limit and scope checks around ``body``; errors become tool errors.
+
+    Jobs (translate, profile, ask) go through kernels.jobs, which checks the input and the
+    tenant's job cap and records the run from acceptance on.
 
     ``service_records``: the service called by ``body`` writes the KernelRun itself on success,
     and on engine failures (its error then carries ``run_id``). Every other outcome is recorded
@@ -235,7 +225,7 @@ async def _guarded(
     try:
         token = caller(ctx)
         # First, so that refused calls count against the key too.
-        rate_limiter.check(token.client_id)
+        await run_db(rate_limit_check, key=rate_key(token))
         needed = TOOL_SCOPES[tool]
         if needed not in token.scopes:
             raise PermissionDenied(
@@ -243,13 +233,7 @@ async def _guarded(
                 "Create a key with that scope in the dashboard, or reconnect and approve it.",
                 extra={"scope": needed},
             )
-        if source is not None:
-            check_source_size(source)
-        if heavy:
-            async with job_slots.slot(token.tenant.pk):
-                result = await body(token)
-        else:
-            result = await body(token)
+        result = await body(token)
         if not service_records:
             await run_db(_record_success, token, tool, started)
         return result
@@ -295,26 +279,25 @@ async def _translate(
     sizes: dict | None,
 ) -> CallToolResult:
     async def body(token: TenantAccessToken) -> CallToolResult:
-        from kernels.services import kernel_translate
+        from kernels.jobs import job_translate_submit
 
-        def job(progress):
-            return kernel_translate(
+        data = await _run_job(
+            ctx,
+            lambda: job_translate_submit(
                 tenant=token.tenant,
                 source=source,
-                target=target,
                 channel="mcp",
+                tool=tool,
+                target=target,
                 kernel=kernel,
                 verify=verify,
                 sizes=sizes,
                 api_key=token.api_key,
-                tool=tool,
-                progress=progress,
-            )
+            ),
+        )
+        return structured_result(data)
 
-        run, result = await _run_job(ctx, job)
-        return structured_result({**result.to_dict(), "run_id": str(run.pk)})
-
-    return await _guarded(ctx, tool, body, source=source, heavy=True)
+    return await _guarded(ctx, tool, body, source=source)
 
 
 async def translate_kernel(
@@ -330,8 +313,10 @@ async def translate_kernel(
     verify=true each kernel is compiled with gfortran and both versions run on the same random
     inputs; every INTENT(OUT/INOUT) argument is compared. Returns the CLI JSON shape
     ({file, target, kernels: [{name, status, max_abs_err, max_rel_err, max_ulp, llm_calls,
-    parallel_loops, device, code, diagnostics}]}) plus run_id for get_kernel_run.
-    Status is verified, translated, mismatch, unsupported or failed.
+    parallel_loops, device, code, diagnostics, coverage}]}) plus run_id for get_kernel_run.
+    Status is verified, inconclusive, translated, mismatch, unsupported or failed; verified means
+    the outputs match and every DO loop ran in the reference (coverage.loops_run == coverage.loops),
+    inconclusive that some loop never ran at the sizes tried (pass sizes so that it runs).
     """
     return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
 
@@ -389,33 +374,28 @@ async def profile_kernels(
     """
 
     async def body(token: TenantAccessToken) -> CallToolResult:
-        from kernels.services import kernel_profile
+        from kernels.jobs import job_profile_submit
 
-        def job(progress):
-            run, data = kernel_profile(
+        data = await _run_job(
+            ctx,
+            lambda: job_profile_submit(
                 tenant=token.tenant,
                 source=source,
                 channel="mcp",
-                sizes=sizes,
-                measure=False,
-                api_key=token.api_key,
-                progress=progress,
                 tool="profile_kernels",
-            )
-            data = dict(data)
-            chart = None
-            if not any(k in data for k in ("chart_png", "plot_png", "png")):
-                chart = _profile_chart(data)
-            return run, data, chart
-
-        run, data, chart = await _run_job(ctx, job)
+                sizes=sizes,
+                api_key=token.api_key,
+            ),
+        )
+        chart = None
+        if not any(k in data for k in ("chart_png", "plot_png", "png")):
+            chart = await anyio.to_thread.run_sync(_profile_chart, data)
         data, image = _profile_image(data)
         if image is None and chart:
             _, image = _profile_image({"chart_png": chart})
-        data = {**data, "run_id": str(run.pk)}
         return structured_result(data, *([image] if image is not None else []))
 
-    return await _guarded(ctx, "profile_kernels", body, source=source, heavy=True)
+    return await _guarded(ctx, "profile_kernels", body, source=source)
 
 
 async def ask_agent(
@@ -438,26 +418,22 @@ async def ask_agent(
     """
 
     async def body(token: TenantAccessToken) -> CallToolResult:
-        try:
-            from kernels.agent import agent_ask
-        except ImportError as exc:
-            raise ServiceUnavailable(LLM_SETUP_HELP) from exc
+        from kernels.jobs import job_ask_submit
 
-        def job(progress):
-            return agent_ask(
+        answer = await _run_job(
+            ctx,
+            lambda: job_ask_submit(
                 tenant=token.tenant,
                 question=question,
                 source=source,
                 run_id=run_id,
+                channel="mcp",
                 api_key=token.api_key,
-                progress=progress,
-            )
+            ),
+        )
+        return structured_result(dict(answer))
 
-        run, answer = await _run_job(ctx, job)
-        answer = dict(answer) if isinstance(answer, dict) else {"answer": str(answer)}
-        return structured_result({**answer, "run_id": str(run.pk)})
-
-    return await _guarded(ctx, "ask_agent", body, source=source or "", heavy=True)
+    return await _guarded(ctx, "ask_agent", body, source=source or "")
 
 
 async def list_kernel_runs(
