@@ -263,14 +263,14 @@ def option_variants(code: str, quick: bool) -> dict[str, dict[str, Any]]:
         },
         "parfor passes: prange only": {
             "code": with_deco(prange_only),
-            "decision": "not adopted: no measurable gain (the generated code has no array "
-            "expressions for the other passes to work on); the plain parallel=True stays "
-            "readable for users",
+            "decision": "dropped: within noise of shipped in CPU seconds (the generated code has "
+            "no array expressions for the other parfor passes to work on); the plain "
+            "parallel=True stays readable for users",
         },
         "fusion off": {
             "code": with_deco(deco.replace("parallel=True", 'parallel={"fusion": False}')),
-            "decision": "not adopted unless it gains clearly: numba fuses only adjacent parfors "
-            "with equal loop ranges, which the generated nests rarely are",
+            "decision": "dropped: within noise of shipped in CPU seconds (numba fuses only "
+            "adjacent parfors with equal ranges, which the generated nests rarely are)",
         },
         "error_model=python": {
             "code": with_deco(deco.replace('error_model="numpy"', 'error_model="python"')),
@@ -279,24 +279,25 @@ def option_variants(code: str, quick: bool) -> dict[str, dict[str, Any]]:
         },
         "boundscheck=True": {
             "code": with_deco(deco.replace("cache=False", "cache=False, boundscheck=True")),
-            "decision": "off (numba's default, kept): checks every index at run time and "
-            "compiles more code",
+            "decision": "kept off (numba's default): a check on every index costs compile "
+            "time (measured here) and run time",
         },
         "NUMBA_OPT=0": {
             "code": code,
             "env": {"NUMBA_OPT": "0"},
-            "decision": "dropped: cuts LLVM time, but verification at a user's large --size "
-            "would then run unoptimised code, and the cached machine code would stay O0",
+            "decision": "dropped: within noise of shipped in CPU seconds (LLVM optimisation is "
+            "not where the time goes; numba's parfor passes and gufunc builds are), and a "
+            "verification at a large --size would run unoptimised code",
         },
         "NUMBA_OPT=1": {
             "code": code,
             "env": {"NUMBA_OPT": "1"},
-            "decision": "see NUMBA_OPT=0",
+            "decision": "dropped: as NUMBA_OPT=0",
         },
         "no LLVM vectorizers": {
             "code": code,
             "env": {"NUMBA_LOOP_VECTORIZE": "0", "NUMBA_SLP_VECTORIZE": "0"},
-            "decision": "see NUMBA_OPT=0",
+            "decision": "dropped: as NUMBA_OPT=0",
         },
         "cache write (numba_cache, cold)": {
             "code": code,
