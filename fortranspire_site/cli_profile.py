@@ -1,10 +1,12 @@
 """CLI command ``profile``: static cost model, hotspot ranking, optional measurement and plot.
 
 ``fortranspire profile FILE [--measure] [--size N=V]... [--json] [--plot PATH]``
-runs on the engine alone (no Django, no database). Exit codes follow ``translate``: 0 when the
-profile was produced (and every requested measurement ran), 1 when a measured variant failed,
-no kernel was found or the engine hit an internal error,
-2 for usage errors, unreadable files, parse errors and forbidden statements.
+runs on the engine alone (no Django, no database). Without ``--size``, ``--measure`` picks per
+kernel sizes whose working set exceeds the last-level cache, within the sandbox's byte cap
+(``FORTRANSPIRE_MAX_RUN_BYTES``), and prints them with the timings. Exit codes follow
+``translate``: 0 when the profile was produced (and every requested measurement ran), 1 when a
+measured variant failed, no kernel was found or the engine hit an internal error, 2 for usage
+errors, unreadable files, parse errors and forbidden statements.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="rank the kernels of a Fortran file by estimated cost; optionally time them",
         description=(
             "Static cost model per kernel (trip count, flops, bytes, arithmetic intensity, "
-            "parallelism), ranked by estimated cost. --measure times gfortran -O3 -march=native, "
-            "numba serial/prange (and numba.cuda on a GPU) against a STREAM copy/triad."
+            "parallelism), ranked by estimated cost. --measure probes the machine (STREAM "
+            "copy/triad, FMA peak on 1 and all threads) and times gfortran -O3 -march=native "
+            "(with -fopenmp too when the original has OpenMP directives), numba serial and "
+            "prange at 1..N threads (and numba.cuda on a GPU), at sizes past the last-level "
+            "cache unless --size is given."
         ),
     )
     p.add_argument("file", help="Fortran source file (.f90/.f/.F90)")
@@ -36,11 +41,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="value of a size argument (repeatable), e.g. --size n=512",
     )
+    p.add_argument(
+        "--target",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: add each kernel's modeled GPU traffic and launches per time step (gpu_model)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--plot", metavar="PATH", help="write a roofline + timings chart (PNG)")
     p.add_argument(
-        "--repeats", type=int, default=5, help="timed repetitions per variant (default 5)"
+        "--repeats",
+        type=int,
+        default=5,
+        help="minimum timed calls per variant (default 5); more are taken until the median "
+        "settles or the time limit is spent",
     )
+
     p.add_argument(
         "--timeout",
         type=float,
@@ -52,16 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
     """``["n=64", "m=32"]`` -> ``{"n": 64, "m": 32}``; raises ValueError on malformed items."""
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--size expects NAME=VALUE, got {item!r}")
-        try:
-            sizes[name.strip().lower()] = int(value)
-        except ValueError:
-            raise ValueError(f"--size {name.strip()}: {value!r} is not an integer") from None
-    return sizes
+    from fortranspire_site.errors import ValidationFailed
+    from kernels.inputs import sizes_parse
+
+    try:
+        return sizes_parse(items) or {}
+    except ValidationFailed as exc:
+        raise ValueError(f"--size: {exc.message}") from None
 
 
 def handle_profile(args: argparse.Namespace) -> int:
@@ -76,6 +89,7 @@ def handle_profile(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         print("fortranspire: error: --repeats must be at least 1", file=sys.stderr)
         return 2
+
     path = Path(args.file)
     try:
         source = path.read_text(encoding="utf-8", errors="replace")
@@ -93,6 +107,7 @@ def handle_profile(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 progress=progress,
                 timeout_s=args.timeout,
+                target=args.target,
             )
         except EngineError as exc:
             # Same shape as translate: diagnostics on stderr, an ``error`` object in the JSON.
@@ -231,43 +246,133 @@ def _print_table(data: dict[str, Any]) -> None:
                 )
         for note in k.get("notes", []):
             console.print(f"  note: {note}", highlight=False)
+        if k.get("gpu_model") is not None:
+            console.print(f"  {_gpu_model_text(k['gpu_model'])}", highlight=False)
+    _print_measured(console, data)
+
+
+def _gpu_model_text(model: dict[str, Any]) -> str:
+    """One line of the GPU model (profile --target gpu)."""
+    if model.get("bytes_per_step") is None:
+        return f"gpu model: {model.get('reason', 'not available')}"
+    fraction = model.get("predicted_copy_bandwidth_fraction") or 0.0
+    return (
+        f"gpu model: {_fmt(model['bytes_per_step'])} B per step "
+        f"(minimum {_fmt(model['min_bytes_per_step'])}, ratio {model['bytes_ratio']}), "
+        f"{model['launches_per_step']} launch(es) per step, host launch cost "
+        f"{1e6 * model['host_launch_cost_per_step_s']:.0f} us ({model['launch_cost_source']}), "
+        f"predicted {100 * fraction:.0f}% of copy bandwidth"
+    )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1e3 * seconds:.3g} ms"
+
+
+def _print_measured(console: Any, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    machine = data.get("machine") or {}
     stream = data.get("stream") or {}
-    if stream:
-        console.print(
-            "STREAM (best of repeats): "
-            + ", ".join(
-                f"{name[:-4]} {value:.1f} GB/s"
-                for name, value in stream.items()
-                if name.endswith("_gbs") and not name.endswith("_median_gbs")
-            ),
-            highlight=False,
-        )
     if not data.get("measured"):
         return
-    timings = Table(title="measured (median of repeats; spread = (max-min)/median)")
+    caches = ", ".join(
+        f"L{c['level']} {c['type'].lower()} {c['size_kib']} KiB" for c in machine.get("caches", [])
+    )
+    console.print(
+        f"machine: {machine.get('cpu')}, {machine.get('cores')} cores; caches: {caches or '?'}",
+        highlight=False,
+    )
+    if stream.get("error"):
+        console.print(f"machine probe failed: {stream['error']}", highlight=False)
+    elif stream:
+        console.print(
+            f"measured ceilings: STREAM triad {stream.get('triad_serial_gbs')} GB/s (1 thread), "
+            f"{stream.get('triad_parallel_gbs')} GB/s ({stream.get('threads')} threads); "
+            f"FMA peak {stream.get('fma_serial_gflops')} GFLOP/s (1 thread), "
+            f"{stream.get('fma_parallel_gflops')} GFLOP/s ({stream.get('threads')} threads); "
+            f"STREAM arrays {stream.get('working_set_mib')} MiB"
+            + ("" if stream.get("exceeds_llc") else " (inside the last-level cache)"),
+            highlight=False,
+        )
+        for w in stream.get("warnings", []):
+            console.print(f"warning: {w}", highlight=False)
+    sizes = Table(title="sizes timed")
+    for col in ("kernel", "sizes", "working set", "of LLC", "OpenMP in original", "notes"):
+        sizes.add_column(col)
+    for k in data["kernels"]:
+        ms = k.get("measure_sizes") or {}
+        omp = k.get("openmp") or {}
+        llc = machine.get("llc_mib")
+        ws = ms.get("working_set_mib")
+        sizes.add_row(
+            k["name"],
+            ", ".join(f"{n}={v}" for n, v in (ms.get("sizes") or {}).items()),
+            f"{ws} MiB" if ws is not None else "-",
+            f"{ws / llc:.2g}x" if ws is not None and llc else "-",
+            f"yes (line {', '.join(map(str, omp['lines']))})" if omp.get("directives") else "no",
+            f"{ms.get('source', '')}; " + "; ".join(ms.get("notes", [])),
+        )
+    console.print(sizes)
+    timings = Table(
+        title="measured: median of adaptive repeats, its 95% interval; spread = IQR/median"
+    )
     for col in (
         "kernel",
         "variant",
+        "thr",
         "median",
+        "interval",
+        "n",
         "spread",
         "GFLOP/s",
         "GB/s",
         "% STREAM",
         "vs gfortran",
-        "note",
+        "compared with",
     ):
-        timings.add_column(col)
+        timings.add_column(col, overflow="fold")
+    warnings: list[str] = []
     for k in data["kernels"]:
         for variant, t in (k.get("measured") or {}).items():
+            if t.get("status") not in ("ok", "model"):
+                warnings.append(f"{k['name']} {variant}: {t.get('status')}: {t.get('message')}")
+                continue
+            ok = t.get("status") == "ok"
             timings.add_row(
                 k["name"],
-                variant,
-                _fmt(t.get("median_s"), " s"),
+                variant + ("" if ok else " (model)"),
+                _fmt(t.get("threads")),
+                _ms(t.get("median_s")),
+                f"{_ms(t.get('ci_low_s'))}..{_ms(t.get('ci_high_s'))}" if ok else "-",
+                _fmt(t.get("repeats")) if ok else "-",
                 _fmt(t.get("spread_pct"), "%"),
                 _fmt(t.get("gflops")),
                 _fmt(t.get("bandwidth_gbs")),
                 _fmt(t.get("stream_pct"), "%"),
                 _fmt(t.get("speedup_vs_gfortran"), "x"),
-                t.get("message", "") if t.get("status") != "ok" else t.get("stream_ref", ""),
+                t.get("compared_with", "") or t.get("message", ""),
             )
+            warnings += [f"{k['name']} {variant}: {w}" for w in t.get("warnings") or []]
     console.print(timings)
+    scaling = Table(title="thread scaling (speed-up and efficiency against 1 thread)")
+    for col in ("kernel", "variant", "threads", "median", "speed-up", "efficiency", "vs -fopenmp"):
+        scaling.add_column(col)
+    rows = 0
+    for k in data["kernels"]:
+        for variant, t in (k.get("measured") or {}).items():
+            for r in t.get("scaling") or []:
+                rows += 1
+                scaling.add_row(
+                    k["name"],
+                    variant,
+                    str(r["threads"]),
+                    _ms(r.get("median_s")),
+                    _fmt(r.get("speedup"), "x"),
+                    _fmt(r.get("efficiency")),
+                    _fmt(r.get("vs_gfortran_omp"), "x"),
+                )
+    if rows:
+        console.print(scaling)
+    for w in warnings:
+        console.print(f"- {w}", highlight=False)

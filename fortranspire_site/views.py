@@ -6,9 +6,12 @@ import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from tenants.selectors import privacy_notice_current
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 def landing(request: HttpRequest) -> HttpResponse:
-    return render(request, "public/landing.html", {})
+    return render(request, "public/landing.html", {"signup_enabled": settings.SIGNUP_ENABLED})
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -88,14 +91,30 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 
 def privacy(request: HttpRequest) -> HttpResponse:
-    """The latest published privacy notice, public on every host."""
-    from tenants.selectors import privacy_notice_current
-
-    notice = privacy_notice_current()
+    """The host's workspace's latest published notice (else the platform's), public."""
     tenant = getattr(request, "tenant", None)
+    tenant = tenant if tenant is not None and tenant.pk else None
+    notice = privacy_notice_current(tenant=tenant)
     return render(
         request,
         "privacy.html",
-        {"notice": notice, "tenant": tenant if tenant is not None and tenant.pk else None},
+        {"notice": notice, "tenant": tenant},
         status=200 if notice else 404,
     )
+
+
+def mcp_server_card(request: HttpRequest) -> HttpResponse:
+    """The MCP Server Card of this host (/.well-known/mcp/server-card.json), public."""
+    from mcp_bridge.manifest import server_card
+
+    tenant = getattr(request, "tenant", None)
+    if tenant is None or tenant.pk is None:
+        return JsonResponse(
+            {"error": "not_found", "message": "Server cards are served on tenant hosts."},
+            status=404,
+        )
+    card = server_card(f"{request.scheme}://{request.get_host()}")
+    response = JsonResponse(card, json_dumps_params={"indent": 2})
+    response["Cache-Control"] = "public, max-age=300"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response

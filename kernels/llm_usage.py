@@ -116,17 +116,22 @@ def llm_usage_summary(*, tenant: Tenant, days: int | None = None) -> LlmUsage:
             "id",
             "created_at",
             "tool",
+            "status",
             "source_sha256",
             "llm_calls",
             "llm_tokens",
             "report",
         )
-        for run_id, created_at, tool, sha, calls, tokens, report in rows.iterator(chunk_size=200):
+        for run_id, created_at, tool, status, sha, calls, tokens, report in rows.iterator(
+            chunk_size=200
+        ):
             usage.runs += 1
             if tool == "ask_agent":  # its translate/verify tools are recorded as translations
                 usage.agent_runs += 1
                 usage.agent_calls += calls or 0
                 usage.agent_tokens += tokens or 0
+                continue
+            if status == "ok":  # a profile lists kernels too, but translated none
                 continue
             kernels = (report or {}).get("kernels") if isinstance(report, dict) else None
             if not isinstance(kernels, list):

@@ -106,9 +106,18 @@ class PrivacyNoticeImmutable(Exception):
 
 
 class PrivacyNotice(models.Model):
-    """What the service tells tenants about their data. A published version never changes."""
+    """What a workspace tells its users about their data. A published version never changes.
 
-    version = models.PositiveIntegerField(unique=True)
+    ``tenant`` None is the platform's own notice (the public host, and workspaces that have not
+    published theirs). Versions count per tenant from 1; version 0 is the tenant's one draft.
+    """
+
+    DRAFT_VERSION = 0
+
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="privacy_notices"
+    )
+    version = models.PositiveIntegerField()
     body = models.TextField()
     sub_processors = models.JSONField(default=list, blank=True)
     data_residency = models.CharField(max_length=200, blank=True)
@@ -118,6 +127,16 @@ class PrivacyNotice(models.Model):
 
     class Meta:
         ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "version"], name="privacy_notice_unique_tenant_version"
+            ),
+            models.UniqueConstraint(
+                fields=["version"],
+                condition=models.Q(tenant__isnull=True),
+                name="privacy_notice_unique_platform_version",
+            ),
+        ]
 
     def __str__(self) -> str:
         state = "published" if self.published_at else "draft"

@@ -83,7 +83,57 @@ def membership_role(*, user: AbstractBaseUser, tenant: Tenant) -> str | None:
         )
 
 
-def privacy_notice_current() -> PrivacyNotice | None:
-    """The latest published notice (a higher version supersedes a lower one)."""
+def privacy_notice_current(*, tenant: Tenant | None = None) -> PrivacyNotice | None:
+    """The latest published notice of ``tenant``, else the platform's (a higher version wins)."""
     with schema_context(get_public_schema_name()):
-        return PrivacyNotice.objects.filter(published_at__isnull=False).order_by("-version").first()
+        published = PrivacyNotice.objects.filter(published_at__isnull=False).order_by("-version")
+        if tenant is not None and tenant.pk:
+            own = published.filter(tenant=tenant).first()
+            if own is not None:
+                return own
+        return published.filter(tenant=None).first()
+
+
+def privacy_notice_history(*, tenant: Tenant) -> list[PrivacyNotice]:
+    with schema_context(get_public_schema_name()):
+        return list(
+            PrivacyNotice.objects.filter(tenant=tenant, published_at__isnull=False).order_by(
+                "-version"
+            )
+        )
+
+
+def privacy_notice_draft(*, tenant: Tenant) -> PrivacyNotice | None:
+    with schema_context(get_public_schema_name()):
+        return PrivacyNotice.objects.filter(
+            tenant=tenant, version=PrivacyNotice.DRAFT_VERSION, published_at=None
+        ).first()
+
+
+def membership_list(*, tenant: Tenant) -> list[Membership]:
+    with schema_context(get_public_schema_name()):
+        return list(
+            Membership.objects.filter(tenant=tenant)
+            .select_related("user")
+            .order_by("-role", "user__username")  # owners first
+        )
+
+
+def membership_get(*, tenant: Tenant, membership_id: int) -> Membership:
+    with schema_context(get_public_schema_name()):
+        membership = (
+            Membership.objects.select_related("user")
+            .filter(tenant=tenant, pk=membership_id)
+            .first()
+        )
+    if membership is None:
+        raise NotFound("no such member in this workspace")
+    return membership
+
+
+def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
+    with schema_context(get_public_schema_name()):
+        key = ApiKey.objects.select_related("tenant").filter(tenant=tenant, pk=key_id).first()
+    if key is None:
+        raise NotFound("no such API key in this workspace")
+    return key

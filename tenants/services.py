@@ -14,6 +14,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -24,6 +25,7 @@ from fortranspire_site.errors import (
     AuthenticationFailed,
     Conflict,
     NotFound,
+    PermissionDenied,
     ValidationFailed,
 )
 from tenants.models import (
@@ -47,6 +49,18 @@ DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 LAST_USED_GRANULARITY = timedelta(minutes=1)
+# Sign-up slugs are one DNS label as well as a schema name: no underscores, no hyphens.
+SIGNUP_SLUG_RE = re.compile(r"^[a-z][a-z0-9]{2,29}$")
+USERNAME_RE = re.compile(r"^[\w.@+-]{3,150}$")
+MAX_NOTICE_CHARS = 50_000
+LOGIN_TOKEN_MAX_AGE_S = 300
+DEFAULT_SUB_PROCESSORS = ["Mistral AI (only when the workspace enables the LLM fallback)"]
+DEFAULT_TENANT_PRIVACY_BODY = (
+    "This workspace keeps the Fortran sources you submit, the generated code and the "
+    "verification reports in its own database schema, visible only to its members and to "
+    "API keys its owners create. Sources are sent to Mistral AI only when an owner enables "
+    "the LLM fallback with the workspace's own key. Owners can delete the history at any time."
+)
 
 
 def _actor_fields(actor: AbstractBaseUser | ApiKey | str | None) -> dict:
@@ -351,30 +365,342 @@ def api_key_authenticate(*, raw_key: str, tenant: Tenant) -> ApiKey:
 # Privacy notices
 
 
+def _clean_notice_fields(
+    body: str, sub_processors: list[str] | None, data_residency: str, retention_policy: str
+) -> dict:
+    body = (body or "").strip()
+    if not body:
+        raise ValidationFailed("a privacy notice needs a body")
+    if len(body) > MAX_NOTICE_CHARS:
+        raise ValidationFailed(f"the notice is longer than {MAX_NOTICE_CHARS} characters")
+    processors = [str(p).strip()[:200] for p in (sub_processors or []) if str(p).strip()]
+    return {
+        "body": body,
+        "sub_processors": processors[:50],
+        "data_residency": (data_residency or "").strip()[:200],
+        "retention_policy": (retention_policy or "").strip()[:5000],
+    }
+
+
 def privacy_notice_publish(
     *,
     body: str,
     sub_processors: list[str] | None = None,
     data_residency: str = "",
     retention_policy: str = "",
+    tenant: Tenant | None = None,
     actor: AbstractBaseUser | ApiKey | str | None = None,
 ) -> PrivacyNotice:
-    """Publish a new version; it supersedes the previous one, which stays unchanged."""
-    body = (body or "").strip()
-    if not body:
-        raise ValidationFailed("a privacy notice needs a body")
+    """Publish a new version (the platform's, or ``tenant``'s); earlier versions stay unchanged."""
+    fields = _clean_notice_fields(body, sub_processors, data_residency, retention_policy)
     with schema_context(get_public_schema_name()), transaction.atomic():
         # Locks the table so two publishers cannot both take version N+1.
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {PrivacyNotice._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
-        last = PrivacyNotice.objects.order_by("-version").values_list("version", flat=True).first()
-        notice = PrivacyNotice.objects.create(
-            version=(last or 0) + 1,
-            body=body,
-            sub_processors=list(sub_processors or []),
-            data_residency=data_residency,
-            retention_policy=retention_policy,
-            published_at=timezone.now(),
+        last = (
+            PrivacyNotice.objects.filter(tenant=tenant, published_at__isnull=False)
+            .order_by("-version")
+            .values_list("version", flat=True)
+            .first()
         )
-        audit(action="privacy_notice.publish", target=f"v{notice.version}", actor=actor)
+        notice = PrivacyNotice.objects.create(
+            tenant=tenant, version=(last or 0) + 1, published_at=timezone.now(), **fields
+        )
+        audit(
+            action="privacy_notice.publish",
+            target=f"v{notice.version}",
+            tenant=tenant,
+            actor=actor,
+        )
     return notice
+
+
+def privacy_notice_draft_save(
+    *,
+    tenant: Tenant,
+    body: str,
+    sub_processors: list[str] | None = None,
+    data_residency: str = "",
+    retention_policy: str = "",
+    actor: AbstractBaseUser | ApiKey | str | None = None,
+) -> PrivacyNotice:
+    """Create or overwrite the tenant's one draft (version 0; never shown on /privacy)."""
+    fields = _clean_notice_fields(body, sub_processors, data_residency, retention_policy)
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        draft, created = PrivacyNotice.objects.select_for_update().update_or_create(
+            tenant=tenant,
+            version=PrivacyNotice.DRAFT_VERSION,
+            published_at=None,
+            defaults=fields,
+        )
+        audit(
+            action="privacy_notice.draft",
+            target=tenant.schema_name,
+            tenant=tenant,
+            actor=actor,
+            details={"created": created},
+        )
+    return draft
+
+
+def privacy_notice_publish_draft(
+    *, tenant: Tenant, actor: AbstractBaseUser | ApiKey | str | None = None
+) -> PrivacyNotice:
+    """Publish the tenant's draft as its next version; the draft is consumed."""
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        draft = (
+            PrivacyNotice.objects.select_for_update()
+            .filter(tenant=tenant, version=PrivacyNotice.DRAFT_VERSION, published_at=None)
+            .first()
+        )
+        if draft is None:
+            raise NotFound("there is no draft to publish; save one first")
+        notice = privacy_notice_publish(
+            body=draft.body,
+            sub_processors=draft.sub_processors,
+            data_residency=draft.data_residency,
+            retention_policy=draft.retention_policy,
+            tenant=tenant,
+            actor=actor,
+        )
+        draft.delete()
+    return notice
+
+
+# ---------------------------------------------------------------------------------------------
+# Members
+
+
+def _generated_password() -> str:
+    # 16 URL-safe characters (96 bits): shown once to the owner who hands it over.
+    return secrets.token_urlsafe(12)
+
+
+def _validate_username(username: str) -> str:
+    username = (username or "").strip()
+    if not USERNAME_RE.match(username):
+        raise ValidationFailed(
+            "a username is 3-150 characters: letters, digits and @ . + - _ (no spaces)"
+        )
+    if get_user_model().objects.filter(username__iexact=username).exists():
+        raise Conflict(f"the username {username!r} is taken; choose another")
+    return username
+
+
+def member_add(
+    *,
+    tenant: Tenant,
+    username: str,
+    role: str = Membership.ROLE_MEMBER,
+    actor: AbstractBaseUser | ApiKey | str | None = None,
+) -> tuple[Membership, str]:
+    """A new account with a generated password, member of ``tenant``; returns (membership, password).
+
+    Only new accounts: adding an existing username would let any owner enrol someone else's
+    account into their workspace.
+    """
+    if role not in dict(Membership.ROLES):
+        raise ValidationFailed(f"role must be one of {', '.join(dict(Membership.ROLES))}")
+    password = _generated_password()
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        username = _validate_username(username)
+        user = get_user_model().objects.create_user(username=username, password=password)
+        membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        audit(
+            action="membership.add",
+            target=username,
+            tenant=tenant,
+            actor=actor,
+            details={"role": role},
+        )
+    return membership, password
+
+
+def _membership_locked(tenant: Tenant, membership_id: int) -> Membership:
+    # Every owner row of the tenant is locked, so two owners demoting each other at once cannot
+    # both pass the "another owner remains" check.
+    owners = Membership.objects.select_for_update().filter(
+        tenant=tenant, role=Membership.ROLE_OWNER
+    )
+    list(owners)
+    membership = (
+        Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(tenant=tenant, pk=membership_id)
+        .first()
+    )
+    if membership is None:
+        raise NotFound("no such member in this workspace")
+    return membership
+
+
+def _is_last_owner(membership: Membership) -> bool:
+    if membership.role != Membership.ROLE_OWNER:
+        return False
+    others = Membership.objects.filter(tenant=membership.tenant_id, role=Membership.ROLE_OWNER)
+    return not others.exclude(pk=membership.pk).exists()
+
+
+def member_role_change(
+    *,
+    tenant: Tenant,
+    membership_id: int,
+    role: str,
+    actor: AbstractBaseUser | ApiKey | str | None = None,
+) -> Membership:
+    if role not in dict(Membership.ROLES):
+        raise ValidationFailed(f"role must be one of {', '.join(dict(Membership.ROLES))}")
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        membership = _membership_locked(tenant, membership_id)
+        if role != Membership.ROLE_OWNER and _is_last_owner(membership):
+            raise Conflict("the last owner cannot become a member; make someone else owner first")
+        previous = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit(
+            action="membership.role",
+            target=str(membership.user),
+            tenant=tenant,
+            actor=actor,
+            details={"from": previous, "to": role},
+        )
+    return membership
+
+
+def member_remove(
+    *,
+    tenant: Tenant,
+    membership_id: int,
+    actor: AbstractBaseUser | ApiKey | str | None = None,
+) -> None:
+    """Take the account out of the workspace (the account itself stays: it may belong to others)."""
+    with schema_context(get_public_schema_name()), transaction.atomic():
+        membership = _membership_locked(tenant, membership_id)
+        if _is_last_owner(membership):
+            raise Conflict("the last owner cannot be removed")
+        username = str(membership.user)
+        membership.delete()
+        audit(action="membership.remove", target=username, tenant=tenant, actor=actor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-up
+
+
+def signup_slug_validate(slug: str) -> str:
+    """A slug a new organisation may take: a schema name that is also one DNS label, not taken."""
+    slug = (slug or "").strip().lower()
+    if not SIGNUP_SLUG_RE.match(slug):
+        raise ValidationFailed(
+            "the address must be 3-30 characters: lower-case letters and digits, "
+            "starting with a letter"
+        )
+    slug = _validate_slug(slug)
+    if slug in settings.SIGNUP_RESERVED_SLUGS:
+        raise ValidationFailed(f"{slug!r} is reserved; choose another")
+    domain = f"{slug}.{settings.TENANT_DOMAIN_SUFFIX}"
+    with schema_context(get_public_schema_name()):
+        if (
+            Tenant.objects.filter(schema_name=slug).exists()
+            or Domain.objects.filter(domain=domain).exists()
+        ):
+            raise Conflict(f"{slug!r} is taken; choose another")
+    return slug
+
+
+def organisation_signup(
+    *, name: str, slug: str, username: str, password: str
+) -> tuple[Tenant, AbstractBaseUser]:
+    """A new workspace on ``<slug>.<suffix>`` with its owner account and a first privacy notice.
+
+    One transaction (PostgreSQL DDL included): a failure leaves no tenant, schema or account.
+    """
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    if not settings.SIGNUP_ENABLED:
+        raise PermissionDenied("sign-up is closed on this server; ask the operator")
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise ValidationFailed("the organisation name must be 1-200 characters")
+    slug = signup_slug_validate(slug)
+    User = get_user_model()
+    with schema_context(get_public_schema_name()):
+        username = _validate_username(username)
+    try:
+        validate_password(password, User(username=username))
+    except DjangoValidationError as exc:
+        raise ValidationFailed(" ".join(exc.messages)) from None
+    domain = f"{slug}.{settings.TENANT_DOMAIN_SUFFIX}"
+    connection.set_schema_to_public()
+    try:
+        with transaction.atomic():
+            tenant = tenant_create(slug=slug, domain=domain, name=name, actor=f"signup {username}")
+            owner = User.objects.create_user(username=username, password=password)
+            Membership.objects.create(tenant=tenant, user=owner, role=Membership.ROLE_OWNER)
+            platform = (
+                PrivacyNotice.objects.filter(tenant=None, published_at__isnull=False)
+                .order_by("-version")
+                .first()
+            )
+            privacy_notice_publish(
+                body=platform.body if platform else DEFAULT_TENANT_PRIVACY_BODY,
+                sub_processors=platform.sub_processors if platform else DEFAULT_SUB_PROCESSORS,
+                data_residency=platform.data_residency if platform else "",
+                retention_policy=platform.retention_policy
+                if platform
+                else f"Kernel runs are deleted after {tenant.retention_days} days.",
+                tenant=tenant,
+                actor=owner,
+            )
+            audit(
+                action="organisation.signup",
+                target=slug,
+                tenant=tenant,
+                actor=owner,
+                details={"domain": domain},
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"{slug!r} or {username!r} was taken meanwhile; try again") from exc
+    finally:
+        connection.set_schema_to_public()
+    return tenant, owner
+
+
+def _login_token_signer():
+    from django.core.signing import TimestampSigner
+
+    return TimestampSigner(salt="fortranspire.tenants.login-token")
+
+
+def login_token_make(*, user: AbstractBaseUser, tenant: Tenant) -> str:
+    """A link token that logs ``user`` in on ``tenant``'s host once, within LOGIN_TOKEN_MAX_AGE_S.
+
+    Session cookies are per host, so the account made on the public host needs this hop. The
+    token carries the user's last_login: logging in changes it, which spends the token.
+    """
+    last = user.last_login.isoformat() if user.last_login else ""
+    return _login_token_signer().sign_object(
+        {"u": user.pk, "t": tenant.schema_name, "l": last}, compress=True
+    )
+
+
+def login_token_consume(*, token: str, tenant: Tenant) -> AbstractBaseUser:
+    """The user a token from :func:`login_token_make` names, if valid here; raise otherwise."""
+    from django.core.signing import BadSignature
+
+    try:
+        data = _login_token_signer().unsign_object(token or "", max_age=LOGIN_TOKEN_MAX_AGE_S)
+    except BadSignature:
+        raise AuthenticationFailed("this sign-in link is invalid or has expired") from None
+    if not isinstance(data, dict) or data.get("t") != tenant.schema_name:
+        raise AuthenticationFailed("this sign-in link is for another workspace")
+    with schema_context(get_public_schema_name()):
+        user = get_user_model().objects.filter(pk=data.get("u"), is_active=True).first()
+        member = user is not None and Membership.objects.filter(user=user, tenant=tenant).exists()
+    if not member:
+        raise AuthenticationFailed("this sign-in link is invalid or has expired")
+    last = user.last_login.isoformat() if user.last_login else ""
+    if last != data.get("l"):
+        raise AuthenticationFailed("this sign-in link was already used; log in with your password")
+    return user

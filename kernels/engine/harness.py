@@ -20,8 +20,17 @@ A spec is JSON:
   result buffer last) or ``"python"`` (``module``, ``entry``: arrays updated in place, scalars
   returned, the result first; ``numba_cache``: keep compiled code in ``$NUMBA_CACHE_DIR``; a
   numba entry is compiled before the call and ``compile_s``, ``cache_hits`` are printed too);
-- ``time``: ``variants`` ``{name: {library, symbol} | {module, entry}}``, ``repeats``,
-  ``warmups``; the variant ``numba_cuda`` is synchronised after each call.
+- ``time``: ``variants`` ``{name: {library, symbol} | {module, entry}}`` each with
+  ``threads`` (the thread counts to time it at: ``numba.set_num_threads`` for numba, and
+  ``omp_set_num_threads`` for a library built with -fopenmp, flagged ``openmp``),
+  ``read_only`` (arrays declared INTENT(IN): shared between calls, not copied),
+  ``min_repeats``, ``warmups``, ``budget_s`` (per variant and thread count) and ``wall_s`` (the
+  whole task: later runs get less when early ones overrun); each run is timed adaptively (see
+  :func:`time_adaptively`) and the output is rewritten after every variant, so a task cut off
+  by its time limit keeps what it finished; the variant ``numba_cuda`` is synchronised after
+  each call;
+- ``stream``: ``elements``, ``threads``, ``budget_s``, ``fma_lanes``, ``fma_iterations``: STREAM
+  copy/triad and a peak-FLOP (FMA) loop on 1 and ``threads`` threads.
 
 Input values: reals uniform in [0.5, 1.5], integer arrays in [1, 9], logicals random; see
 :mod:`kernels.engine.verify` for why.
@@ -30,6 +39,7 @@ Input values: reals uniform in [0.5, 1.5], integer arrays in [1, 9], logicals ra
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -40,6 +50,129 @@ import numpy as np
 HARNESS_FILE = "fsp_harness.py"
 REAL_RANGE = (0.5, 1.5)
 INT_ARRAY_RANGE = (1, 10)  # numpy's upper bound is exclusive: values 1..9
+
+
+# --------------------------------------------------------------------------------------------
+# Timing statistics
+#
+# Honest figures on a noisy, shared machine:
+# * the median of the timed calls, which a few preempted calls do not move;
+# * a distribution-free confidence interval for it from order statistics (the true median lies
+#   between the l-th and (n-l+1)-th smallest of n samples with probability
+#   1 - 2 * P(Binomial(n, 1/2) < l)), with its actual coverage, below 95 % under 6 samples;
+# * the spread as the interquartile range over the median, which one outlier does not inflate
+#   the way (max - min) / median does.
+# Repeats continue until the interval is narrow, the budget is spent or max_repeats is reached;
+# a spread that stays above SPREAD_WARNING_PCT is reported as a warning.
+
+SPREAD_WARNING_PCT = 10.0
+CI_LEVEL = 0.95
+DEFAULT_MIN_REPEATS = 5
+DEFAULT_MAX_REPEATS = 200
+DEFAULT_REL_HALFWIDTH = 0.02  # stop when the median is known to within +-2 %
+FLOOR_REPEATS = 3  # taken whatever the budget: fewer samples have no median worth the name
+
+
+def _binomial_cdf_below(n, k):
+    """P(Binomial(n, 1/2) < k)."""
+    return sum(math.comb(n, i) for i in range(k)) / 2**n
+
+
+def median_interval(times, level=CI_LEVEL):
+    """(low, high, coverage) of the order-statistic confidence interval for the median.
+
+    The narrowest symmetric pair of order statistics whose coverage reaches ``level``; with too
+    few samples for that, ``[min, max]`` and a coverage that says how much less it is worth.
+    """
+    xs = sorted(times)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no samples")
+    best = 1
+    for rank in range(1, n // 2 + 1):
+        if 1.0 - 2.0 * _binomial_cdf_below(n, rank) >= level:
+            best = rank
+        else:
+            break
+    coverage = 1.0 - 2.0 * _binomial_cdf_below(n, best)
+    return xs[best - 1], xs[n - best], round(coverage, 4)
+
+
+def _quantile(xs, q):
+    """Linear interpolation between order statistics of sorted ``xs`` (numpy's default)."""
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarise(times, settled=False, stop_reason="max_repeats"):
+    """Median, interval, extremes, spread and warnings of a list of call times (seconds)."""
+    xs = sorted(times)
+    if not xs:
+        raise ValueError("no samples")
+    med = _quantile(xs, 0.5)
+    lo, hi, coverage = median_interval(xs)
+    iqr = _quantile(xs, 0.75) - _quantile(xs, 0.25)
+    spread = round(100.0 * iqr / med, 2) if med > 0 else 0.0
+    warnings = []
+    if spread > SPREAD_WARNING_PCT:
+        warnings.append(
+            f"noisy timing: the interquartile spread is {spread:.0f}% of the median "
+            f"(above {SPREAD_WARNING_PCT:.0f}%) after {len(xs)} calls"
+        )
+    return {
+        "times": list(times),
+        "median_s": med,
+        "ci_low_s": lo,
+        "ci_high_s": hi,
+        "ci_level": coverage,
+        "min_s": xs[0],
+        "max_s": xs[-1],
+        "spread_pct": spread,
+        "repeats": len(xs),
+        "settled": settled,
+        "stop_reason": stop_reason,
+        "warnings": warnings,
+    }
+
+
+def interval_settled(times, rel_halfwidth):
+    """True when the median's 95 % interval lies within +-rel_halfwidth of it."""
+    if len(times) < 6:  # below 6 samples no pair of order statistics reaches 95 %
+        return False
+    lo, hi, _ = median_interval(times)
+    med = _quantile(sorted(times), 0.5)
+    return med > 0 and (hi - lo) / 2 <= rel_halfwidth * med
+
+
+def time_adaptively(
+    sample,
+    budget_s,
+    min_repeats=DEFAULT_MIN_REPEATS,
+    max_repeats=DEFAULT_MAX_REPEATS,
+    rel_halfwidth=DEFAULT_REL_HALFWIDTH,
+    clock=time.monotonic,
+):
+    """Call ``sample`` (it returns one timed call's duration) until the median settles.
+
+    Sampling stops when the interval is narrow enough (after ``min_repeats``), when ``budget_s``
+    of ``clock`` time is spent (set-up between calls included) or at ``max_repeats``; the budget
+    can cut ``min_repeats`` short, never below ``FLOOR_REPEATS``. Returns :func:`summarise`'s dict.
+    """
+    start = clock()
+    times = []
+    reason = "max_repeats"
+    settled = False
+    while len(times) < max(max_repeats, min_repeats):
+        times.append(float(sample()))
+        if len(times) >= min_repeats and interval_settled(times, rel_halfwidth):
+            settled, reason = True, "settled"
+            break
+        if len(times) >= FLOOR_REPEATS and clock() - start >= budget_s:
+            reason = "budget"
+            break
+    return summarise(times, settled=settled, stop_reason=reason)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,33 +408,61 @@ def task_run(spec):
     )
 
 
+def _write_json(path, data):
+    # Replaced whole: a reader never sees half a file, and a task cut off keeps its last write.
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
 def task_time(spec):
     args = spec["args"]
     base = make_inputs(args, spec["seed"])
-    repeats = int(spec["repeats"])
     warmups = int(spec.get("warmups", 1))
+    min_repeats = int(spec["min_repeats"])
     result = spec.get("result")
+    end = time.monotonic() + float(spec["wall_s"])
+    read_only = set(spec["read_only"])
+    runs_left = sum(len(info["threads"]) for info in spec["variants"].values())
     out = {"variants": {}}
 
-    def time_calls(prepare, sync=None):
-        # Only the call itself is timed: copying inputs and building ctypes arguments are not.
-        times = []
-        for rep in range(warmups + repeats):
-            thunk = prepare(_fresh(args, base))
+    def time_run(prepare, sync=None):
+        nonlocal runs_left
+        for _ in range(warmups):  # numba's JIT, first touch of the pages, thread start-up
+            prepare(_fresh(args, base))()
+            if sync is not None:
+                sync()
+
+        def sample():
+            # Only the call itself is timed: copying inputs and building ctypes arguments are not.
+            thunk = prepare(_fresh_writable(args, base, read_only))
             t0 = time.perf_counter()
             thunk()
             if sync is not None:
                 sync()
-            dt = time.perf_counter() - t0
-            if rep >= warmups:
-                times.append(dt)
-        return times
+            return time.perf_counter() - t0
+
+        budget = min(float(spec["budget_s"]), (end - time.monotonic()) / max(1, runs_left))
+        runs_left -= 1
+        stats = time_adaptively(sample, max(0.0, budget), min_repeats=min_repeats)
+        del stats["times"]
+        return stats
 
     for variant, info in spec["variants"].items():
         try:
+            runs = []
             if "library" in info:
                 fn = _load_fortran(info["library"], info["symbol"])
-                times = time_calls(lambda values, fn=fn: _fortran_call(fn, args, values, result)[0])
+                lib = ctypes_cdll(info["library"]) if info.get("openmp") else None
+                for threads in info["threads"]:
+                    if lib is not None:
+                        # libgomp is a dependency of the -fopenmp build: dlsym finds it there.
+                        lib.omp_set_num_threads(threads)
+                    stats = time_run(
+                        lambda values, fn=fn: _fortran_call(fn, args, values, result)[0]
+                    )
+                    runs.append({"threads": threads, **stats})
             else:
                 entry = _load_python(info["module"], info["entry"], "fsp_" + variant)
                 sync = None
@@ -309,17 +470,42 @@ def task_time(spec):
                     from numba import cuda
 
                     sync = cuda.synchronize
-                times = time_calls(lambda values, entry=entry: lambda: entry(*values), sync)
-            out["variants"][variant] = {"times": times}
+                for threads in info["threads"]:
+                    if variant != "numba_cuda":
+                        import numba
+
+                        numba.set_num_threads(threads)
+                    stats = time_run(lambda values, entry=entry: lambda: entry(*values), sync)
+                    runs.append({"threads": threads, **stats})
+            out["variants"][variant] = {"runs": runs}
         except Exception as exc:  # one failing variant must not hide the others
             out["variants"][variant] = {"error": (f"{type(exc).__name__}: {exc}")[:500]}
-    with open(spec["output"], "w") as fh:
-        json.dump(out, fh)
+        _write_json(spec["output"], out)
+
+
+def _fresh_writable(args, base, read_only):
+    """Inputs for one timed call: copies of the arrays it may write, ``read_only`` ones shared.
+
+    A timing loop would copy hundreds of MiB per call otherwise; arrays declared INTENT(IN)
+    cannot be written by a conforming kernel, so sharing them keeps every call's inputs equal.
+    """
+    values = []
+    for a in args:
+        v = base[a["name"]]
+        if a["array"]:
+            values.append(v if a["name"] in read_only else np.asfortranarray(v.copy()))
+        else:
+            values.append(np.dtype(a["dtype"]).type(v))
+    return values
+
+
+def ctypes_cdll(library):
+    import ctypes
+
+    return ctypes.CDLL(os.path.abspath(library))
 
 
 def task_stream(spec):
-    import statistics
-
     import numba
 
     @numba.njit(cache=False)
@@ -342,35 +528,66 @@ def task_stream(spec):
         for i in numba.prange(a.size):
             a[i] = b[i] + s * c[i]
 
+    # Peak FLOP rate: every lane is an independent chain x = x*y + z (one FMA, two flops) on
+    # data that stays in registers and L1; enough lanes hide the FMA latency once vectorised.
+    @numba.njit(fastmath=True, cache=False)
+    def fma_block(x, y, z, iters):
+        for _ in range(iters):
+            for k in range(x.size):
+                x[k] = x[k] * y + z
+
+    @numba.njit(parallel=True, fastmath=True, cache=False)
+    def fma_threads(xs, y, z, iters):
+        for t in numba.prange(xs.shape[0]):
+            fma_block(xs[t], y, z, iters)
+
     n = int(spec["elements"])
-    repeats = int(spec["repeats"])
+    threads = int(spec["threads"])
     a = np.full(n, 1.0)
     b = np.full(n, 2.0)
     c = np.zeros(n)
     out = {"elements": n, "array_mib": round(8 * n / (1 << 20), 1)}
     # STREAM's byte counts: copy moves 2 arrays, triad 3 (write-allocate traffic not counted).
     cases = {
-        "copy_serial": (copy_serial, (a, c), 16),
-        "triad_serial": (triad_serial, (a, b, c, 3.0), 24),
-        "copy_parallel": (copy_parallel, (a, c), 16),
-        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24),
+        "copy_serial": (copy_serial, (a, c), 16, 1),
+        "triad_serial": (triad_serial, (a, b, c, 3.0), 24, 1),
+        "copy_parallel": (copy_parallel, (a, c), 16, threads),
+        "triad_parallel": (triad_parallel, (a, b, c, 3.0), 24, threads),
     }
-    for name, (fn, fargs, per_elem) in cases.items():
+    per_case = float(spec["budget_s"]) / (len(cases) + 2)
+    for name, (fn, fargs, per_elem, nthreads) in cases.items():
+        numba.set_num_threads(nthreads)
         fn(*fargs)  # warm-up: JIT compile and first touch
-        times = []
-        for _ in range(repeats):
+
+        def sample(fn=fn, fargs=fargs):
             t0 = time.perf_counter()
             fn(*fargs)
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        med = statistics.median(times)
+            return time.perf_counter() - t0
+
+        stats = time_adaptively(sample, per_case)
         # Like STREAM, the reference is the best rate; the median shows how noisy the machine is.
-        out[name + "_gbs"] = round(per_elem * n / best / 1e9, 3)
-        out[name + "_median_gbs"] = round(per_elem * n / med / 1e9, 3)
-        out[name + "_spread_pct"] = round(100.0 * (max(times) - best) / med, 2)
-    out["threads"] = numba.config.NUMBA_NUM_THREADS
-    with open(spec["output"], "w") as fh:
-        json.dump(out, fh)
+        out[name + "_gbs"] = round(per_elem * n / stats["min_s"] / 1e9, 3)
+        out[name + "_median_gbs"] = round(per_elem * n / stats["median_s"] / 1e9, 3)
+        out[name + "_spread_pct"] = stats["spread_pct"]
+    lanes, iters = int(spec["fma_lanes"]), int(spec["fma_iterations"])
+    y, z = 0.999999, 1e-6  # x stays bounded: no overflow, no denormals
+    for label, nthreads in (("serial", 1), ("parallel", threads)):
+        numba.set_num_threads(nthreads)
+        xs = np.full((nthreads, lanes), 1.0)
+        fma_threads(xs, y, z, 1)  # warm-up: compiles both functions
+
+        def sample_fma(xs=xs):
+            t0 = time.perf_counter()
+            fma_threads(xs, y, z, iters)
+            return time.perf_counter() - t0
+
+        stats = time_adaptively(sample_fma, per_case)
+        flops = 2.0 * lanes * iters * nthreads
+        out["fma_" + label + "_gflops"] = round(flops / stats["min_s"] / 1e9, 2)
+        out["fma_" + label + "_median_gflops"] = round(flops / stats["median_s"] / 1e9, 2)
+        out["fma_" + label + "_spread_pct"] = stats["spread_pct"]
+    out["threads"] = threads
+    _write_json(spec["output"], out)
 
 
 TASKS = {"run": task_run, "time": task_time, "stream": task_stream}

@@ -39,6 +39,7 @@ from kernels.engine.report import (
     KernelResult,
     ProgressCallback,
 )
+from kernels.engine.sandbox import SandboxUnavailable
 
 DEFAULT_MODEL = "codestral-latest"
 MAX_CALLS_PER_KERNEL = 4
@@ -496,21 +497,88 @@ def repair_message(problem: str, *, entry: str, calls_left: int) -> dict[str, An
 # Reading and checking the answer (static only: nothing here executes LLM output)
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
-_ALLOWED_IMPORTS = {"numpy", "numba", "math", "cmath", "__future__"}
-_FORBIDDEN_CALLS = {
-    "eval",
-    "exec",
-    "compile",
-    "open",
-    "__import__",
-    "input",
-    "breakpoint",
-    "globals",
-    "vars",
-    "getattr",
-    "setattr",
-    "delattr",
+# The vocabulary a port may use, as a tree: a module's allowed attributes, and for the few
+# namespaces that have their own attributes (cuda.threadIdx.x, cuda.shared.array), the next level.
+# ``ANY`` admits every public name (math and cmath are pure functions and constants). Anything
+# not listed is refused, so ``np.ctypeslib...``, ``np.f2py.os.system`` or ``numba.core...`` are.
+ANY = "*"
+_NUMPY_NAMES = (
+    "bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 float32 float64 complex64 "
+    "complex128 intp empty zeros ones full empty_like zeros_like ones_like full_like copy array "
+    "asarray asfortranarray ascontiguousarray arange linspace eye identity sqrt cbrt square exp "
+    "exp2 expm1 log log2 log10 log1p sin cos tan arcsin arccos arctan arctan2 sinh cosh tanh "
+    "arcsinh arccosh arctanh hypot deg2rad rad2deg radians degrees abs absolute fabs sign "
+    "copysign floor ceil trunc rint round around mod fmod remainder divmod power float_power "
+    "minimum maximum fmin fmax clip sum prod cumsum cumprod dot vdot matmul outer trace "
+    "transpose reshape ravel min max amin amax argmin argmax mean where isnan isinf isfinite "
+    "nan inf pi e finfo iinfo real imag conj conjugate add subtract multiply divide "
+    "true_divide floor_divide negative positive reciprocal logical_and logical_or logical_not "
+    "logical_xor bitwise_and bitwise_or bitwise_xor invert left_shift right_shift all any "
+    "count_nonzero nextafter spacing ldexp frexp heaviside shape size ndim dtype newaxis sort "
+    "argsort diff"
+).split()
+_NUMBA_TYPES = (
+    "float32 float64 int8 int16 int32 int64 uint8 uint32 uint64 boolean complex64 complex128"
+)
+_CUDA_TREE: dict[str, object] = {
+    **{
+        n: None
+        for n in (
+            "jit grid gridsize syncthreads syncwarp threadfence to_device device_array "
+            "device_array_like pinned_array synchronize is_available warpsize laneid "
+            "activemask ballot_sync all_sync any_sync shfl_sync shfl_down_sync shfl_up_sync "
+            "shfl_xor_sync"
+        ).split()
+    },
+    **{
+        n: {"x": None, "y": None, "z": None}
+        for n in ("threadIdx", "blockIdx", "blockDim", "gridDim")
+    },
+    "shared": {"array": None},
+    "local": {"array": None},
+    "const": {"array_like": None},
+    "atomic": {n: None for n in ("add", "sub", "max", "min", "compare_and_swap", "cas", "exch")},
 }
+_MODULES: dict[str, dict[str, object] | str] = {
+    "numpy": {n: None for n in _NUMPY_NAMES},
+    "math": ANY,
+    "cmath": ANY,
+    "numba": {
+        **{n: None for n in ("njit", "jit", "prange", "vectorize", *_NUMBA_TYPES.split())},
+        "cuda": _CUDA_TREE,
+        "types": {n: None for n in _NUMBA_TYPES.split()},
+    },
+    "numba.cuda": _CUDA_TREE,
+    "__future__": {"annotations": None},
+}
+#: Attributes a port may read on its own values (arrays, device arrays, numbers).
+_VALUE_ATTRIBUTES = set(
+    (
+        "shape size ndim dtype T real imag flags f_contiguous c_contiguous itemsize nbytes "
+        "copy astype fill sum prod min max argmin argmax mean reshape ravel flatten item "
+        "conj conjugate transpose copy_to_host copy_to_device"
+    ).split()
+)
+#: Builtins a port may use; every other free name (eval, exec, open, getattr, globals,
+#: __import__, type, vars, compile, input, breakpoint...) is refused.
+_BUILTINS = set(
+    (
+        "range len min max abs int float bool complex round sum tuple list zip enumerate "
+        "divmod pow print any all reversed sorted isinstance Exception ValueError "
+        "ArithmeticError ZeroDivisionError IndexError RuntimeError"
+    ).split()
+)
+_REFUSED_NODES = (
+    ast.AsyncFunctionDef,
+    ast.AsyncFor,
+    ast.AsyncWith,
+    ast.Await,
+    ast.With,
+    ast.Global,
+    ast.Nonlocal,
+    ast.Yield,
+    ast.YieldFrom,
+)
 
 
 class AnswerRejected(ValueError):
@@ -532,34 +600,86 @@ def extract_python(content: str, entry: str) -> str:
 
 
 def check_module(code: str, entry: str) -> None:
-    """Parse (never import) the module; refuse what the sandbox would only have to contain."""
+    """Parse (never import) the module and check it against an allow-list; refuse the rest.
+
+    Allowed: imports of numpy, numba (and ``numba.cuda``), math, cmath; attribute chains that
+    follow :data:`_MODULES` from those imports (``np.zeros``, ``cuda.threadIdx.x``) and the
+    value attributes in :data:`_VALUE_ATTRIBUTES` (``a.shape``) on anything else; the builtins
+    in :data:`_BUILTINS`; and the module's own names. Refused: every other import, attribute or
+    free name, any dunder, ``with``/async/global statements and classes other than a plain
+    exception. The check is defence in depth: accepted code still only runs in the sandbox.
+    """
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
         raise AnswerRejected(f"SyntaxError at line {exc.lineno}: {exc.msg}") from exc
-    problems = []
+    problems: list[str] = []
+    modules: dict[str, dict[str, object] | str] = {}  # local name -> allowed attribute tree
+    defined: set[str] = set()
     for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
+            for a in node.names:
+                tree_for = _MODULES.get(a.name)
+                if tree_for is None or a.name == "__future__":
+                    problems.append(f"line {line}: import of `{a.name}` is not allowed")
+                    continue
+                if a.asname is None and "." in a.name:
+                    problems.append(f"line {line}: write `from {a.name} import ...` instead")
+                    continue
+                modules[a.asname or a.name] = tree_for
         elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            names = []
-        for name in names:
-            if name.split(".")[0] not in _ALLOWED_IMPORTS:
-                problems.append(f"line {node.lineno}: import of `{name}` is not allowed")
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in _FORBIDDEN_CALLS
-        ):
-            problems.append(f"line {node.lineno}: call to `{node.func.id}` is not allowed")
-        if (
-            isinstance(node, ast.Attribute)
-            and node.attr.startswith("__")
-            and node.attr != "__name__"
-        ):
-            problems.append(f"line {node.lineno}: dunder attribute `{node.attr}` is not allowed")
+            tree_for = _MODULES.get(node.module or "") if node.level == 0 else None
+            if tree_for is None:
+                problems.append(f"line {line}: import of `{node.module}` is not allowed")
+                continue
+            for a in node.names:
+                sub = tree_for if tree_for == ANY else tree_for.get(a.name, "missing")
+                if sub == "missing" or a.name == "*":
+                    problems.append(
+                        f"line {line}: `from {node.module} import {a.name}` is not allowed"
+                    )
+                elif isinstance(sub, (dict, str)):
+                    modules[a.asname or a.name] = sub
+                else:
+                    defined.add(a.asname or a.name)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+            if isinstance(node, ast.ClassDef) and not _plain_exception_class(node):
+                problems.append(
+                    f"line {line}: class `{node.name}` is not allowed (only a plain exception)"
+                )
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            defined.add(node.id)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            defined.add(node.name)
+        elif isinstance(node, _REFUSED_NODES):
+            problems.append(f"line {line}: `{type(node).__name__}` is not allowed in a port")
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name.startswith("__"):
+                problems.append(f"line {line}: dunder name `{name}` is not allowed")
+            elif (
+                isinstance(node.ctx, ast.Load)
+                and name not in defined
+                and name not in modules
+                and name not in _BUILTINS
+            ):
+                problems.append(f"line {line}: name `{name}` is not allowed in a port")
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("__"):
+                problems.append(f"line {line}: dunder attribute `{node.attr}` is not allowed")
+                continue
+            problem = _attribute_problem(node, modules, defined)
+            if problem:
+                problems.append(f"line {line}: {problem}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value:
+            # A format string can walk attributes too: '{0.__globals__}'.format(f).
+            problems.append(f"line {line}: strings naming dunders are not allowed")
     top_level = {
         n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     } | {
@@ -572,7 +692,43 @@ def check_module(code: str, entry: str) -> None:
     if entry not in top_level:
         problems.append(f"the module does not define the entry function `{entry}` at top level")
     if problems:
-        raise AnswerRejected("\n".join(problems))
+        raise AnswerRejected("\n".join(dict.fromkeys(problems)))
+
+
+def _plain_exception_class(node: ast.ClassDef) -> bool:
+    """``class _Return(Exception): "doc"`` (the CUDA host driver's early-RETURN signal)."""
+    bases_ok = all(isinstance(b, ast.Name) and b.id in _BUILTINS for b in node.bases)
+    body_ok = all(
+        isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+        for s in node.body
+    )
+    return bases_ok and body_ok and not node.keywords and not node.decorator_list
+
+
+def _attribute_problem(
+    node: ast.Attribute, modules: Mapping[str, dict[str, object] | str], defined: set[str]
+) -> str | None:
+    """Why this attribute chain is refused, or None when it is allowed."""
+    chain: list[str] = []
+    base: ast.expr = node
+    while isinstance(base, ast.Attribute):
+        chain.append(base.attr)
+        base = base.value
+    chain.reverse()
+    if isinstance(base, ast.Name) and base.id in modules and base.id not in defined:
+        allowed: object = modules[base.id]
+        for depth, attr in enumerate(chain):
+            if allowed == ANY and depth == 0 and not attr.startswith("_"):
+                allowed = None
+                continue
+            if not isinstance(allowed, dict) or attr not in allowed:
+                return f"`{base.id}.{'.'.join(chain[: depth + 1])}` is not allowed in a port"
+            allowed = allowed[attr]
+        return None
+    # A value's attribute (each link of ``a.flags.f_contiguous`` is visited on its own).
+    if node.attr not in _VALUE_ATTRIBUTES:
+        return f"attribute `.{node.attr}` is not allowed in a port"
+    return None
 
 
 def count_parallel_loops(code: str) -> int:
@@ -690,9 +846,13 @@ def llm_translate_kernel(
             if verify is None:
                 verify = _default_verifier()
             report = verify(kernel, generated, sizes=sizes, seed=seed, device=device)
+        except SandboxUnavailable:
+            raise  # nothing the model can repair: the answer cannot run here at all
         except (EngineError, ValueError) as exc:  # a plan the harness cannot build counts as failed
             report = _FailedReport(message=f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
-        if getattr(report, "status", "failed") == "verified":
+        # Inconclusive (outputs match, but some loop never ran) is final too: another answer
+        # cannot make the loop run; the sizes can.
+        if getattr(report, "status", "failed") in ("verified", "inconclusive"):
             return _verified_result(
                 result, generated, report, calls=calls, tokens=tokens, model=chat.model
             )
@@ -715,9 +875,11 @@ class _FailedReport:
 def _verified_result(
     result: KernelResult, generated: Any, report: Any, *, calls: int, tokens: int, model: str
 ) -> KernelResult:
+    cov = getattr(report, "coverage", None)
     out = dataclasses.replace(
         result,
-        status="verified",
+        status=report.status,
+        coverage=cov.to_dict() if cov is not None else None,
         code=generated.code,
         entry=generated.entry,
         parallel_loops=generated.parallel_loops,
@@ -733,9 +895,11 @@ def _verified_result(
         notes=list(result.notes)
         + [
             f"ported by the Mistral LLM fallback ({model}) in {calls} call"
-            f"{'s' if calls != 1 else ''}; verified against gfortran"
+            f"{'s' if calls != 1 else ''}; {report.status} against gfortran"
         ],
     )
+    if report.status != "verified" and getattr(report, "message", ""):
+        out.diagnostics.append(Diagnostic(result.line, 1, report.message))
     return out
 
 

@@ -1,4 +1,8 @@
-"""Charts for a profile: a roofline with each kernel as a point, plus a bar chart of timings.
+"""Charts for a profile: a roofline with each kernel as a point, a bar chart of timings and,
+when parallel variants were timed at several thread counts, their scaling.
+
+The roofline's ceilings are the probed ones (STREAM triad, FMA peak; labelled "measured") after
+``--measure`` and the nominal machine model otherwise (labelled "nominal").
 
 Drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas rather than through pyplot,
 because pyplot keeps global state that is not safe in a server handling several requests at once
@@ -15,18 +19,26 @@ from kernels.engine.profile import ProfileResult
 
 VARIANT_LABELS = {
     "gfortran": "gfortran -O3",
+    "gfortran_omp": "gfortran -O3 -fopenmp",
     "numba_serial": "numba serial",
     "numba_prange": "numba prange",
     "numba_cuda": "numba.cuda",
 }
 VARIANT_COLOURS = {
     "gfortran": "#4c72b0",
+    "gfortran_omp": "#8172b3",
     "numba_serial": "#dd8452",
     "numba_prange": "#55a868",
     "numba_cuda": "#c44e52",
     "estimate": "#8c8c8c",
 }
-VARIANT_MARKERS = {"gfortran": "o", "numba_serial": "s", "numba_prange": "^", "numba_cuda": "D"}
+VARIANT_MARKERS = {
+    "gfortran": "o",
+    "gfortran_omp": "v",
+    "numba_serial": "s",
+    "numba_prange": "^",
+    "numba_cuda": "D",
+}
 
 
 def render_plot_png(result: ProfileResult | dict[str, Any], *, dpi: int = 110) -> bytes:
@@ -35,11 +47,15 @@ def render_plot_png(result: ProfileResult | dict[str, Any], *, dpi: int = 110) -
     from matplotlib.figure import Figure
 
     data = result.to_dict() if isinstance(result, ProfileResult) else result
-    fig = Figure(figsize=(12, 5), dpi=dpi)
+    scaling = _scaling_series(data)
+    fig = Figure(figsize=(17 if scaling else 12, 5), dpi=dpi)
     FigureCanvasAgg(fig)
-    ax_roof, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
-    _draw_roofline(ax_roof, data)
-    _draw_timings(ax_bar, data)
+    ratios = [1.1, 1, 0.8] if scaling else [1.1, 1]
+    axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
+    _draw_roofline(axes[0], data)
+    _draw_timings(axes[1], data)
+    if scaling:
+        _draw_scaling(axes[2], scaling)
     fig.suptitle(f"fortranspire profile: {data.get('file', '')}", fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -54,35 +70,38 @@ def write_plot(result: ProfileResult | dict[str, Any], path: str | Path) -> Path
     return out
 
 
-def _roofs(data: dict[str, Any]) -> list[tuple[str, float, float, str]]:
-    """(label, peak GFLOP/s, bandwidth GB/s, style) for each roof worth drawing."""
+def roofs(data: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(label, peak GFLOP/s, bandwidth GB/s, style) of each ceiling, probed where measured."""
     machine = data.get("machine", {})
     stream = data.get("stream", {}) or {}
-    roofs = []
-    serial_bw = stream.get("triad_serial_gbs") or machine.get("bandwidth_gbs", 20.0)
-    parallel_bw = stream.get("triad_parallel_gbs")
-    roofs.append(
+    out = []
+    for label, threads, bw_key, peak_key, style in (
+        ("1 thread", 1, "triad_serial_gbs", "fma_serial_gflops", "-"),
         (
-            "1 core: "
-            + ("STREAM triad" if stream.get("triad_serial_gbs") else "nominal bw")
-            + ", nominal peak",
-            float(machine.get("peak_gflops_serial", 20.0)),
-            float(serial_bw),
-            "-",
+            f"{stream.get('threads') or machine.get('cores', 1)} threads",
+            stream.get("threads") or machine.get("cores", 1) or 1,
+            "triad_parallel_gbs",
+            "fma_parallel_gflops",
+            "--",
+        ),
+    ):
+        if threads == 1 and style == "--":
+            continue  # a one-core machine has a single roof
+        bw, peak = stream.get(bw_key), stream.get(peak_key)
+        nominal_peak = machine.get("peak_gflops_serial" if style == "-" else "peak_gflops", 20.0)
+        text = f"{label}: " + (
+            f"measured STREAM triad {bw:.1f} GB/s" if bw else "nominal bandwidth"
         )
-    )
-    if parallel_bw or (machine.get("cores", 1) or 1) > 1:
-        roofs.append(
+        text += f", measured FMA peak {peak:.1f} GFLOP/s" if peak else ", nominal peak"
+        out.append(
             (
-                f"{machine.get('cores', 1)} cores: "
-                + ("STREAM triad" if parallel_bw else "nominal bw")
-                + ", nominal peak",
-                float(machine.get("peak_gflops", 20.0)),
-                float(parallel_bw or machine.get("bandwidth_gbs", 20.0)),
-                "--",
+                text,
+                float(peak or nominal_peak),
+                float(bw or machine.get("bandwidth_gbs", 20.0)),
+                style,
             )
         )
-    return roofs
+    return out
 
 
 def _draw_roofline(ax: Any, data: dict[str, Any]) -> None:
@@ -91,7 +110,7 @@ def _draw_roofline(ax: Any, data: dict[str, Any]) -> None:
     lo = min([0.01, *[i / 4 for i in intensities]])
     hi = max([100.0, *[i * 4 for i in intensities]])
     xs = [lo * (hi / lo) ** (t / 200) for t in range(201)]
-    for label, peak, bw, style in _roofs(data):
+    for label, peak, bw, style in roofs(data):
         ax.plot(xs, [min(peak, bw * x) for x in xs], style, color="black", lw=1.2, label=label)
     for k in kernels:
         ai = k.get("intensity")
@@ -175,9 +194,10 @@ def _draw_timings(ax: Any, data: dict[str, Any]) -> None:
                 if t.get("status") == "ok" and t.get("median_s"):
                     xs.append(pos + (idx - (len(variants) - 1) / 2) * width)
                     heights.append(t["median_s"] * 1e3)
-                    lo = (t["median_s"] - (t.get("min_s") or t["median_s"])) * 1e3
-                    hi = ((t.get("max_s") or t["median_s"]) - t["median_s"]) * 1e3
-                    errs.append((lo, hi))
+                    # Whiskers: the median's confidence interval (noise is a warning, not a bar).
+                    lo = (t["median_s"] - (t.get("ci_low_s") or t["median_s"])) * 1e3
+                    hi = ((t.get("ci_high_s") or t["median_s"]) - t["median_s"]) * 1e3
+                    errs.append((max(lo, 0.0), max(hi, 0.0)))
             ax.bar(
                 xs,
                 heights,
@@ -187,7 +207,7 @@ def _draw_timings(ax: Any, data: dict[str, Any]) -> None:
                 yerr=[[e[0] for e in errs], [e[1] for e in errs]] if errs else None,
                 capsize=2,
             )
-        ax.set_ylabel("median time per call (ms), whiskers min..max")
+        ax.set_ylabel("median time per call (ms), whiskers: 95% interval")
         ax.set_title("Measured timings")
         ax.legend(fontsize=7)
     else:
@@ -201,3 +221,33 @@ def _draw_timings(ax: Any, data: dict[str, Any]) -> None:
     if heights and max(heights) / min(heights) > 50:
         ax.set_yscale("log")  # only when the kernels differ by orders of magnitude
     ax.grid(True, axis="y", alpha=0.3)
+
+
+def _scaling_series(data: dict[str, Any]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(kernel, variant, rows) for every threaded variant timed at more than one count."""
+    out = []
+    for k in data.get("kernels", []):
+        for variant, t in (k.get("measured") or {}).items():
+            rows = [r for r in t.get("scaling") or [] if r.get("speedup")]
+            if t.get("status") == "ok" and len(rows) > 1:
+                out.append((k["name"], variant, rows))
+    return out
+
+
+def _draw_scaling(ax: Any, series: list[tuple[str, str, list[dict[str, Any]]]]) -> None:
+    top = max(r["threads"] for _, _, rows in series for r in rows)
+    ax.plot([1, top], [1, top], ":", color="black", lw=1, label="ideal")
+    for kernel, variant, rows in series:
+        ax.plot(
+            [r["threads"] for r in rows],
+            [r["speedup"] for r in rows],
+            marker=VARIANT_MARKERS.get(variant, "o"),
+            color=VARIANT_COLOURS.get(variant, "black"),
+            label=f"{kernel}: {VARIANT_LABELS.get(variant, variant)}",
+        )
+    ax.set_xlabel("threads")
+    ax.set_ylabel("speed-up over 1 thread (medians)")
+    ax.set_title("Thread scaling")
+    ax.set_xticks(sorted({r["threads"] for _, _, rows in series for r in rows}))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)

@@ -28,16 +28,23 @@ The estimated cost of a kernel is its roofline time ``max(flops / peak, bytes / 
 the machine model (nominal figures, or the measured STREAM bandwidth with ``measure=True``);
 kernels are ranked by it and each gets its share of the total.
 
-``measure=True`` times, at the user's sizes and in one run, the original compiled with
-``gfortran -O3 -march=native`` (behind verify's bind(C) wrapper, called through ctypes on
-verify's inputs), the generated numba CPU code run serially (``parallel=False``) and with
-``prange``, numba.cuda when a GPU is present, and a STREAM-like copy/triad. Every step runs in a
-sandboxed subprocess (:mod:`kernels.engine.sandbox`) under one overall time limit; the first
-call of each variant is a warm-up (numba's JIT) and is excluded; each timed call starts from a
-fresh copy of the inputs; the median, min, max and spread ``(max-min)/median`` are reported.
-Achieved bandwidth (model bytes / median time) is given as a percentage of the STREAM triad
-(best of its repetitions, as STREAM reports): the serial triad for gfortran and numba serial,
-the all-threads triad for prange. Working sets that fit in cache can exceed 100 %.
+``measure=True`` first probes the machine: STREAM copy/triad and a peak-FLOP loop (independent
+FMA chains, numba) on 1 and all threads; these become the roofline's ceilings, labelled
+"measured", and the ranking uses them. Then, per kernel and unless the user gave sizes, it picks
+sizes whose working set exceeds the last-level cache (read from sysfs) within the sandbox's byte
+cap and the time budget, with time loops raised until one call takes about 20 ms
+(:mod:`kernels.engine.profile_sizes`). It times the original compiled with
+``gfortran -O3 -march=native`` (verify's bind(C) wrapper), again with ``-fopenmp`` at every
+thread count when the original has OpenMP directives, the generated numba code serially
+(``parallel=False``) and with ``prange`` at 1, 2, ..., N threads, and numba.cuda when a GPU is
+present. Every run goes through the sandboxed harness (:mod:`kernels.engine.harness`) under one
+overall deadline. The first call at each thread count is a warm-up; each timed call starts from
+fresh inputs; repeats continue until the median's 95 % interval is within +-2 % or the budget
+runs out, and a spread (IQR / median) above 10 % is reported as a warning. Achieved bandwidth
+(model bytes / median time) is given as a percentage of the STREAM triad at the same thread
+count; a parallel port is compared with ``gfortran -fopenmp`` at the same thread count when the
+original has directives, and with serial gfortran (said so) otherwise. Working sets that fit in
+cache can exceed 100 % of STREAM: the sizes table says when the cap kept them there.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -53,6 +60,12 @@ from pathlib import Path
 from typing import Any
 
 from kernels.engine import harness, ir, verify
+from kernels.engine.profile_sizes import (
+    SizeChoice,
+    choose_measure_sizes,
+    last_level_cache_bytes,
+    read_cpu_caches,
+)
 from kernels.engine.report import EngineError, ProgressCallback, SandboxError
 from kernels.engine.sandbox import run_sandboxed, sandbox_tempdir
 
@@ -299,6 +312,18 @@ class NestCost:
                 if idx < sweep or acc.loop_vars is None or var in acc.loop_vars
             ]
             out.append((acc.elem_bytes, factors))
+        return out
+
+    def repeat_symbols(self) -> set[str]:
+        """Symbols bounding the loops outside the sweep (time loops): they repeat, not grow, work."""
+        used: set[str] = set()
+        for acc in [*self.reads.values(), *self.writes.values()]:
+            used |= set(self.loops) if acc.loop_vars is None else acc.loop_vars
+        out: set[str] = set()
+        for var, f in zip(self.loops, self.trip_factors, strict=True):
+            if var in used:
+                break
+            out |= f.symbols
         return out
 
     def trip_value(self, env: Mapping[str, float]) -> int:
@@ -775,24 +800,39 @@ def _nest_parallelism(loops: list[ir.Loop]) -> tuple[bool, str]:
 
 @dataclass
 class MeasuredTiming:
-    """Timing of one variant of one kernel: median and spread over the timed repetitions."""
+    """Timing of one variant of one kernel: the median of adaptive repeats with its interval.
 
-    variant: str  # 'gfortran' | 'numba_serial' | 'numba_prange' | 'numba_cuda'
-    status: str  # 'ok' | 'skipped' | 'failed'
+    For threaded variants the headline figures are at the most threads; ``scaling`` holds one
+    row per thread count (median, interval, speed-up and efficiency against 1 thread).
+    """
+
+    variant: str  # one of VARIANTS, or 'numba_cuda_model' (GPU model, not measured)
+    status: str  # 'ok' | 'skipped' | 'failed' | 'model'
     median_s: float | None = None
     min_s: float | None = None
     max_s: float | None = None
-    spread_pct: float | None = None  # (max - min) / median, in percent
+    spread_pct: float | None = None  # interquartile range / median, in percent
+    ci_low_s: float | None = None  # order-statistic interval of the median
+    ci_high_s: float | None = None
+    ci_level: float | None = None  # its actual coverage
     repeats: int = 0
+    threads: int | None = None
+    stop_reason: str = ""  # 'settled' | 'budget' | 'max_repeats'
+    warnings: list[str] = field(default_factory=list)
     gflops: float | None = None
     bandwidth_gbs: float | None = None
     stream_pct: float | None = None  # achieved bandwidth as % of the STREAM triad reference
-    stream_ref: str = ""  # which STREAM figure it is compared with ('serial' | 'parallel')
+    stream_ref: str = ""  # which STREAM figure it is compared with
     speedup_vs_gfortran: float | None = None
+    compared_with: str = ""  # which gfortran build and thread count the ratio is against
+    scaling: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        out = dict(self.__dict__)
+        out["warnings"] = list(self.warnings)
+        out["scaling"] = [dict(r) for r in self.scaling]
+        return out
 
 
 @dataclass
@@ -816,6 +856,9 @@ class KernelProfile:
     sizes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     measured: dict[str, MeasuredTiming] | None = None
+    measure_sizes: dict[str, Any] | None = None  # the sizes timed and their working set
+    openmp: dict[str, Any] | None = None  # OpenMP directives found in the original
+    gpu_model: dict[str, Any] | None = None  # target gpu: kernels.engine.gpu_model figures
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -838,8 +881,12 @@ class KernelProfile:
             "sizes": dict(self.sizes),
             "notes": list(self.notes),
         }
+        if self.gpu_model is not None:
+            out["gpu_model"] = dict(self.gpu_model)
         if self.measured is not None:
             out["measured"] = {k: v.to_dict() for k, v in self.measured.items()}
+            out["measure_sizes"] = dict(self.measure_sizes or {})
+            out["openmp"] = dict(self.openmp or {})
         return out
 
 
@@ -876,9 +923,13 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    caches = read_cpu_caches()
+    llc = last_level_cache_bytes(caches)
     return {
         "cpu": model,
         "cores": cpus,
+        "caches": [c.to_dict() for c in caches],
+        "llc_mib": round(llc / (1 << 20), 2) if llc else None,
         "peak_gflops": NOMINAL_PEAK_GFLOPS_PER_CORE * cpus,
         "peak_gflops_serial": NOMINAL_PEAK_GFLOPS_PER_CORE,
         "bandwidth_gbs": NOMINAL_BANDWIDTH_GBS,
@@ -896,25 +947,12 @@ def kernel_size_env(kernel: ir.Kernel, sizes: Mapping[str, int] | None) -> dict[
     """Sizes used to evaluate trip counts: the user's, else the ones verification would pick."""
     given = {k.lower(): int(v) for k, v in (sizes or {}).items()}
     try:
-        from kernels.engine import verify
-
-        try:
-            # plan_run also settles the extents of assumed-shape dummies (dim1, dim2, ...).
-            planned = verify.plan_run(kernel, given).sizes
-        except (verify.PlanError, ir.NotConstant, ValueError):
-            planned = {}
-        inferred = verify.infer_sizes(kernel, given)
-        return {k: int(v) for k, v in {**inferred, **planned}.items()}
-    except ImportError:
-        pass
-    env = dict(given)
-    for a in kernel.args:
-        if not a.is_array and a.type.base == "integer" and a.name not in env:
-            env[a.name] = DEFAULT_SIZE
-    return env
-
-
-DEFAULT_SIZE = 32
+        # plan_run also settles the extents of assumed-shape dummies (dim1, dim2, ...).
+        planned = verify.plan_run(kernel, given).sizes
+    except (verify.PlanError, ir.NotConstant, ValueError):
+        planned = {}
+    inferred = verify.infer_sizes(kernel, given)
+    return {k: int(v) for k, v in {**inferred, **planned}.items()}
 
 
 def _setup_envs(
@@ -1150,19 +1188,65 @@ def rank_kernels(kernels: list[KernelProfile]) -> list[KernelProfile]:
 # --------------------------------------------------------------------------------------------
 # Measurement: parent side
 
-VARIANTS = ("gfortran", "numba_serial", "numba_prange", "numba_cuda")
-DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array: well past any L3 cache
+VARIANTS = ("gfortran", "gfortran_omp", "numba_serial", "numba_prange", "numba_cuda")
+# Variants that run on several threads: timed at every count of :func:`thread_counts`.
+THREADED_VARIANTS = ("gfortran_omp", "numba_prange")
+DEFAULT_STREAM_ELEMENTS = 1 << 23  # 64 MiB per float64 array, bounded by the memory cap
 GFORTRAN_PROFILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared")
+GFORTRAN_OPENMP_FLAGS = (*GFORTRAN_PROFILE_FLAGS, "-fopenmp")
 KERNEL_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
-WARMUPS = 1  # the first call of each variant JIT-compiles (numba) or faults pages in (gfortran)
+WARMUPS = 1  # the first call at each thread count JIT-compiles (numba) or faults pages in
+COMPILE_RESERVE_S = 20.0  # per kernel: two gfortran builds and numba's JIT of two variants
+FMA_LANES = 64  # independent FMA chains in the peak-FLOP probe (fills the vector units)
+FMA_ITERATIONS = 1 << 16
+OPENMP_DIRECTIVE = re.compile(r"^\s*!\$omp\s+(parallel|do\b)", re.IGNORECASE)
 
 
-def _harness_env() -> dict[str, str]:
+def openmp_directive_lines(kernel: ir.Kernel) -> list[int]:
+    """File lines of the OpenMP work-sharing directives (``!$omp parallel do``) in the kernel's unit.
+
+    ``fortran_source`` holds the whole file from its first unit on, so the search is limited to
+    the kernel's own SUBROUTINE/FUNCTION (to the first END SUBROUTINE/FUNCTION after its
+    header); lines are counted from the header, which sits at ``kernel.line``.
+    """
+    lines = (kernel.fortran_source or "").splitlines()
+    name = re.escape(kernel.fortran_entry or kernel.name)
+    header = re.compile(rf"^(?!\s*end\b).*\b(subroutine|function)\s+{name}\b", re.IGNORECASE)
+    start = next((i for i, text in enumerate(lines) if header.match(text)), None)
+    if start is None:
+        return []  # an extracted loop nest: the directives of a program are not the kernel's
+    end_unit = re.compile(r"^\s*end\s*((subroutine|function)\b|$)", re.IGNORECASE)
+    found = []
+    for i in range(start + 1, len(lines)):
+        if end_unit.match(lines[i]):
+            break
+        if OPENMP_DIRECTIVE.match(lines[i]):
+            found.append(kernel.line + i - start if kernel.line else i + 1)
+    return found
+
+
+def available_threads() -> int:
+    """Threads a measurement may use: the CPUs this process may run on (or the operator's cap)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    cap = os.environ.get("NUMBA_NUM_THREADS", "")
+    return max(1, min(cpus, int(cap))) if cap.isdigit() else max(1, cpus)
+
+
+def thread_counts(n: int) -> list[int]:
+    """1, 2, ..., n for small machines; powers of two and n past 8 threads."""
+    if n <= 8:
+        return list(range(1, n + 1))
+    counts = [1 << k for k in range(n.bit_length()) if 1 << k < n]
+    return [*counts, n]
+
+
+def _harness_env(threads: int) -> dict[str, str]:
     """What the harness needs on top of the sandbox's scrubbed environment."""
-    env: dict[str, str] = {}
-    if "NUMBA_NUM_THREADS" in os.environ:
-        env["NUMBA_NUM_THREADS"] = os.environ["NUMBA_NUM_THREADS"]  # an operator's thread cap
-    return env
+    # The largest count timed; the harness lowers it per run (set_num_threads, omp_set_...).
+    return {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
 def _gpu_present() -> bool:
@@ -1178,17 +1262,6 @@ def _gpu_present() -> bool:
         return False
 
 
-def _summarise(times: list[float]) -> dict[str, float]:
-    med = statistics.median(times)
-    lo, hi = min(times), max(times)
-    return {
-        "median_s": med,
-        "min_s": lo,
-        "max_s": hi,
-        "spread_pct": round(100.0 * (hi - lo) / med, 2) if med > 0 else 0.0,
-    }
-
-
 class _Deadline:
     def __init__(self, seconds: float):
         import time
@@ -1200,22 +1273,88 @@ class _Deadline:
         return max(0.0, self.end - self._time())
 
 
+def probe_machine(
+    *,
+    threads: int,
+    stream_elements: int,
+    memory_cap_bytes: int,
+    deadline: _Deadline,
+    workdir: Path,
+) -> dict[str, Any]:
+    """STREAM copy/triad and the FMA peak on 1 and ``threads`` threads (sandboxed)."""
+    # Three arrays must fit the cap; say when they fit in the last-level cache as well.
+    n = max(1 << 10, min(stream_elements, memory_cap_bytes // 24))
+    try:
+        out = _run_harness(
+            workdir,
+            {
+                "task": "stream",
+                "elements": n,
+                "threads": threads,
+                "budget_s": min(10.0, max(1.5, deadline.left() / 20)),
+                "fma_lanes": FMA_LANES,
+                "fma_iterations": FMA_ITERATIONS,
+            },
+            timeout_s=deadline.left(),
+            memory_mb=2048 + 3 * 8 * n // (1 << 20),
+            threads=threads,
+        )
+    except EngineError as exc:
+        # Without a reference the timings are still worth having; only the % is lost.
+        return {"error": exc.message}
+    llc = last_level_cache_bytes(read_cpu_caches())
+    out["working_set_mib"] = round(24 * n / (1 << 20), 1)
+    out["exceeds_llc"] = llc is not None and 24 * n > llc
+    out["warnings"] = []
+    if threads > 1 and (
+        out["fma_parallel_gflops"] < out["fma_serial_gflops"]
+        or out["triad_parallel_gbs"] < out["triad_serial_gbs"]
+    ):
+        # All threads slower than one: other processes hold the cores; say so next to the figures.
+        out["warnings"].append(
+            f"the {threads}-thread ceilings are below the 1-thread ones: other processes are "
+            f"using the cores (load average {os.getloadavg()[0]:.1f}); parallel timings are "
+            "not representative"
+        )
+    return out
+
+
+def machine_probe_into(machine: dict[str, Any], stream: Mapping[str, Any]) -> None:
+    """Replace the nominal ceilings of ``machine`` by the probed ones (where the probe ran)."""
+    if stream.get("triad_parallel_gbs"):
+        machine["bandwidth_gbs"] = stream["triad_parallel_gbs"]
+        machine["bandwidth_gbs_serial"] = stream.get("triad_serial_gbs")
+        machine["bandwidth_source"] = "STREAM triad, all threads (measured)"
+        machine["threads"] = stream.get("threads")
+    if stream.get("fma_parallel_gflops"):
+        machine["peak_gflops"] = stream["fma_parallel_gflops"]
+        machine["peak_gflops_serial"] = stream["fma_serial_gflops"]
+        machine["peak_source"] = "numba FMA loop, 1 and all threads (measured)"
+
+
 def measure_kernels(
     kernels: list[ir.Kernel],
     profiles: list[KernelProfile],
     *,
+    machine: dict[str, Any],
+    user_sizes: Mapping[str, int] | None = None,
     repeats: int = 5,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_bytes: int | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Time every kernel's variants and a STREAM copy/triad; fills ``profile.measured``.
+) -> tuple[dict[str, Any], list[KernelProfile]]:
+    """Probe the machine, then time every kernel's variants; returns (probe, profiles).
 
-    Each step runs in its own sandboxed subprocess (so progress can be reported between steps)
-    and shares one overall deadline of ``timeout_s``. Returns the STREAM figures.
+    Without ``user_sizes`` each kernel is re-profiled at sizes chosen for measuring (see
+    :mod:`kernels.engine.profile_sizes`); the returned profiles carry those sizes. Each step
+    runs in its own sandboxed subprocess and all share one deadline of ``timeout_s``.
     """
     deadline = _Deadline(timeout_s)
+    # The sandbox's byte cap on one run's inputs; a caller may only lower it.
+    cap = min(memory_cap_bytes or verify.max_run_bytes(), verify.max_run_bytes())
     gpu = _gpu_present()
+    threads = available_threads()
     total = 1 + 2 * len(kernels)
     done = 0
 
@@ -1226,29 +1365,157 @@ def measure_kernels(
             progress("profile", done, total, message)
 
     if progress is not None:
-        progress("profile", 0, total, "measuring STREAM copy/triad")
+        progress("profile", 0, total, "probing the machine: STREAM copy/triad, FMA peak")
+    out: list[KernelProfile] = []
     with sandbox_tempdir(prefix="profile-") as workdir:
         harness.install(workdir)
-        try:
-            stream = _run_harness(
-                workdir,
-                {"task": "stream", "elements": stream_elements, "repeats": max(repeats, 3)},
-                timeout_s=deadline.left(),
-                memory_mb=2048 + 3 * 8 * stream_elements // (1 << 20),
-            )
-        except EngineError as exc:
-            # Without a reference the timings are still worth having; only the % is lost.
-            stream = {"error": exc.message}
-        tick("STREAM done")
+        stream = probe_machine(
+            threads=threads,
+            stream_elements=stream_elements,
+            memory_cap_bytes=cap,
+            deadline=deadline,
+            workdir=workdir,
+        )
+        machine_probe_into(machine, stream)
+        tick("machine probed")
         for idx, (kernel, prof) in enumerate(zip(kernels, profiles, strict=True)):
+            kernel_budget = deadline.left() / (len(kernels) - idx)
+            timing_budget = max(1.0, kernel_budget - COMPILE_RESERVE_S)
+            omp_lines = openmp_directive_lines(kernel)
+            counts = thread_counts(threads)
+            runs = 2 + (len(counts) if omp_lines else 0) + len(counts)
+            if user_sizes is None:
+                choice = select_measure_sizes(
+                    kernel,
+                    machine=machine,
+                    memory_cap_bytes=cap,
+                    budget_s=timing_budget,
+                    planned_calls=runs * (WARMUPS + repeats),
+                    min_repeats=repeats,
+                )
+                prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
+                prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
+                if len(kernels) > 1:
+                    prof.notes.append(
+                        "modelled at the sizes chosen for timing it, which differ per kernel: "
+                        "pass --size to rank every kernel at the same sizes"
+                    )
+                prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
+            else:
+                choice = None
+                prof.measure_sizes = {
+                    "source": "given (--size)",
+                    "sizes": dict(prof.sizes),
+                    "working_set_mib": round(_working_set_bytes(kernel, prof.sizes) / (1 << 20), 2),
+                }
+            prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
             kdir.mkdir()
             harness.install(kdir)
             prof.measured = _measure_one(
-                kernel, prof, kdir, repeats, deadline, gpu, lambda msg: tick(msg)
+                kernel,
+                prof,
+                kdir,
+                threads=threads,
+                counts=counts,
+                openmp=bool(omp_lines),
+                min_repeats=choice.min_repeats if choice else repeats,
+                budget_s=timing_budget,
+                deadline=deadline,
+                gpu=gpu,
+                memory_cap_bytes=cap,
+                tick=tick,
             )
             _attach_rates(prof, stream)
-    return stream
+            model = _gpu_model_figures(kernel, prof, machine)
+            if model is not None:
+                prof.measured["numba_cuda_model"] = model
+            out.append(prof)
+    return stream, out
+
+
+def _gpu_model_figures(
+    kernel: ir.Kernel, prof: KernelProfile, machine: Mapping[str, Any]
+) -> MeasuredTiming | None:
+    """The GPU model's predicted time, labelled "model", where no GPU was measured.
+
+    Time per call = the model's time per step x the time loop's iterations at the profile's
+    sizes, with the default copy bandwidth of :mod:`kernels.engine.gpu_model`.
+    """
+    if _gpu_present():
+        return None
+    from kernels.engine.pipeline import gpu_model_of
+
+    model = prof.gpu_model or gpu_model_of(kernel, dict(prof.sizes))
+    t_step, steps = model.get("time_per_step_s"), model.get("steps")
+    if t_step is None or steps is None:
+        return None
+    moved = model.get("bytes_per_step") or 0
+    return MeasuredTiming(
+        "numba_cuda_model",
+        "model",
+        median_s=t_step * steps,
+        bandwidth_gbs=round(moved / t_step / 1e9, 2) if t_step else None,
+        message=(
+            f"modeled, not measured: {model['launches_per_step']} launch(es) and "
+            f"{moved} B per step, {100 * (model['predicted_copy_bandwidth_fraction'] or 0):.0f}%"
+            f" of {model['copy_bandwidth_Bps'] / 1e12:.1f} TB/s copy bandwidth"
+        ),
+    )
+
+
+def _working_set_bytes(kernel: ir.Kernel, sizes: Mapping[str, int]) -> int:
+    """Bytes of every argument array at ``sizes``: what the sandbox's byte cap counts."""
+    return harness.input_bytes(verify.harness_args(verify.plan_run(kernel, sizes)))
+
+
+def select_measure_sizes(
+    kernel: ir.Kernel,
+    *,
+    machine: Mapping[str, Any],
+    memory_cap_bytes: int | None = None,
+    budget_s: float = 300.0,
+    planned_calls: int = 50,
+    min_repeats: int = 5,
+    llc_bytes: int | None | str = "sysfs",
+    base: Mapping[str, int] | None = None,
+) -> SizeChoice:
+    """Sizes for timing ``kernel``: its verification sizes scaled past the last-level cache.
+
+    ``llc_bytes`` defaults to this machine's (sysfs); tests pass a fake one. The predicted call
+    time is the serial roofline time on ``machine`` (measured ceilings when probed).
+    """
+    _ensure_analysed(kernel)
+    llc = last_level_cache_bytes(read_cpu_caches()) if llc_bytes == "sysfs" else llc_bytes
+    start = dict(base) if base is not None else kernel_size_env(kernel, None)
+    dims = [*verify._dim_vars(kernel), *(k for k in start if k.startswith("dim"))]
+    repeat_syms: set[str] = set()
+    for nest in _CostWalker(kernel).run():
+        repeat_syms |= nest.repeat_symbols()
+    int_args = {a.name for a in kernel.args if not a.is_array and a.type.base == "integer"}
+    times = sorted((repeat_syms & int_args) - set(dims))
+    serial = {
+        **machine,
+        "bandwidth_gbs": machine.get("bandwidth_gbs_serial") or machine["bandwidth_gbs"],
+    }
+
+    def predict(sizes: Mapping[str, int]) -> float | None:
+        prof = profile_kernel(kernel, sizes=sizes, machine=serial)
+        t, _ = _roofline_time(prof.flops, prof.bytes, serial, False)
+        return t
+
+    return choose_measure_sizes(
+        start,
+        dim_vars=dims,
+        time_vars=times,
+        working_set=lambda s: _working_set_bytes(kernel, s),
+        predict_call_s=predict,
+        llc_bytes=llc,
+        memory_cap_bytes=memory_cap_bytes or verify.max_run_bytes(),
+        budget_s=budget_s,
+        planned_calls=planned_calls,
+        min_repeats=min_repeats,
+    )
 
 
 def _run_harness(
@@ -1257,6 +1524,7 @@ def _run_harness(
     *,
     timeout_s: float,
     memory_mb: int,
+    threads: int,
     allow_gpu: bool = False,
 ) -> dict[str, Any]:
     """Run one harness task in the sandbox with ``workdir`` as its only directory."""
@@ -1271,10 +1539,18 @@ def _run_harness(
         cwd=workdir,
         timeout_s=timeout_s,
         memory_mb=memory_mb,
-        env=_harness_env(),
+        env=_harness_env(threads),
         allow_gpu=allow_gpu,
     )
     if res.timed_out:
+        partial = json.loads(out.read_text()) if out.exists() else None
+        if partial and partial.get("variants"):
+            # The variants finished before the limit keep their figures; the rest fail below.
+            for name in spec.get("variants", {}):
+                partial["variants"].setdefault(
+                    name, {"error": "the measurement time limit ran out before this variant"}
+                )
+            return partial
         raise SandboxError(f"measurement step '{spec['task']}' ran past its time limit")
     if res.returncode != 0 or not out.exists():
         raise SandboxError(
@@ -1283,17 +1559,68 @@ def _run_harness(
     return json.loads(out.read_text())
 
 
-def _skip_all(reason: str) -> dict[str, MeasuredTiming]:
-    return {v: MeasuredTiming(v, "skipped", message=reason) for v in VARIANTS}
+def _timing_from_runs(variant: str, runs: list[dict[str, Any]]) -> MeasuredTiming:
+    """The headline timing (most threads) plus the scaling table of a variant's runs."""
+    head = max(runs, key=lambda r: r["threads"])
+    timing = MeasuredTiming(
+        variant,
+        "ok",
+        median_s=head["median_s"],
+        min_s=head["min_s"],
+        max_s=head["max_s"],
+        spread_pct=head["spread_pct"],
+        ci_low_s=head["ci_low_s"],
+        ci_high_s=head["ci_high_s"],
+        ci_level=head["ci_level"],
+        repeats=head["repeats"],
+        threads=head["threads"],
+        stop_reason=head["stop_reason"],
+        warnings=list(head["warnings"]),
+    )
+    if variant in THREADED_VARIANTS:
+        one = next((r for r in runs if r["threads"] == 1), None)
+        for r in sorted(runs, key=lambda r: r["threads"]):
+            speedup = one["median_s"] / r["median_s"] if one and r["median_s"] else None
+            timing.scaling.append(
+                {
+                    "threads": r["threads"],
+                    "median_s": r["median_s"],
+                    "ci_low_s": r["ci_low_s"],
+                    "ci_high_s": r["ci_high_s"],
+                    "spread_pct": r["spread_pct"],
+                    "speedup": round(speedup, 3) if speedup else None,
+                    "efficiency": round(speedup / r["threads"], 3) if speedup else None,
+                }
+            )
+            timing.warnings += [
+                f"at {r['threads']} thread{'s' if r['threads'] > 1 else ''}: {w}"
+                for w in r["warnings"]
+                if r is not head
+            ]
+    return timing
+
+
+def _skip_all(reason: str, openmp: bool) -> dict[str, MeasuredTiming]:
+    return {
+        v: MeasuredTiming(v, "skipped", message=reason)
+        for v in VARIANTS
+        if v != "gfortran_omp" or openmp
+    }
 
 
 def _measure_one(
     kernel: ir.Kernel,
     prof: KernelProfile,
     kdir: Path,
-    repeats: int,
+    *,
+    threads: int,
+    counts: list[int],
+    openmp: bool,
+    min_repeats: int,
+    budget_s: float,
     deadline: _Deadline,
     gpu: bool,
+    memory_cap_bytes: int,
     tick: Callable[[str], None],
 ) -> dict[str, MeasuredTiming]:
     """Compile and time one kernel's variants; every failure becomes a 'failed' timing.
@@ -1310,7 +1637,8 @@ def _measure_one(
         tick(f"{kernel.name}: skipped")
         return _skip_all(
             f"not measured: the translator does not support this kernel "
-            f"(line {first.line}: {first.construct})"
+            f"(line {first.line}: {first.construct})",
+            openmp,
         )
     try:
         gen = generate_cpu(kernel)
@@ -1318,44 +1646,82 @@ def _measure_one(
         msg = getattr(exc, "message", None) or str(exc)
         tick(f"{kernel.name}: skipped")
         tick(f"{kernel.name}: skipped")
-        return _skip_all(f"not measured: the translator does not support this kernel ({msg})")
+        return _skip_all(
+            f"not measured: the translator does not support this kernel ({msg})", openmp
+        )
     try:
         # The same plan verification uses: shapes, scalar values, index-safe integers. The
         # inputs themselves are drawn inside the sandbox, after the byte cap is checked here.
         plan = verify.plan_run(kernel, prof.sizes)
         array_bytes = verify.check_run_bytes(plan)
+        if array_bytes > memory_cap_bytes:
+            raise verify.PlanError(
+                f"the arguments would take {array_bytes / 2**20:.1f} MiB at these sizes; "
+                f"this measurement is limited to {memory_cap_bytes / 2**20:.1f} MiB"
+            )
     except (verify.PlanError, ir.NotConstant, ValueError) as exc:
         for v in VARIANTS:
-            results[v] = MeasuredTiming(v, "failed", message=f"cannot plan the inputs: {exc}")
+            if v != "gfortran_omp" or openmp:
+                results[v] = MeasuredTiming(v, "failed", message=f"cannot plan the inputs: {exc}")
         tick(f"{kernel.name}: skipped")
         tick(f"{kernel.name}: skipped")
-        return results
+        return {v: results[v] for v in VARIANTS if v in results}
     spec = verify.harness_spec(
-        plan, 0, task="time", repeats=repeats, warmups=WARMUPS, name=kernel.name, variants={}
+        plan,
+        0,
+        task="time",
+        min_repeats=min_repeats,
+        warmups=WARMUPS,
+        name=kernel.name,
+        variants={},
+        read_only=[a.name for a in plan.args if a.is_array and a.intent == "in"],
     )
 
-    # The original, built the way a user would build it for speed.
-    try:
-        lib, compiled = verify.compile_fortran(
-            kernel, plan, kdir, flags=GFORTRAN_PROFILE_FLAGS, timeout_s=min(120.0, deadline.left())
-        )
-        if lib is not None:
-            spec["variants"]["gfortran"] = {"library": lib.name, "symbol": verify.WRAPPER_SYMBOL}
-        else:
-            results["gfortran"] = MeasuredTiming(
-                "gfortran", "failed", message="gfortran: " + compiled.describe_failure()
+    # The original, built the way a user would build it for speed; with -fopenmp as well when
+    # it carries OpenMP directives, so that prange meets the parallel code a user would run.
+    builds = [("gfortran", GFORTRAN_PROFILE_FLAGS, "fsp_kernel.so")]
+    if openmp:
+        builds.append(("gfortran_omp", GFORTRAN_OPENMP_FLAGS, "fsp_kernel_omp.so"))
+    for variant, flags, library in builds:
+        try:
+            lib, compiled = verify.compile_fortran(
+                kernel,
+                plan,
+                kdir,
+                flags=flags,
+                timeout_s=min(120.0, deadline.left()),
+                library=library,
             )
-    except (verify.PlanError, EngineError) as exc:
-        results["gfortran"] = MeasuredTiming("gfortran", "failed", message=str(exc))
+            if lib is not None:
+                spec["variants"][variant] = {
+                    "library": lib.name,
+                    "symbol": verify.WRAPPER_SYMBOL,
+                    "openmp": variant == "gfortran_omp",
+                    "threads": counts if variant == "gfortran_omp" else [1],
+                }
+            else:
+                results[variant] = MeasuredTiming(
+                    variant, "failed", message="gfortran: " + compiled.describe_failure()
+                )
+        except (verify.PlanError, EngineError) as exc:
+            results[variant] = MeasuredTiming(variant, "failed", message=str(exc))
     tick(f"{kernel.name}: compiled")
 
     # The generated numba code: as generated (prange) and with parallel=False (serial).
     (kdir / "gen_prange.py").write_text(gen.code)
     serial_code = _serial_variant(gen.code)
     (kdir / "gen_serial.py").write_text(serial_code)
-    spec["variants"]["numba_serial"] = {"module": "gen_serial.py", "entry": gen.entry}
+    spec["variants"]["numba_serial"] = {
+        "module": "gen_serial.py",
+        "entry": gen.entry,
+        "threads": [1],
+    }
     if serial_code != gen.code:
-        spec["variants"]["numba_prange"] = {"module": "gen_prange.py", "entry": gen.entry}
+        spec["variants"]["numba_prange"] = {
+            "module": "gen_prange.py",
+            "entry": gen.entry,
+            "threads": counts,
+        }
     else:
         results["numba_prange"] = MeasuredTiming(
             "numba_prange",
@@ -1370,7 +1736,7 @@ def _measure_one(
 
             gcu = generate_cuda(kernel)
             (kdir / "gen_cuda.py").write_text(gcu.code)
-            cuda_variant = {"module": "gen_cuda.py", "entry": gcu.entry}
+            cuda_variant = {"module": "gen_cuda.py", "entry": gcu.entry, "threads": [1]}
         except Exception as exc:  # noqa: BLE001
             msg = getattr(exc, "message", None) or str(exc)
             results["numba_cuda"] = MeasuredTiming("numba_cuda", "failed", message=msg)
@@ -1378,6 +1744,8 @@ def _measure_one(
         results["numba_cuda"] = MeasuredTiming("numba_cuda", "skipped", message="no GPU present")
 
     memory_mb = KERNEL_RUN_MEMORY_MB + 4 * array_bytes // (1 << 20)
+    n_runs = sum(len(v["threads"]) for v in spec["variants"].values()) + (1 if cuda_variant else 0)
+    spec["budget_s"] = budget_s / max(1, n_runs)
     runs: list[tuple[dict[str, Any], bool]] = []
     if spec["variants"]:
         runs.append((spec, False))
@@ -1386,19 +1754,21 @@ def _measure_one(
         # instead of the address space, which the CUDA driver maps by the gigabyte).
         runs.append(({**spec, "variants": {"numba_cuda": cuda_variant}}, True))
     for run_spec, allow_gpu in runs:
+        # The harness paces itself against this wall time (its start-up and numba's JIT come
+        # out of it), so a slow machine shortens the sampling instead of losing every figure.
+        run_spec["wall_s"] = max(1.0, deadline.left() - min(10.0, 0.2 * deadline.left()))
         try:
             out = _run_harness(
                 kdir,
                 run_spec,
                 timeout_s=deadline.left(),
                 memory_mb=memory_mb,
+                threads=threads,
                 allow_gpu=allow_gpu,
             )
             for v, data in out["variants"].items():
-                if data.get("times"):
-                    results[v] = MeasuredTiming(
-                        v, "ok", repeats=len(data["times"]), **_summarise(data["times"])
-                    )
+                if data.get("runs"):
+                    results[v] = _timing_from_runs(v, data["runs"])
                     if v == "numba_cuda":
                         # The generated host driver copies arrays in and out on every call.
                         results[v].message = "end-to-end call, host<->device copies included"
@@ -1407,20 +1777,26 @@ def _measure_one(
         except EngineError as exc:
             for v in run_spec["variants"]:
                 results[v] = MeasuredTiming(v, "failed", message=exc.message)
+    if not openmp:
+        results["gfortran_omp"] = MeasuredTiming(
+            "gfortran_omp",
+            "skipped",
+            message="the original has no OpenMP directives: gfortran is timed serial only",
+        )
     tick(f"{kernel.name}: timed")
     return {v: results[v] for v in VARIANTS if v in results}
 
 
 def _serial_variant(code: str) -> str:
     """The generated module with every ``parallel=True`` turned off: prange then runs as range."""
-    import re
-
     return re.sub(r"parallel\s*=\s*True", "parallel=False", code)
 
 
 def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
+    """GFLOP/s, GB/s, % of STREAM and the ratio to the fair gfortran baseline of each variant."""
     timings = prof.measured or {}
-    ref = timings.get("gfortran")
+    serial_ref = timings.get("gfortran")
+    omp_ref = timings.get("gfortran_omp")
     for v, t in timings.items():
         if t.status != "ok" or not t.median_s:
             continue
@@ -1428,12 +1804,35 @@ def _attach_rates(prof: KernelProfile, stream: Mapping[str, Any]) -> None:
             t.gflops = round(prof.flops / t.median_s / 1e9, 4)
         if prof.bytes is not None:
             t.bandwidth_gbs = round(prof.bytes / t.median_s / 1e9, 4)
-            key = "triad_parallel_gbs" if v == "numba_prange" else "triad_serial_gbs"
+            parallel = (t.threads or 1) > 1
+            key = "triad_parallel_gbs" if parallel else "triad_serial_gbs"
             if v != "numba_cuda" and stream.get(key):
                 t.stream_pct = round(100.0 * t.bandwidth_gbs / stream[key], 2)
-                t.stream_ref = "parallel triad" if v == "numba_prange" else "serial triad"
-        if ref is not None and ref.status == "ok" and ref.median_s:
-            t.speedup_vs_gfortran = round(ref.median_s / t.median_s, 3)
+                t.stream_ref = (
+                    f"triad, {stream.get('threads')} threads" if parallel else "triad, 1 thread"
+                )
+        # A parallel port is compared with the parallel original when there is one.
+        ref = serial_ref
+        if v in ("numba_prange", "numba_cuda") and omp_ref is not None and omp_ref.status == "ok":
+            ref = omp_ref
+        if v == "gfortran" or ref is None or ref.status != "ok" or not ref.median_s:
+            continue
+        t.speedup_vs_gfortran = round(ref.median_s / t.median_s, 3)
+        if ref is omp_ref:
+            t.compared_with = f"gfortran -O3 -fopenmp, {ref.threads} threads"
+        elif v == "gfortran_omp":
+            t.compared_with = "gfortran -O3, serial build"
+        elif omp_ref is not None and omp_ref.status == "skipped":
+            t.compared_with = "gfortran -O3, serial (no OpenMP in the original)"
+        else:
+            t.compared_with = "gfortran -O3, serial"
+        if v == "numba_prange" and ref is omp_ref:
+            # Scaling rows get the same fair ratio, thread count for thread count.
+            omp_rows = {r["threads"]: r for r in omp_ref.scaling}
+            for row in t.scaling:
+                other = omp_rows.get(row["threads"])
+                if other and row["median_s"]:
+                    row["vs_gfortran_omp"] = round(other["median_s"] / row["median_s"], 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1450,33 +1849,41 @@ def profile_kernels(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_bytes: int | None = None,
+    target: str = "cpu",
 ) -> ProfileResult:
-    """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time."""
+    """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time.
+
+    ``target="gpu"`` adds each kernel's GPU traffic and launch model (``gpu_model``).
+    """
     machine = machine_info()
     profiles = []
     for idx, kernel in enumerate(kernels):
         profiles.append(profile_kernel(kernel, sizes=sizes, machine=machine))
+        if target == "gpu":
+            from kernels.engine.pipeline import gpu_model_of
+
+            profiles[-1].gpu_model = gpu_model_of(kernel, dict(profiles[-1].sizes))
         if progress is not None:
             progress("analyse", idx + 1, len(kernels), f"cost model: {kernel.name}")
     stream: dict[str, Any] = {}
     if measure and kernels:
-        stream = measure_kernels(
+        stream, profiles = measure_kernels(
             kernels,
             profiles,
+            machine=machine,
+            user_sizes=sizes,
             repeats=repeats,
             timeout_s=timeout_s,
             stream_elements=stream_elements,
+            memory_cap_bytes=memory_cap_bytes,
             progress=progress,
         )
-        if stream.get("triad_parallel_gbs"):
-            # Rank on this machine's measured bandwidth rather than the nominal figure.
-            machine["bandwidth_gbs"] = stream["triad_parallel_gbs"]
-            machine["bandwidth_source"] = "STREAM triad, all threads (measured)"
-            machine["threads"] = stream.get("threads")
-            for prof in profiles:
-                prof.estimated_s, prof.bound = _roofline_time(
-                    prof.flops, prof.bytes, machine, prof.parallel
-                )
+        # Rank on this machine's probed ceilings rather than the nominal figures.
+        for prof in profiles:
+            prof.estimated_s, prof.bound = _roofline_time(
+                prof.flops, prof.bytes, machine, prof.parallel
+            )
         machine["gpu"] = _gpu_name()
     ordered = rank_kernels(profiles)
     return ProfileResult(
@@ -1506,6 +1913,8 @@ def profile_source(
     progress: ProgressCallback | None = None,
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
+    memory_cap_bytes: int | None = None,
+    target: str = "cpu",
 ) -> ProfileResult:
     """Find the kernels of a Fortran file, rank them by estimated cost, optionally time them.
 
@@ -1530,6 +1939,8 @@ def profile_source(
         progress=progress,
         timeout_s=timeout_s,
         stream_elements=stream_elements,
+        memory_cap_bytes=memory_cap_bytes,
+        target=target,
     )
 
 

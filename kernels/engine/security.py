@@ -1,66 +1,104 @@
 """Refuse Fortran that reaches outside the kernel, before anything parses or compiles it.
 
-The pipeline calls :func:`check_forbidden` first: user source is later compiled by gfortran and
-run, and even inside the sandbox a kernel has no business spawning shells, touching files or
-calling C. Checking the text (rather than the parse tree) means a statement fparser would reject,
-or one that only appears in a preprocessor branch, is still refused.
+This is defence in depth: every compile and run happens in the sandbox
+(:mod:`kernels.engine.sandbox`), which must hold when this scan misses something. The scan keeps
+kernels from even trying, and gives the user a precise diagnostic.
+
+The pipeline calls :func:`scan_units` first. A forbidden statement refuses its *program unit*
+(main program, module, external subprogram): that unit's lines are blanked out of the source
+(line numbers kept) and it is reported as excluded, with the reasons; the other units still
+translate. Something forbidden outside every unit (a preprocessor include at the top of the
+file), or a file whose every unit is refused, refuses the whole file
+(:class:`ForbiddenStatementError`, as :func:`check_forbidden` does).
 
 The scan works on *logical statements*: comments are removed, string literals are blanked (so
-``print *, 'open the file'`` is harmless), continuation lines are joined (so ``CALL &`` /
-``& SYSTEM(...)`` is caught) and ``;`` separates statements. In fixed form blanks are not
-significant, so they are dropped before matching (``CALL SYS TEM('ls')`` is a valid call there).
-Every hit keeps the line and column of its first character in the original file.
+``print *, 'open the file'`` is harmless), continuation lines are joined, also across comment
+and blank lines between them (so ``call sys&`` / ``! note`` / ``&tem('ls')`` is caught), and
+``;`` separates statements. In fixed form blanks are not significant, so they are dropped before
+matching (``CALL SYS TEM('ls')`` is a valid call there). Every hit keeps the line and column of
+its first character in the original file.
 
 Refused:
-- ``execute_command_line``, ``system`` (``call system`` and the ``system()`` function) and the
-  GNU file/process intrinsics (``unlink``, ``rename``, ``chdir``, ``kill``, ``getenv``...);
+- the GNU extensions and intrinsics that act on processes, files, the environment or raw
+  memory (:data:`PROCESS_AND_FILE_ROUTINES`), in ``CALL`` form, in function form
+  (``st = kill(pid, 9)``) and when named in ``EXTERNAL``/``INTRINSIC`` or after ``=>``;
 - the file statements ``open``, ``close``, ``inquire``, ``rewind``, ``backspace``, ``endfile``,
   ``flush``, ``wait``;
 - ``read`` / ``write`` with a unit other than ``*`` (a numbered unit or an internal file: we
   cannot tell a unit variable from a character variable without types, so both are refused);
   ``read *``, ``read(*, ...)``, ``write(*, ...)`` and ``print`` are allowed;
-- ``bind(c)`` and ``include`` / ``#include``: the first lets a kernel call any libc function
-  (``popen``), the second reads arbitrary files at compile time and echoes them in errors.
+- ``bind(c)``: it lets a kernel call any libc function (``system``, ``kill``, ``open``);
+- every file-reading preprocessor form, unless it names a file the user uploaded
+  (``allowed_includes``): ``#include``, ``#include_next``, ``#import``, ``#embed``, also spelled
+  with a backslash-newline inside, a ``/* */`` comment inside (``#/**/include``), the trigraph
+  ``??=`` or the digraph ``%:``; ``__has_include`` and ``#pragma GCC dependency``; and the
+  Fortran ``include`` line.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from kernels.engine.report import Diagnostic, ForbiddenStatementError
 
-# GNU extensions and F2008 intrinsics that act on the process, the file system or the
-# environment. These are refused wherever they appear as a call (CALL x or x(...) in an expression).
-_FORBIDDEN_CALLS = (
+#: GNU extensions and standard intrinsics that act on the process, the file system, the
+#: environment or raw memory. Refused in CALL form, function form, and when named in
+#: EXTERNAL/INTRINSIC statements or after ``=>``. None of them has a use in a numeric kernel.
+PROCESS_AND_FILE_ROUTINES = (
+    # processes and signals
     "execute_command_line",
     "system",
-    "getenv",
-    "get_environment_variable",
+    "fork",
+    "kill",
+    "signal",
+    "alarm",
+    "sleep",
+    "getpid",
+    "getppid",
+    "getuid",
+    "getgid",
+    # files and directories
     "unlink",
     "rename",
+    "link",
+    "symlnk",
     "chdir",
     "chmod",
-    "symlnk",
-    "hostnm",
-    "getlog",
-    "fseek",
-    "ftell",
-    "fgetc",
-    "fputc",
-)
-# Short names a kernel may well use for its own arrays: only ``CALL name`` is refused.
-_FORBIDDEN_SUBROUTINES = (
-    "link",
-    "kill",
+    "umask",
+    "access",
     "stat",
     "lstat",
     "fstat",
-    "fget",
-    "fput",
-    "sleep",
     "getcwd",
+    "fget",
+    "fgetc",
+    "fput",
+    "fputc",
+    "fseek",
+    "ftell",
+    "fnum",
+    "flush",
+    "isatty",
+    "ttynam",
+    # environment and command line
+    "getenv",
+    "get_environment_variable",
+    "getarg",
+    "get_command",
+    "get_command_argument",
+    "hostnm",
+    "getlog",
+    # raw memory (Cray pointers) and C function pointers
+    "malloc",
+    "free",
+    "c_f_procpointer",
+    "c_funloc",
 )
+# Names distinctive enough that any mention is refused: ``external system`` + ``call
+# run(system)`` or ``p => execute_command_line`` reach the routine without ``name(``.
+_ANY_MENTION = {n for n in PROCESS_AND_FILE_ROUTINES if len(n) >= 6 and n != "signal"}
 # Statements that always address a file or a unit.
 _FILE_STATEMENTS = ("open", "close", "inquire", "rewind", "backspace", "endfile", "flush", "wait")
 _IO_STATEMENTS = ("read", "write")
@@ -78,37 +116,133 @@ class _Stmt:
             return (1, 1)
         return self.where[min(max(index, 0), len(self.where) - 1)]
 
+    @property
+    def first_line(self) -> int:
+        return self.where[0][0] if self.where else 1
 
-def check_forbidden(source: str, *, fixed_form: bool = False) -> None:
+    @property
+    def last_line(self) -> int:
+        return self.where[-1][0] if self.where else 1
+
+
+@dataclass
+class ProgramUnit:
+    """A top-level program unit: ``kind`` (subroutine, function, module, program...), its name
+    and its line range in the original file (inclusive)."""
+
+    kind: str
+    name: str
+    first_line: int
+    last_line: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}".strip()
+
+
+@dataclass
+class ExcludedUnit:
+    """A program unit refused because of the forbidden statements in ``diagnostics``."""
+
+    unit: ProgramUnit
+    diagnostics: list[Diagnostic]
+
+    def reason(self) -> str:
+        first = self.diagnostics[0]
+        more = f" (and {len(self.diagnostics) - 1} more)" if len(self.diagnostics) > 1 else ""
+        return (
+            f"{self.unit.label} (lines {self.unit.first_line}-{self.unit.last_line}) was "
+            f"excluded: line {first.line}, column {first.column}: {first.message}{more}"
+        )
+
+
+@dataclass
+class ScanResult:
+    """``source`` with every excluded unit's lines blanked, and what was excluded and why."""
+
+    source: str
+    excluded: list[ExcludedUnit] = field(default_factory=list)
+    units: list[ProgramUnit] = field(default_factory=list)
+
+
+def check_forbidden(
+    source: str, *, fixed_form: bool = False, allowed_includes: Collection[str] = ()
+) -> None:
     """Raise :class:`ForbiddenStatementError` listing every forbidden statement in ``source``.
 
     ``fixed_form`` selects the fixed-form rules (comment letters in column 1, continuation in
     column 6, text in columns 7-72, blanks insignificant). Returns ``None`` when the source is clean.
     """
-    found = find_forbidden(source, fixed_form=fixed_form)
+    found = find_forbidden(source, fixed_form=fixed_form, allowed_includes=allowed_includes)
     if found:
-        first = found[0]
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise ForbiddenStatementError(
-            f"line {first.line}, column {first.column}: {first.message}{more}", found
-        )
+        raise _refusal(found)
 
 
-def find_forbidden(source: str, *, fixed_form: bool = False) -> list[Diagnostic]:
-    """Every forbidden statement as a Diagnostic, in source order (empty when the source is clean)."""
-    diagnostics: list[Diagnostic] = []
+def _refusal(found: list[Diagnostic], prefix: str = "") -> ForbiddenStatementError:
+    first = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return ForbiddenStatementError(
+        f"{prefix}line {first.line}, column {first.column}: {first.message}{more}", found
+    )
+
+
+def scan_units(
+    source: str, *, fixed_form: bool = False, allowed_includes: Collection[str] = ()
+) -> ScanResult:
+    """Exclude each program unit holding a forbidden statement; refuse the file if nothing is left.
+
+    Raises :class:`ForbiddenStatementError` when something forbidden lies outside every unit,
+    or when every unit is excluded. Otherwise the result's ``source`` is what may be parsed.
+    """
+    found = find_forbidden(source, fixed_form=fixed_form, allowed_includes=allowed_includes)
     lines = source.splitlines()
-    for number, raw in enumerate(lines, start=1):
-        stripped = raw.lstrip()
-        # Preprocessor includes read files at compile time; other directives are harmless here.
-        if stripped.startswith("#") and re.match(r"#\s*include\b", stripped, re.I):
-            diagnostics.append(
-                Diagnostic(number, raw.index("#") + 1, "forbidden: #include reads a file")
-            )
+    units = program_units(lines, fixed_form=fixed_form)
+    if not found:
+        return ScanResult(source, [], units)
+    by_unit: dict[int, list[Diagnostic]] = {}
+    for d in found:
+        owner = next(
+            (i for i, u in enumerate(units) if u.first_line <= d.line <= u.last_line), None
+        )
+        if owner is None:
+            raise _refusal(found, "outside any program unit: ")
+        by_unit.setdefault(owner, []).append(d)
+    # A unit sharing a line with an excluded one (``end subroutine a; subroutine b``) goes too.
+    changed = True
+    while changed:
+        changed = False
+        for i, u in enumerate(units):
+            if i in by_unit:
+                continue
+            for j in list(by_unit):
+                v = units[j]
+                if u.first_line <= v.last_line and v.first_line <= u.last_line:
+                    by_unit[i] = [
+                        Diagnostic(
+                            u.first_line, 1, f"forbidden: shares a line with {v.label}, excluded"
+                        )
+                    ]
+                    changed = True
+                    break
+    if len(by_unit) == len(units):
+        raise _refusal(found)
+    excluded = [ExcludedUnit(units[i], ds) for i, ds in sorted(by_unit.items())]
+    blank = {n for e in excluded for n in range(e.unit.first_line, e.unit.last_line + 1)}
+    kept = ["" if n in blank else text for n, text in enumerate(lines, start=1)]
+    return ScanResult("\n".join(kept) + ("\n" if source.endswith("\n") else ""), excluded, units)
+
+
+def find_forbidden(
+    source: str, *, fixed_form: bool = False, allowed_includes: Collection[str] = ()
+) -> list[Diagnostic]:
+    """Every forbidden statement as a Diagnostic, in source order (empty when the source is clean)."""
+    allowed = {name.strip() for name in allowed_includes}
+    diagnostics: list[Diagnostic] = list(_directive_diagnostics(source, allowed))
+    lines = source.splitlines()
     statements = _fixed_statements(lines) if fixed_form else _free_statements(lines)
     for stmt in statements:
-        diagnostics.extend(_check_statement(stmt, fixed_form=fixed_form))
-    if not diagnostics and any(ln.lstrip().startswith("#") for ln in lines):
+        diagnostics.extend(_check_statement(stmt, lines, allowed, fixed_form=fixed_form))
+    if not diagnostics and _has_directives(source):
         # A macro can assemble a forbidden call (#define RUN call system): scan what the
         # preprocessor makes of the text too, at the original line numbers.
         expanded = _preprocessed(source)
@@ -116,12 +250,108 @@ def find_forbidden(source: str, *, fixed_form: bool = False) -> list[Diagnostic]
             exp_lines = expanded.splitlines()
             statements = _fixed_statements(exp_lines) if fixed_form else _free_statements(exp_lines)
             for stmt in statements:
-                for d in _check_statement(stmt, fixed_form=fixed_form):
+                for d in _check_statement(stmt, exp_lines, allowed, fixed_form=fixed_form):
                     diagnostics.append(
                         Diagnostic(d.line, d.column, d.message + " (after preprocessing)")
                     )
     diagnostics.sort(key=lambda d: (d.line, d.column))
     return diagnostics
+
+
+def _has_directives(source: str) -> bool:
+    return any(ln.lstrip().startswith(("#", "??=", "%:")) for ln in source.splitlines())
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessor directives that read files
+
+
+_READING_DIRECTIVE = re.compile(
+    r"(?:#|\?\?=|%:)[ \t]*(include_next|include|import|embed)\b[ \t]*"
+    r"(?:\"([^\"\n]*)\"|<([^>\n]*)>)?",
+    re.I,
+)
+_OTHER_READING = re.compile(r"__has_include(?:_next)?\b|\bpragma[ \t]+gcc[ \t]+dependency\b", re.I)
+
+
+def _cpp_view(source: str, *, strip_comments: bool) -> tuple[str, list[tuple[int, int]]]:
+    """The text as cpp reads it for directives: backslash-newlines (also ``??/`` + newline)
+    spliced and (``strip_comments``) ``/* */`` comments removed; with the original (line,
+    column) of each character."""
+    out: list[str] = []
+    where: list[tuple[int, int]] = []
+    line, col = 1, 1
+    i, n = 0, len(source)
+    in_comment = False
+    while i < n:
+        c = source[i]
+        splice = 0
+        if c == "\\" and source[i + 1 : i + 2] == "\n":
+            splice = 2
+        elif c == "\\" and source[i + 1 : i + 3] == "\r\n":
+            splice = 3
+        elif source.startswith("??/\n", i):
+            splice = 4
+        if splice:
+            i += splice
+            line, col = line + 1, 1
+            continue
+        if strip_comments and not in_comment and source.startswith("/*", i):
+            in_comment = True
+            i += 2
+            col += 2
+            continue
+        if in_comment:
+            if source.startswith("*/", i):
+                in_comment = False
+                i += 2
+                col += 2
+                continue
+            if c == "\n":
+                # A comment is one blank to cpp, newlines inside it too: ``#/*\n*/include``.
+                line, col = line + 1, 1
+            else:
+                col += 1
+            i += 1
+            continue
+        out.append(c)
+        where.append((line, col))
+        if c == "\n":
+            line, col = line + 1, 1
+        else:
+            col += 1
+        i += 1
+    return "".join(out), where
+
+
+def _directive_diagnostics(source: str, allowed: set[str]) -> list[Diagnostic]:
+    # Both views: with comments removed (``#/**/include``) and without (a ``/*`` inside a
+    # Fortran string must not hide a directive that cpp, reading the quotes, would obey).
+    found: dict[tuple[int, int], Diagnostic] = {}
+    for strip in (True, False):
+        text, where = _cpp_view(source, strip_comments=strip)
+        for m in _READING_DIRECTIVE.finditer(text):
+            target = m.group(2) if m.group(2) is not None else m.group(3)
+            if target is not None and target.strip() in allowed:
+                continue
+            line, column = where[m.start()] if m.start() < len(where) else (1, 1)
+            named = f" {target!r}" if target is not None else ""
+            found.setdefault(
+                (line, column),
+                Diagnostic(
+                    line,
+                    column,
+                    f"forbidden: #{m.group(1).lower()}{named} reads a file that was not "
+                    "uploaded with the source",
+                ),
+            )
+        for m in _OTHER_READING.finditer(text):
+            line, column = where[m.start()] if m.start() < len(where) else (1, 1)
+            found.setdefault(
+                (line, column),
+                Diagnostic(line, column, f"forbidden: {m.group(0)} reads or probes a file"),
+            )
+    return list(found.values())
 
 
 _LINE_MARKER = re.compile(r'^#\s*(?:line\s+)?(\d+)(?:\s+"[^"]*")?')
@@ -130,8 +360,8 @@ _LINE_MARKER = re.compile(r'^#\s*(?:line\s+)?(\d+)(?:\s+"[^"]*")?')
 def _preprocessed(source: str) -> str | None:
     """``cpp -traditional-cpp`` output re-aligned to the original line numbers (None if no cpp).
 
-    Runs in the sandbox; ``#include`` was refused before this point, so cpp reads nothing but
-    the text it is given.
+    Runs in the sandbox; file-reading directives were refused before this point, and the
+    sandbox shows cpp nothing but an empty work directory anyway.
     """
     import shutil
 
@@ -139,9 +369,9 @@ def _preprocessed(source: str) -> str | None:
         return None
     from kernels.engine.sandbox import run_sandboxed, sandbox_tempdir
 
-    with sandbox_tempdir(prefix="fsp-cpp-") as tmp:
+    with sandbox_tempdir(prefix="cpp-scan-") as tmp:
         result = run_sandboxed(
-            ["cpp", "-traditional-cpp", "-undef", "-w", "-"],
+            ["cpp", "-traditional-cpp", "-undef", "-nostdinc", "-w", "-"],
             cwd=tmp,
             timeout_s=20,
             memory_mb=512,
@@ -168,6 +398,75 @@ def _preprocessed(source: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Program units
+
+
+_PREFIX = r"(?:(?:pure|impure|elemental|recursive|non_recursive|module)\s*)*"
+_TYPE = (
+    r"(?:(?:integer|real|complex|logical|character|doubleprecision|double\s+precision|"
+    r"doublecomplex|double\s+complex|type\s*\(\s*\w+\s*\))\s*(?:\*\s*\d+|\([^()]*\))?\s*)?"
+)
+_SUBPROGRAM = re.compile(
+    rf"^{_PREFIX}{_TYPE}{_PREFIX}(subroutine|function)\s*([a-z]\w*)\s*(?:\(|$|bind|result)"
+)
+_CONTAINER = re.compile(r"^(program|module|submodule\s*\([^()]*\)|block\s*data)\s*([a-z]\w*)?\s*$")
+_END = re.compile(
+    r"^end\s*(?:(program|module|submodule|subroutine|function|block\s*data)\s*\w*)?\s*$"
+)
+
+
+def program_units(lines: list[str], *, fixed_form: bool = False) -> list[ProgramUnit]:
+    """The top-level program units of the file, with their line ranges (best effort, textual)."""
+    statements = _fixed_statements(lines) if fixed_form else _free_statements(lines)
+    units: list[ProgramUnit] = []
+    depth = 0
+    current: ProgramUnit | None = None
+    for stmt in statements:
+        low = stmt.text.strip().lower()
+        low = re.sub(r"^\d+\s*", "", low)  # statement label
+        if not low:
+            continue
+        start = _unit_start(low)
+        if start is not None:
+            if depth == 0:
+                current = ProgramUnit(start[0], start[1], stmt.first_line, stmt.last_line)
+            depth += 1
+            continue
+        if _END.match(low):
+            if depth == 0:
+                continue
+            depth -= 1
+            if depth == 0 and current is not None:
+                current.last_line = stmt.last_line
+                units.append(current)
+                current = None
+            continue
+        if depth == 0:
+            # Statements before any PROGRAM/SUBROUTINE line: a main program without its header.
+            current = ProgramUnit("program", "(main)", stmt.first_line, stmt.last_line)
+            depth = 1
+    if current is not None:  # unterminated: it runs to the end of the file
+        current.last_line = len(lines)
+        units.append(current)
+    return units
+
+
+def _unit_start(low: str) -> tuple[str, str] | None:
+    if "=" in low.split("(", 1)[0]:
+        return None  # an assignment (``function_count = 1``), not a header
+    m = _SUBPROGRAM.match(low)
+    if m:
+        return m.group(1), m.group(2)
+    if low.startswith(("module procedure", "moduleprocedure")):
+        return None
+    m = _CONTAINER.match(low)
+    if m:
+        kind = re.sub(r"\s+", " ", m.group(1).split("(")[0]).strip()
+        return kind, m.group(2) or ""
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Logical statements
 
 
@@ -181,6 +480,8 @@ def _free_statements(lines: list[str]) -> list[_Stmt]:
         if raw.lstrip().startswith("#"):
             continue
         col = 0
+        if continuing and (raw.strip() == "" or raw.lstrip().startswith("!")):
+            continue  # comment and blank lines between continuation lines belong to no statement
         if continuing:
             # A continuation line may start with '&': the statement resumes right after it.
             m = re.match(r"\s*&", raw)
@@ -296,7 +597,9 @@ def _fixed_statements(lines: list[str]) -> list[_Stmt]:
 # Matching
 
 
-def _check_statement(stmt: _Stmt, *, fixed_form: bool) -> list[Diagnostic]:
+def _check_statement(
+    stmt: _Stmt, lines: list[str], allowed: set[str], *, fixed_form: bool
+) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     low = stmt.text.lower()
     sep = r"\s*" if not fixed_form else ""
@@ -305,32 +608,48 @@ def _check_statement(stmt: _Stmt, *, fixed_form: bool) -> list[Diagnostic]:
         line, column = stmt.pos(index)
         out.append(Diagnostic(line, column, f"forbidden: {message}"))
 
-    # Procedure calls anywhere in the statement (CALL x(...), or x(...) inside an expression).
     call_gap = "" if fixed_form else r"\s+"
-    for name in _FORBIDDEN_CALLS:
-        # Any mention counts, not only a call: ``external system`` + ``call run(system)`` or a
-        # procedure pointer ``=> system`` reach the same routine without ``system(``.
+    head = _statement_start(low)
+    rest = low[head:]
+    declares = re.match(rf"(?:external|intrinsic|procedure{sep}\([^)]*\))", rest)
+    for name in PROCESS_AND_FILE_ROUTINES:
         seen: set[int] = set()
-        for m in re.finditer(rf"(?<![a-z0-9_%]){name}(?![a-z0-9_])", low):
-            seen.add(m.start())
-            hit(m.start(), f"{name} is not allowed in a kernel")
+
+        def refuse(at: int, name: str = name, seen: set[int] = seen) -> None:
+            if at not in seen:
+                seen.add(at)
+                hit(at, f"{name} is not allowed in a kernel")
+
+        if name not in low:
+            continue
+        bare = rf"(?<![a-z0-9_%]){name}(?![a-z0-9_])"
+        for m in re.finditer(bare, low):
+            after = low[m.end() :].lstrip()
+            if (
+                name in _ANY_MENTION
+                or after.startswith("(")  # function form: st = kill(pid, 9)
+                or declares  # external kill / intrinsic stat / procedure(...) :: p
+                or re.search(r"=>\s*$", low[: m.start()])  # p => kill
+            ):
+                if (
+                    after.startswith("=")
+                    and not after.startswith("==")
+                    and name not in _ANY_MENTION
+                ):
+                    continue  # a keyword argument or an assignment: allocate(x, stat=i)
+                refuse(m.start())
         for m in re.finditer(rf"\bcall{call_gap}{name}(?![a-z0-9_])", low):
             if m.end() - len(name) not in seen:
-                hit(m.start(), f"{name} is not allowed in a kernel")
-    for name in _FORBIDDEN_SUBROUTINES:
-        for m in re.finditer(rf"\bcall{call_gap}{name}(?![a-z0-9_])", low):
-            hit(m.start(), f"{name} is not allowed in a kernel")
+                refuse(m.start())
     for m in re.finditer(rf"\bbind{sep}\({sep}c\b", low):
         hit(m.start(), "bind(c) would let the kernel call arbitrary C functions")
 
     # Statement keywords: strip a label, a construct name and a one-line IF (cond) prefix.
-    head = _statement_start(low)
-    rest = low[head:]
-    if fixed_form:
-        if re.match(r"include'", rest):
-            hit(head, "include reads a file")
-    elif re.match(r"include\s*['\"]", rest):
-        hit(head, "include reads a file")
+    if re.match(r"include" + ("'" if fixed_form else r"\s*['\"]"), rest):
+        target = _include_target(lines, stmt.pos(head))
+        if target is None or target not in allowed:
+            named = f" {target!r}" if target is not None else ""
+            hit(head, f"include{named} reads a file that was not uploaded with the source")
     for kw in _FILE_STATEMENTS:
         if _is_statement(rest, kw, fixed_form):
             hit(head, f"{kw.upper()} statement (file access) is not allowed")
@@ -340,6 +659,15 @@ def _check_statement(stmt: _Stmt, *, fixed_form: bool) -> list[Diagnostic]:
             if unit is not None and unit != "*":
                 hit(head, f"{kw.upper()} to unit {unit!s} (file I/O) is not allowed; only * is")
     return out
+
+
+def _include_target(lines: list[str], pos: tuple[int, int]) -> str | None:
+    """The file name of an ``include 'name'`` line (string contents are blanked in statements)."""
+    line, column = pos
+    if not 1 <= line <= len(lines):
+        return None
+    m = re.match(r"\s*include\s*(['\"])(.*?)\1", lines[line - 1][column - 1 :], re.I)
+    return m.group(2).strip() if m else None
 
 
 def _statement_start(low: str) -> int:

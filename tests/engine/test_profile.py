@@ -19,14 +19,18 @@ import pytest
 
 from fortranspire_site.cli import main as cli_main
 from kernels.engine import ir
-from kernels.engine.plot import render_plot_png
+from kernels.engine.pipeline import find_kernels
+from kernels.engine.plot import render_plot_png, roofs
 from kernels.engine.profile import (
     Poly,
     ProfileResult,
+    available_threads,
     machine_info,
+    openmp_directive_lines,
     profile_kernel,
     profile_source,
     rank_kernels,
+    thread_counts,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
@@ -334,14 +338,81 @@ def test_measure_on_a_small_size_finishes_in_seconds():
     assert m is not None
     for variant in ("gfortran", "numba_serial", "numba_prange"):
         assert m[variant].status == "ok", m[variant].message
-        assert m[variant].repeats == 3
+        assert m[variant].repeats >= 3  # at least the minimum; more until the median settles
         assert 0 < m[variant].min_s <= m[variant].median_s <= m[variant].max_s
+        assert m[variant].ci_low_s <= m[variant].median_s <= m[variant].ci_high_s
         assert m[variant].bandwidth_gbs > 0 and m[variant].stream_pct > 0
     assert m["numba_cuda"].status in ("ok", "skipped")
     assert result.stream["triad_serial_gbs"] > 0 and result.stream["triad_parallel_gbs"] > 0
     assert result.machine["bandwidth_source"].startswith("STREAM")
+    # no OpenMP in the original: serial gfortran only, and every ratio says so
+    assert m["gfortran_omp"].status == "skipped"
+    assert "no OpenMP directives" in m["gfortran_omp"].message
+    assert "no OpenMP in the original" in m["numba_prange"].compared_with
+    assert heat.measure_sizes["source"] == "given (--size)"
+    # 2 arrays of (64+2)**2 real(8)
+    assert heat.measure_sizes["working_set_mib"] == round(2 * 8 * 66 * 66 / 2**20, 2)
     # the chart now carries measured points and timing bars
     assert render_plot_png(result).startswith(PNG_MAGIC)
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_openmp_original_is_also_timed_with_fopenmp_at_the_same_thread_counts(
+    tmp_path, capsys, monkeypatch
+):
+    chart = tmp_path / "roofline.png"
+    # A 1 MiB byte cap: sizes chosen for a 1 MiB working set, quick, and still chosen, not given.
+    monkeypatch.setenv("FORTRANSPIRE_MAX_RUN_BYTES", str(1 << 20))
+    code = cli_main(
+        [
+            "profile",
+            str(FIXTURES / "omp_jacobi2d.f90"),
+            "--measure",
+            "--json",
+            "--plot",
+            str(chart),
+            "--repeats",
+            "3",
+            "--timeout",
+            "90",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    (k,) = data["kernels"]
+    counts = thread_counts(available_threads())
+    # the directive is found, and both parallel variants ran at every thread count
+    assert k["openmp"] == {"directives": True, "lines": [13]}
+    m = k["measured"]
+    for variant in ("gfortran_omp", "numba_prange"):
+        assert m[variant]["status"] == "ok", m[variant]["message"]
+        assert [r["threads"] for r in m[variant]["scaling"]] == counts
+        assert m[variant]["scaling"][0]["speedup"] == 1.0
+        assert m[variant]["threads"] == counts[-1]
+    top = counts[-1]
+    assert m["numba_prange"]["compared_with"] == f"gfortran -O3 -fopenmp, {top} threads"
+    omp_median = m["gfortran_omp"]["median_s"]
+    assert m["numba_prange"]["speedup_vs_gfortran"] == pytest.approx(
+        omp_median / m["numba_prange"]["median_s"], rel=1e-2
+    )
+    assert m["numba_serial"]["compared_with"] == "gfortran -O3, serial"
+    # sizes were chosen for measuring, within the cap (inputs held twice)
+    sizes = k["measure_sizes"]
+    assert sizes["source"] == "chosen for measuring"
+    n, mm = sizes["sizes"]["n"], sizes["sizes"]["m"]
+    assert n > 13 and mm > 11
+    assert sizes["working_set_mib"] == round(2 * 8 * (n + 2) * (mm + 2) / 2**20, 2) <= 1.0
+    # the machine was probed and its figures are the chart's ceilings, labelled "measured"
+    stream, machine = data["stream"], data["machine"]
+    assert stream["fma_serial_gflops"] > 0 and stream["fma_parallel_gflops"] > 0
+    assert machine["peak_gflops_serial"] == stream["fma_serial_gflops"]
+    assert machine["peak_source"].endswith("(measured)")
+    assert machine["caches"] and machine["cpu"] and machine["cores"] >= 1
+    labels = {label: (peak, bw) for label, peak, bw, _ in roofs(data)}
+    one = next(v for lbl, v in labels.items() if lbl.startswith("1 thread"))
+    assert one == (stream["fma_serial_gflops"], stream["triad_serial_gbs"])
+    assert all("measured" in lbl for lbl in labels)
+    assert chart.read_bytes().startswith(PNG_MAGIC)
 
 
 def test_rank_kernels_orders_by_estimated_time():
@@ -428,3 +499,139 @@ def test_defaulted_sizes_are_named_in_the_notes():
     (heat,) = profile_source(fixture("heat2d_jacobi.f90"), sizes={"n": 64}).kernels
     assert heat.sizes["n"] == 64
     assert any("m=" in note and "nstep=" in note and "n=64" not in note for note in heat.notes)
+
+
+def test_openmp_directives_are_attributed_to_their_own_subroutine_only():
+    source = """subroutine plain(n, y)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  do i = 1, n
+    y(i) = 2d0 * y(i)
+  end do
+end subroutine plain
+
+subroutine threaded(n, y)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: y(n)
+  integer :: i
+  !$OMP PARALLEL DO
+  do i = 1, n
+    y(i) = 3d0 * y(i)
+  end do
+  !$omp end parallel do
+end subroutine threaded
+"""
+    kernels = {k.name: k for k in find_kernels(source, filename="two.f90")}
+    assert openmp_directive_lines(kernels["plain"]) == []
+    assert openmp_directive_lines(kernels["threaded"]) == [14]  # the END directive is not one
+
+
+def _run(threads: int, median: float) -> dict:
+    return {
+        "threads": threads,
+        "median_s": median,
+        "min_s": median * 0.9,
+        "max_s": median * 1.2,
+        "ci_low_s": median * 0.95,
+        "ci_high_s": median * 1.05,
+        "ci_level": 0.96,
+        "spread_pct": 4.0,
+        "repeats": 9,
+        "stop_reason": "settled",
+        "settled": True,
+        "warnings": [],
+    }
+
+
+def test_scaling_rows_and_fair_ratios_are_computed_from_the_medians():
+    from kernels.engine.profile import _attach_rates, _timing_from_runs
+
+    prof = profile_kernel(
+        _kernel(
+            "k",
+            [
+                ir.Arg("n", ir.INTEGER, "in"),
+                ir.Arg("y", ir.REAL8, "out", [ir.Dim(_c(1), ir.Var("n"))]),
+            ],
+            [
+                ir.Loop(
+                    "i",
+                    _c(1),
+                    ir.Var("n"),
+                    None,
+                    [ir.Assign(ir.ArrayRef("y", [ir.Var("i")]), _c(0.0))],
+                )
+            ],
+        ),
+        sizes={"n": 1_000_000},
+    )
+    assert prof.bytes == 8_000_000
+    prof.measured = {
+        "gfortran": _timing_from_runs("gfortran", [_run(1, 0.008)]),
+        "gfortran_omp": _timing_from_runs("gfortran_omp", [_run(1, 0.008), _run(2, 0.005)]),
+        "numba_serial": _timing_from_runs("numba_serial", [_run(1, 0.010)]),
+        "numba_prange": _timing_from_runs("numba_prange", [_run(1, 0.010), _run(2, 0.004)]),
+    }
+    _attach_rates(prof, {"triad_serial_gbs": 2.0, "triad_parallel_gbs": 4.0, "threads": 2})
+    m = prof.measured
+    prange = m["numba_prange"]
+    # headline at 2 threads; speed-up 10/4 = 2.5, efficiency 1.25 (super-linear: cache effects)
+    assert prange.threads == 2 and prange.median_s == 0.004
+    assert [(r["threads"], r["speedup"], r["efficiency"]) for r in prange.scaling] == [
+        (1, 1.0, 1.0),
+        (2, 2.5, 1.25),
+    ]
+    # compared with gfortran -fopenmp at the same thread counts: 5/4 at 2, 8/10 at 1
+    assert prange.speedup_vs_gfortran == 1.25
+    assert prange.compared_with == "gfortran -O3 -fopenmp, 2 threads"
+    assert [r["vs_gfortran_omp"] for r in prange.scaling] == [0.8, 1.25]
+    # bandwidth against the triad at the same thread count: 8 MB / 4 ms = 2 GB/s = 50 % of 4
+    assert prange.bandwidth_gbs == 2.0 and prange.stream_pct == 50.0
+    assert m["numba_serial"].stream_pct == 40.0  # 0.8 GB/s of the 2 GB/s serial triad
+    assert m["numba_serial"].compared_with == "gfortran -O3, serial"
+    assert m["numba_serial"].speedup_vs_gfortran == 0.8
+    assert m["gfortran_omp"].compared_with == "gfortran -O3, serial build"
+    assert m["gfortran"].speedup_vs_gfortran is None
+
+
+def test_measured_table_prints_sizes_intervals_scaling_and_warnings(capsys, monkeypatch):
+    from fortranspire_site.cli_profile import _print_table
+
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough that no cell folds
+
+    row = {**_run(2, 0.004), "warnings": ["noisy timing: spread 30%"]}
+    timing = {
+        "status": "ok",
+        **row,
+        "gflops": 1.0,
+        "bandwidth_gbs": 2.0,
+        "stream_pct": 50.0,
+        "stream_ref": "triad, 2 threads",
+        "speedup_vs_gfortran": 1.25,
+        "compared_with": "gfortran -O3 -fopenmp, 2 threads",
+        "scaling": [
+            {"threads": 1, "median_s": 0.01, "speedup": 1.0, "efficiency": 1.0},
+            {"threads": 2, "median_s": 0.004, "speedup": 2.5, "efficiency": 1.25},
+        ],
+        "message": "",
+    }
+    kernel = profile_kernel(_kernel("k", [ir.Arg("n", ir.INTEGER, "in")], []), sizes={"n": 4})
+    data = ProfileResult("k.f90", [kernel], machine_info(), measured=True).to_dict()
+    data["kernels"][0].update(
+        measured={
+            "numba_prange": timing,
+            "numba_cuda": {"status": "skipped", "message": "no GPU present"},
+        },
+        measure_sizes={"source": "chosen for measuring", "sizes": {"n": 512}, "notes": []},
+        openmp={"directives": True, "lines": [13]},
+    )
+    data["kernels"][0]["measure_sizes"]["working_set_mib"] = 64.0
+    _print_table(data)
+    out = capsys.readouterr().out
+    assert "n=512" in out and "64.0 MiB" in out and "yes (line 13)" in out
+    assert "4 ms" in out and "3.8 ms..4.2 ms" in out  # the median and its interval
+    assert "2.5x" in out and "1.25x" in out  # scaling speed-up and the fair ratio
+    assert "gfortran -O3 -fopenmp, 2 threads" in out
+    assert "numba_prange: noisy timing: spread 30%" in out
+    assert "numba_cuda: skipped: no GPU present" in out

@@ -21,14 +21,14 @@
   // Refuse an oversized source before uploading it; the server enforces the same limit.
   document.addEventListener("htmx:beforeRequest", function (event) {
     var form = event.target;
-    if (!form || form.id !== "translate-form") { return; }
+    if (!form || (form.id !== "translate-form" && form.id !== "profile-form")) { return; }
     var limit = parseInt(form.dataset.maxBytes || "0", 10);
     if (!limit) { return; }
     var source = form.querySelector("textarea[name=source]");
     var upload = form.querySelector("input[type=file][name=upload]");
     var size = 0;
     if (upload && upload.files && upload.files.length) {
-      size = upload.files[0].size;
+      for (var i = 0; i < upload.files.length; i++) { size += upload.files[i].size; }
     } else if (source) {
       size = new Blob([source.value]).size;
     }
@@ -37,6 +37,27 @@
       showError("the source is " + size + " bytes; the limit is " + limit + " bytes");
     }
   });
+
+  // "Copy" buttons next to secrets shown once (hidden without JavaScript: select the text).
+  function setUpCopyButtons() {
+    document.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
+      button.hidden = !(navigator.clipboard && window.isSecureContext);
+      button.addEventListener("click", function () {
+        var source = document.querySelector(button.dataset.copy);
+        var status = button.parentNode.querySelector(".copy-status");
+        navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+          if (status) { status.textContent = "copied"; }
+        }, function () {
+          if (status) { status.textContent = "copy failed: select the text"; }
+        });
+      });
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", setUpCopyButtons);
+  } else {
+    setUpCopyButtons();
+  }
 
   // 5xx answers and lost connections are not swapped by htmx: say something instead of nothing.
   document.addEventListener("htmx:responseError", function (event) {

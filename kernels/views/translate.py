@@ -12,14 +12,11 @@ Translating has two paths that record the same KernelRun:
 from __future__ import annotations
 
 import re
-from functools import wraps
-from pathlib import PurePath
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -28,54 +25,127 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from fortranspire_site.errors import ApplicationError, RateLimited
-from kernels import dashboard_jobs, selectors, services
-from tenants.auth import caller_for_user
+from kernels import dashboard_jobs, inputs, selectors, services
+from kernels.uploads import ARCHIVE_SUFFIXES, FORTRAN_SUFFIXES, sources_from_uploads
+from kernels.views.shaping import fmt_number, profile_context
+from tenants import selectors as tenant_selectors
+from tenants.access import is_htmx as _is_htmx
+from tenants.access import member_required
+from tenants.llm_credentials import llm_credential_status
 
 PAGE_SIZE = 25
-SIZE_ITEM = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*([0-9]+)\s*$")
-
-
-def member_required(view):
-    """Logged in AND a member of this host's tenant (a user of tenant A is a stranger on B)."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            if _is_htmx(request):
-                # A 302 would be followed by the XHR and the login page swapped into a card:
-                # make the whole page go to the login form instead.
-                response = HttpResponse(status=401)
-                response["HX-Redirect"] = f"{settings.LOGIN_URL}?next=/"
-                return response
-            return redirect_to_login(request.get_full_path())
-        caller = caller_for_user(user=request.user, tenant=request.tenant)
-        if caller is None:
-            return render(request, "dashboard/forbidden.html", {}, status=403)
-        request.caller = caller
-        return view(request, *args, **kwargs)
-
-    return wrapper
+CONNECTION_TEST_KEY = "connection test"  # the name kernels.views.connect gives its probe key
 
 
 def _max_source_bytes() -> int:
-    return int(getattr(settings, "FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576))
+    return settings.FORTRANSPIRE_MAX_SOURCE_BYTES
 
 
-class TranslateForm(forms.Form):
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files under one name (``<input type=file multiple>``); cleans to a list."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(d, initial) for d in data if d]
+        return [single(data, initial)] if data else []
+
+
+UPLOAD_ACCEPT = ",".join(
+    sorted({*FORTRAN_SUFFIXES, *(s.upper() for s in FORTRAN_SUFFIXES), *ARCHIVE_SUFFIXES})
+)
+SIZES_HELP = "array extents for verification, NAME=VALUE, comma separated"
+
+
+def parse_sizes(text: str) -> dict[str, int] | None:
+    """``"n=64, m=32"`` -> ``{"n": 64, "m": 32}``; forms.ValidationError on a bad item."""
+    try:
+        return inputs.sizes_parse(text or "")
+    except ApplicationError as exc:
+        raise forms.ValidationError(exc.message) from None
+
+
+class SourcesForm(forms.Form):
+    """Fortran to work on: pasted text, or files and archives (several make one project)."""
+
     source = forms.CharField(
         required=False,
         strip=False,
+        label="Fortran source",
         widget=forms.Textarea(
-            attrs={"rows": 16, "spellcheck": "false", "placeholder": "subroutine ... end"}
+            attrs={"rows": 14, "spellcheck": "false", "placeholder": "subroutine ... end"}
         ),
     )
-    upload = forms.FileField(
+    upload = MultipleFileField(
         required=False,
-        label="or a file",
-        widget=forms.ClearableFileInput(
-            attrs={"accept": ".f,.f90,.F,.F90,.for,.f77,.f95,.f03,.f08"}
-        ),
+        label="or files",
+        help_text="one or several Fortran files, or a .zip / .tar.gz of them",
+        widget=MultipleFileInput(attrs={"accept": UPLOAD_ACCEPT}),
     )
+    sizes = forms.CharField(
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"placeholder": "n=64, m=32", "size": 18}),
+        help_text=SIZES_HELP,
+    )
+
+    too_large = False
+
+    def clean_sizes(self) -> dict[str, int] | None:
+        return parse_sizes(self.cleaned_data.get("sizes") or "")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        limit = _max_source_bytes()
+        uploads = data.get("upload") or []
+        source = data.get("source") or ""
+        data["files"] = None
+        filename = "input.f90"
+        if uploads:
+            try:
+                found = sources_from_uploads(uploads, limit_bytes=limit)
+            except ApplicationError as exc:
+                self.too_large = exc.status == 413
+                raise forms.ValidationError(exc.message) from None
+            if len(found.files) == 1:
+                ((filename, source),) = found.files.items()
+                filename = filename.rsplit("/", 1)[-1]
+            else:
+                # Several files form one project (modules visible across files): they go to
+                # the engine as they are, never concatenated.
+                data["files"] = found.files
+                source = ""
+            data["skipped"] = found.skipped
+        if data["files"] is None:
+            if not source.strip():
+                raise forms.ValidationError("paste Fortran source or choose a file")
+            size = len(source.encode("utf-8", errors="replace"))
+            if size > limit:
+                self.too_large = True
+                raise forms.ValidationError(
+                    f"the source is {size} bytes; the limit is {limit} bytes"
+                )
+        data["source"] = source
+        data["filename"] = filename
+        return data
+
+    def engine_input(self) -> dict[str, Any]:
+        """The service's keyword arguments for the sources: ``files`` only when there are several."""
+        data = self.cleaned_data
+        if data["files"] is not None:
+            return {"files": data["files"], "filename": "project"}
+        return {"source": data["source"], "filename": data["filename"]}
+
+
+class TranslateForm(SourcesForm):
     target = forms.ChoiceField(
         choices=[("cpu", "CPU (numba njit/prange)"), ("gpu", "GPU (numba.cuda)")]
     )
@@ -85,91 +155,26 @@ class TranslateForm(forms.Form):
         help_text="only this subroutine",
         widget=forms.TextInput(attrs={"size": 14, "placeholder": "all"}),
     )
-    sizes = forms.CharField(
-        required=False,
-        max_length=500,
-        widget=forms.TextInput(attrs={"placeholder": "n=64, m=32", "size": 18}),
-        help_text="array extents for verification, NAME=VALUE, comma separated",
-    )
-    verify = forms.BooleanField(required=False, initial=True)
+    verify = forms.BooleanField(required=False, initial=True, label="verify against gfortran")
     allow_llm = forms.BooleanField(
         required=False,
         label="LLM fallback",
         help_text="let the tenant's Mistral model try kernels the translator does not cover",
     )
 
-    too_large = False
-
-    def clean_sizes(self) -> dict[str, int] | None:
-        text = self.cleaned_data.get("sizes") or ""
-        if not text.strip():
-            return None
-        sizes: dict[str, int] = {}
-        for item in re.split(r"[,;\s]+(?=[A-Za-z])", text.strip()):
-            match = SIZE_ITEM.match(item)
-            if not match:
-                raise forms.ValidationError(f"{item.strip()!r} is not NAME=VALUE (e.g. n=64)")
-            sizes[match.group(1).lower()] = int(match.group(2))
-        return sizes
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        limit = _max_source_bytes()
-        upload = data.get("upload")
-        source = data.get("source") or ""
-        filename = "input.f90"
-        if upload:
-            # Checked before decoding: an oversized file is refused without reading it.
-            if upload.size > limit:
-                self.too_large = True
-                raise forms.ValidationError(
-                    f"the file is {upload.size} bytes; the limit is {limit} bytes"
-                )
-            try:
-                source = upload.read().decode("utf-8")
-            except UnicodeDecodeError:
-                raise forms.ValidationError("the file is not UTF-8 text") from None
-            # Only the base name, and only characters the engine's suffix rules expect:
-            # .F / .F90 decide whether the preprocessor runs.
-            name = PurePath(upload.name or "").name
-            filename = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] or "input.f90"
-        if not source.strip():
-            raise forms.ValidationError("paste Fortran source or choose a file")
-        size = len(source.encode("utf-8", errors="replace"))
-        if size > limit:
-            self.too_large = True
-            raise forms.ValidationError(f"the source is {size} bytes; the limit is {limit} bytes")
-        data["source"] = source
-        data["filename"] = filename
-        return data
+    field_order = ["source", "upload", "target", "kernel", "sizes", "verify", "allow_llm"]
 
 
 class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
+    def get_initial(self) -> dict[str, Any]:
+        # /login/?username=alice prefills the name (links from sign-up and member pages).
+        return {"username": self.request.GET.get("username", "")[:150]}
 
 
 # ---- shaping a report for the templates -------------------------------------------------------
-
-
-def _fmt_number(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if value == int(value) and abs(value) < 1e9:
-            return str(int(value))
-        return f"{value:.3g}"
-    return str(value)
 
 
 def _source_lines(source: str) -> list[str]:
@@ -190,6 +195,18 @@ def _diagnostics_view(diagnostics: list[dict], lines: list[str]) -> list[dict]:
     return shaped
 
 
+def _coverage_view(coverage: Any) -> dict | None:
+    """``{loops, loops_run, lines, lines_run}`` as "3/4 loops ran" figures, when reported."""
+    if not isinstance(coverage, dict):
+        return None
+    shaped = {}
+    for what in ("loops", "lines"):
+        total, ran = coverage.get(what), coverage.get(f"{what}_run")
+        if isinstance(total, int) and isinstance(ran, int):
+            shaped[what] = {"ran": ran, "total": total, "complete": ran >= total}
+    return shaped or None
+
+
 def _kernel_view(k: dict, lines: list[str]) -> dict:
     sizes = k.get("sizes") or {}
     return {
@@ -198,9 +215,9 @@ def _kernel_view(k: dict, lines: list[str]) -> dict:
         "device": k.get("device", ""),
         "parallel_loops": k.get("parallel_loops", 0),
         "llm_calls": k.get("llm_calls", 0),
-        "max_abs_err": _fmt_number(k.get("max_abs_err")),
-        "max_rel_err": _fmt_number(k.get("max_rel_err")),
-        "max_ulp": _fmt_number(k.get("max_ulp")),
+        "max_abs_err": fmt_number(k.get("max_abs_err")),
+        "max_rel_err": fmt_number(k.get("max_rel_err")),
+        "max_ulp": fmt_number(k.get("max_ulp")),
         "sizes": ", ".join(f"{n}={v}" for n, v in sizes.items()),
         "line": k.get("line", 0),
         "entry": k.get("entry", ""),
@@ -208,13 +225,15 @@ def _kernel_view(k: dict, lines: list[str]) -> dict:
             {
                 "name": a.get("name", ""),
                 "passed": a.get("passed"),
-                "max_abs_err": _fmt_number(a.get("max_abs_err")),
-                "max_rel_err": _fmt_number(a.get("max_rel_err")),
-                "max_ulp": _fmt_number(a.get("max_ulp")),
+                "max_abs_err": fmt_number(a.get("max_abs_err")),
+                "max_rel_err": fmt_number(a.get("max_rel_err")),
+                "max_ulp": fmt_number(a.get("max_ulp")),
                 "tolerance": a.get("tolerance", ""),
             }
             for a in k.get("arguments") or []
         ],
+        "coverage": _coverage_view(k.get("coverage")),
+        "file": k.get("file", ""),
         "diagnostics": _diagnostics_view(k.get("diagnostics") or [], lines),
         "notes": list(k.get("notes") or []),
         "code": k.get("code", ""),
@@ -276,6 +295,43 @@ def _run_get_or_none(request: HttpRequest, run_id: str | None):
         return None
 
 
+def _first_steps(request: HttpRequest) -> list[dict] | None:
+    """The onboarding checklist for owners; None once every step is done."""
+    tenant = request.tenant
+    keys = tenant_selectors.api_key_list(tenant=tenant)
+    _, mcp_runs = selectors.kernel_run_search(tenant=tenant, channel="mcp", limit=1)
+    _, profiles = selectors.kernel_run_search(tenant=tenant, status="ok", limit=1)
+    steps = [
+        {
+            "label": "Create an API key",
+            "href": "/settings/keys/",
+            "done": any(k.name != CONNECTION_TEST_KEY for k in keys),
+        },
+        {
+            "label": "Set your Mistral key (optional LLM fallback)",
+            "href": "/settings/llm/",
+            "done": llm_credential_status(tenant=tenant).configured,
+        },
+        {
+            "label": "Translate a first kernel (below)",
+            "href": "#translate-form",
+            "done": selectors.kernel_run_count(tenant=tenant) > profiles,
+        },
+        {"label": "Profile a file", "href": "/profile/", "done": profiles > 0},
+        {
+            "label": "Connect Le Chat and test the connection",
+            "href": "/connect/",
+            "done": mcp_runs > 0 or any(k.name == CONNECTION_TEST_KEY for k in keys),
+        },
+        {
+            "label": "Add a teammate",
+            "href": "/settings/members/",
+            "done": len(tenant_selectors.membership_list(tenant=tenant)) > 1,
+        },
+    ]
+    return None if all(s["done"] for s in steps) else steps
+
+
 def _index(request: HttpRequest, form: TranslateForm, *, result=None, status: int = 200):
     try:
         page = max(0, int(request.GET.get("page", 0)))
@@ -291,6 +347,9 @@ def _index(request: HttpRequest, form: TranslateForm, *, result=None, status: in
         "has_next": len(runs) == PAGE_SIZE,
         "result": result,
         "max_source_bytes": _max_source_bytes(),
+        "first_steps": _first_steps(request) if request.is_owner else None,
+        "welcome": request.GET.get("welcome") == "1",
+        "nav": "translate",
     }
     return render(request, "dashboard/index.html", context, status=status)
 
@@ -315,6 +374,20 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         return render(
             request, "404.html", {"reason": "not_found", "message": exc.message}, status=404
         )
+    if _is_profile_run(run):
+        return render(
+            request,
+            "dashboard/run_detail.html",
+            {
+                "run": run,
+                "profile": profile_context(report=run.report or {}, run=run),
+                "source_lines": [
+                    {"number": n, "text": text, "bad": False}
+                    for n, text in enumerate(_source_lines(run.source), start=1)
+                ],
+                "nav": "runs",
+            },
+        )
     result = _result_context(source=run.source, report=run.report, run=run)
     if result["error"] is None and run.error:
         result["error"] = {"message": run.error, "diagnostics": []}
@@ -328,7 +401,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     return render(
         request,
         "dashboard/run_detail.html",
-        {"run": run, "result": result, "source_lines": source_lines},
+        {"run": run, "result": result, "source_lines": source_lines, "nav": "runs"},
     )
 
 
@@ -391,12 +464,11 @@ def translate(request: HttpRequest) -> HttpResponse:
         return _index(request, form, result=result, status=status)
     data = form.cleaned_data
     options = {
-        "source": data["source"],
+        **form.engine_input(),
         "target": data["target"],
         "kernel": data["kernel"] or None,
         "verify": data["verify"],
         "sizes": data["sizes"],
-        "filename": data["filename"],
         "allow_llm": data["allow_llm"],
     }
     if htmx:
@@ -420,7 +492,7 @@ def translate(request: HttpRequest) -> HttpResponse:
         # The form comes back with the user's source and the error (line:column) above it.
         run_id = exc.extra.get("run_id")
         result = _result_context(
-            source=data["source"],
+            source=data["source"] or "",
             error={"message": exc.message, "diagnostics": exc.extra.get("diagnostics")},
             run=_run_get_or_none(request, run_id),
             run_id=run_id,
@@ -429,9 +501,26 @@ def translate(request: HttpRequest) -> HttpResponse:
     return redirect("run_detail", run_id=str(run.id))
 
 
+def _is_profile_run(run) -> bool:
+    return run.status == "ok" and bool((run.report or {}).get("kernels"))
+
+
 def _job_response(request: HttpRequest, job, *, status: int = 200) -> HttpResponse:
     if not job.finished:
         return render(request, "dashboard/_job.html", {"job": job}, status=status)
+    if job.kind == "profile":
+        if job.error is not None:
+            return render(
+                request,
+                "dashboard/_error_card.html",
+                {"message": job.error["message"], "run_id": job.run_id},
+            )
+        run = _run_get_or_none(request, job.run_id)
+        return render(
+            request,
+            "dashboard/_profile_result.html",
+            {"profile": profile_context(report=job.report or {}, run=run, run_id=job.run_id)},
+        )
     run = _run_get_or_none(request, job.run_id)
     result = _result_context(
         source=job.source, report=job.report, error=job.error, run=run, run_id=job.run_id
