@@ -249,6 +249,12 @@ class _Progress:
         self.last_stage = ""
 
     def __call__(self, stage: str, done: int, total: int, message: str) -> None:
+        # Every step reaches the waiting clients (each finished stage carries its duration);
+        # only the row is written at most once per interval within a stage.
+        job_event_publish(
+            self.run_id,
+            {"event": "progress", "stage": stage, "done": done, "total": total, "message": message},
+        )
         now = time.monotonic()
         if (
             stage == self.last_stage
@@ -268,10 +274,6 @@ class _Progress:
             )
         except Exception:  # noqa: BLE001 - progress must never break the job
             logger.warning("progress of %s not stored", self.run_id, exc_info=True)
-        job_event_publish(
-            self.run_id,
-            {"event": "progress", "stage": stage, "done": done, "total": total, "message": message},
-        )
 
 
 @contextmanager

@@ -159,5 +159,10 @@ def _served_from(run: KernelRun, *, lookup_ms: float) -> TranslationResult:
         k.cached = True
         # This request's time went into the lookup; the original stages are on the original run.
         k.timings_ms = {"cache": round(lookup_ms, 1)}
-        k.notes = [f"served from verified run {run.pk} (same source, options and engine)", *k.notes]
+        served = f"served from verified run {run.pk} (same source, options and engine)"
+        if k.llm_calls:
+            served += f"; that run made {k.llm_calls} LLM call(s), this answer none"
+        # Usage is counted per request: a cached answer spent no LLM call and no token.
+        k.llm_calls = k.llm_tokens = 0
+        k.notes = [served, *k.notes]
     return result

@@ -123,3 +123,46 @@ def test_an_unverified_translation_is_not_stored_as_a_proof(tenant_a, sandbox_ru
     assert sandbox_runs == []
     _, again = translate(tenant_a, verify=False)
     assert again.original_run_id is None
+
+
+def test_a_served_answer_counts_no_llm_usage_of_its_own(tenant_a, sandbox_runs):
+    from kernels.services import kernel_run_record
+
+    key = result_cache.result_cache_key(
+        sources={"input.f90": SCALE},
+        target="cpu",
+        sizes={"n": 19},
+        seed=3,
+        options={"kernel": "", "verify": True, "llm": False},
+    )
+    report = {
+        "file": "input.f90",
+        "target": "cpu",
+        "kernels": [
+            {
+                "name": "scale",
+                "status": "verified",
+                "device": "cpu",
+                "llm_calls": 2,
+                "llm_tokens": 900,
+                "code": "def scale(n, a, y):\n    pass\n",
+            }
+        ],
+    }
+    original = kernel_run_record(
+        tenant=tenant_a,
+        channel="api",
+        status="verified",
+        source=SCALE,
+        target="cpu",
+        report=report,
+        llm_calls=2,
+        llm_tokens=900,
+        cache_key=key,
+    )
+    run, result = translate(tenant_a)
+    assert sandbox_runs == []
+    assert result.original_run_id == str(original.pk)
+    assert result.kernels[0].llm_calls == 0 and result.kernels[0].llm_tokens == 0
+    assert run.llm_calls == 0 and run.llm_tokens == 0
+    assert "made 2 LLM call(s)" in result.kernels[0].notes[0]
