@@ -1393,10 +1393,21 @@ def measure_kernels(
                 prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
             else:
                 choice = None
+                ws = _working_set_bytes(kernel, prof.sizes)
+                llc = last_level_cache_bytes(read_cpu_caches())
                 prof.measure_sizes = {
                     "source": "given (--size)",
                     "sizes": dict(prof.sizes),
-                    "working_set_mib": round(_working_set_bytes(kernel, prof.sizes) / (1 << 20), 2),
+                    "working_set_mib": round(ws / (1 << 20), 2),
+                    "notes": (
+                        [
+                            f"the working set fits in the {llc / (1 << 20):.0f} MiB last-level "
+                            "cache: bandwidths can exceed STREAM; leave out --size to measure "
+                            "at sizes past it"
+                        ]
+                        if llc is not None and ws <= llc
+                        else []
+                    ),
                 }
             prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
