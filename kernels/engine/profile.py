@@ -1374,40 +1374,48 @@ def measure_kernels(
             omp_lines = openmp_directive_lines(kernel)
             counts = thread_counts(threads)
             runs = 2 + (len(counts) if omp_lines else 0) + len(counts)
-            if user_sizes is None:
-                choice = select_measure_sizes(
-                    kernel,
-                    machine=machine,
-                    memory_cap_bytes=cap,
-                    budget_s=timing_budget,
-                    planned_calls=runs * (WARMUPS + repeats),
-                    min_repeats=repeats,
-                )
-                prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
-                prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
-                if len(kernels) > 1:
-                    prof.notes.append(
-                        "modelled at the sizes chosen for timing it, which differ per kernel: "
-                        "pass --size to rank every kernel at the same sizes"
+            choice = None
+            try:
+                if user_sizes is None:
+                    choice = select_measure_sizes(
+                        kernel,
+                        machine=machine,
+                        memory_cap_bytes=cap,
+                        budget_s=timing_budget,
+                        planned_calls=runs * (WARMUPS + repeats),
+                        min_repeats=repeats,
                     )
-                prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
-            else:
-                choice = None
-                ws = _working_set_bytes(kernel, prof.sizes)
-                llc = last_level_cache_bytes(read_cpu_caches())
+                    prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
+                    prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
+                    if len(kernels) > 1:
+                        prof.notes.append(
+                            "modelled at the sizes chosen for timing it, which differ per kernel: "
+                            "pass --size to rank every kernel at the same sizes"
+                        )
+                    prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
+                else:
+                    ws = _working_set_bytes(kernel, prof.sizes)
+                    llc = last_level_cache_bytes(read_cpu_caches())
+                    prof.measure_sizes = {
+                        "source": "given (--size)",
+                        "sizes": dict(prof.sizes),
+                        "working_set_mib": round(ws / (1 << 20), 2),
+                        "notes": (
+                            [
+                                f"the working set fits in the {llc / (1 << 20):.0f} MiB last-level "
+                                "cache: bandwidths can exceed STREAM; leave out --size to measure "
+                                "at sizes past it"
+                            ]
+                            if llc is not None and ws <= llc
+                            else []
+                        ),
+                    }
+            except (verify.PlanError, ir.NotConstant, ValueError) as exc:
+                # The timing step reports the same planning error per variant.
                 prof.measure_sizes = {
-                    "source": "given (--size)",
+                    "source": "none",
                     "sizes": dict(prof.sizes),
-                    "working_set_mib": round(ws / (1 << 20), 2),
-                    "notes": (
-                        [
-                            f"the working set fits in the {llc / (1 << 20):.0f} MiB last-level "
-                            "cache: bandwidths can exceed STREAM; leave out --size to measure "
-                            "at sizes past it"
-                        ]
-                        if llc is not None and ws <= llc
-                        else []
-                    ),
+                    "error": str(exc),
                 }
             prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
