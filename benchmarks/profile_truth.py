@@ -1,7 +1,7 @@
 """``profile --measure`` with no ``--size``: the figures a new user would see, recorded.
 
     .venv/bin/python benchmarks/profile_truth.py          # writes benchmarks/results/profile-measure.json
-    .venv/bin/python benchmarks/profile_truth.py --timeout 120 --out /tmp   # a shorter run
+    .venv/bin/python benchmarks/profile_truth.py --quick  # 60 s per fixture: profile-measure-quick.json
 
 For each fixture it runs ``profile_source(..., measure=True)`` without sizes, which is the path of
 ``fortranspire profile FILE --measure``: the machine is probed (STREAM triad and FMA peak on 1 and
@@ -72,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per fixture")
+    ap.add_argument("--quick", action="store_true", help="60 s per fixture (a smoke run)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
+    timeout = 60.0 if args.quick else args.timeout
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"cases": [], "summary": []}
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         started = time.monotonic()
         result = profile_source(
-            (FIXTURES / name).read_text(), filename=name, measure=True, timeout_s=args.timeout
+            (FIXTURES / name).read_text(), filename=name, measure=True, timeout_s=timeout
         )
         data = result.to_dict()
         case = {
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         report["cases"].append(data)
         report["summary"].append(case)
         print(json.dumps(case, indent=2))
-    path = out_dir / "profile-measure.json"
+    path = out_dir / f"profile-measure{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"results written to {path}")
     return 0

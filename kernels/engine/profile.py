@@ -68,6 +68,8 @@ from kernels.engine.profile_sizes import (
 )
 from kernels.engine.report import EngineError, ProgressCallback, SandboxError
 from kernels.engine.sandbox import run_sandboxed, sandbox_tempdir
+from kernels.engine.sizes import check as check_sizes
+from kernels.engine.sizes import roles as size_roles
 
 # --------------------------------------------------------------------------------------------
 # Flop weights
@@ -312,18 +314,6 @@ class NestCost:
                 if idx < sweep or acc.loop_vars is None or var in acc.loop_vars
             ]
             out.append((acc.elem_bytes, factors))
-        return out
-
-    def repeat_symbols(self) -> set[str]:
-        """Symbols bounding the loops outside the sweep (time loops): they repeat, not grow, work."""
-        used: set[str] = set()
-        for acc in [*self.reads.values(), *self.writes.values()]:
-            used |= set(self.loops) if acc.loop_vars is None else acc.loop_vars
-        out: set[str] = set()
-        for var, f in zip(self.loops, self.trip_factors, strict=True):
-            if var in used:
-                break
-            out |= f.symbols
         return out
 
     def trip_value(self, env: Mapping[str, float]) -> int:
@@ -1384,29 +1374,48 @@ def measure_kernels(
             omp_lines = openmp_directive_lines(kernel)
             counts = thread_counts(threads)
             runs = 2 + (len(counts) if omp_lines else 0) + len(counts)
-            if user_sizes is None:
-                choice = select_measure_sizes(
-                    kernel,
-                    machine=machine,
-                    memory_cap_bytes=cap,
-                    budget_s=timing_budget,
-                    planned_calls=runs * (WARMUPS + repeats),
-                    min_repeats=repeats,
-                )
-                prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
-                prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
-                if len(kernels) > 1:
-                    prof.notes.append(
-                        "modelled at the sizes chosen for timing it, which differ per kernel: "
-                        "pass --size to rank every kernel at the same sizes"
+            choice = None
+            try:
+                if user_sizes is None:
+                    choice = select_measure_sizes(
+                        kernel,
+                        machine=machine,
+                        memory_cap_bytes=cap,
+                        budget_s=timing_budget,
+                        planned_calls=runs * (WARMUPS + repeats),
+                        min_repeats=repeats,
                     )
-                prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
-            else:
-                choice = None
+                    prof = profile_kernel(kernel, sizes=choice.sizes, machine=machine)
+                    prof.notes = [n for n in prof.notes if not n.startswith("verification's")]
+                    if len(kernels) > 1:
+                        prof.notes.append(
+                            "modelled at the sizes chosen for timing it, which differ per kernel: "
+                            "pass --size to rank every kernel at the same sizes"
+                        )
+                    prof.measure_sizes = {"source": "chosen for measuring", **choice.to_dict()}
+                else:
+                    ws = _working_set_bytes(kernel, prof.sizes)
+                    llc = last_level_cache_bytes(read_cpu_caches())
+                    prof.measure_sizes = {
+                        "source": "given (--size)",
+                        "sizes": dict(prof.sizes),
+                        "working_set_mib": round(ws / (1 << 20), 2),
+                        "notes": (
+                            [
+                                f"the working set fits in the {llc / (1 << 20):.0f} MiB last-level "
+                                "cache: bandwidths can exceed STREAM; leave out --size to measure "
+                                "at sizes past it"
+                            ]
+                            if llc is not None and ws <= llc
+                            else []
+                        ),
+                    }
+            except (verify.PlanError, ir.NotConstant, ValueError) as exc:
+                # The timing step reports the same planning error per variant.
                 prof.measure_sizes = {
-                    "source": "given (--size)",
+                    "source": "none",
                     "sizes": dict(prof.sizes),
-                    "working_set_mib": round(_working_set_bytes(kernel, prof.sizes) / (1 << 20), 2),
+                    "error": str(exc),
                 }
             prof.openmp = {"directives": bool(omp_lines), "lines": omp_lines}
             kdir = workdir / f"k{idx}"
@@ -1482,18 +1491,20 @@ def select_measure_sizes(
 ) -> SizeChoice:
     """Sizes for timing ``kernel``: its verification sizes scaled past the last-level cache.
 
-    ``llc_bytes`` defaults to this machine's (sysfs); tests pass a fake one. The predicted call
-    time is the serial roofline time on ``machine`` (measured ceilings when probed).
+    The starting point is the valid assignment verification uses (:mod:`kernels.engine.sizes`:
+    every loop runs, every subscript stays inside its declaration); the integers whose role is
+    ``upper`` (they bound arrays and loops) and assumed-shape extents scale with the working set,
+    those whose role is ``count`` (time steps, iterations) with the call time, the others
+    (lower bounds, offsets) stay. ``llc_bytes`` defaults to this machine's (sysfs); tests pass a
+    fake one. The predicted call time is the serial roofline time on ``machine`` (measured
+    ceilings when probed).
     """
     _ensure_analysed(kernel)
     llc = last_level_cache_bytes(read_cpu_caches()) if llc_bytes == "sysfs" else llc_bytes
     start = dict(base) if base is not None else kernel_size_env(kernel, None)
-    dims = [*verify._dim_vars(kernel), *(k for k in start if k.startswith("dim"))]
-    repeat_syms: set[str] = set()
-    for nest in _CostWalker(kernel).run():
-        repeat_syms |= nest.repeat_symbols()
-    int_args = {a.name for a in kernel.args if not a.is_array and a.type.base == "integer"}
-    times = sorted((repeat_syms & int_args) - set(dims))
+    role = size_roles(kernel)
+    dims = [v for v in start if role.get(v) == "upper" or v.startswith("dim")]
+    times = [v for v in start if role.get(v) == "count"]
     serial = {
         **machine,
         "bandwidth_gbs": machine.get("bandwidth_gbs_serial") or machine["bandwidth_gbs"],
@@ -1504,7 +1515,7 @@ def select_measure_sizes(
         t, _ = _roofline_time(prof.flops, prof.bytes, serial, False)
         return t
 
-    return choose_measure_sizes(
+    choice = choose_measure_sizes(
         start,
         dim_vars=dims,
         time_vars=times,
@@ -1516,6 +1527,21 @@ def select_measure_sizes(
         planned_calls=planned_calls,
         min_repeats=min_repeats,
     )
+    scalars = {k: v for k, v in choice.sizes.items() if not k.startswith("dim")}
+    before = check_sizes(kernel, {k: v for k, v in start.items() if not k.startswith("dim")})
+    after = check_sizes(kernel, scalars)
+    if after.score > before.score:
+        # Scaling made a loop empty or a subscript leave its bounds: time the valid sizes.
+        choice.notes.append(
+            "scaled sizes "
+            + ", ".join(f"{k}={v}" for k, v in choice.sizes.items())
+            + " would leave a loop empty or a subscript out of bounds: timed at "
+            + ", ".join(f"{k}={v}" for k, v in start.items())
+        )
+        choice.sizes = dict(start)
+        choice.working_set_bytes = _working_set_bytes(kernel, start)
+        choice.predicted_call_s = predict(start)
+    return choice
 
 
 def _run_harness(

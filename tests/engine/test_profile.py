@@ -28,6 +28,7 @@ from kernels.engine.profile import (
     machine_info,
     openmp_directive_lines,
     profile_kernel,
+    profile_kernels,
     profile_source,
     rank_kernels,
     thread_counts,
@@ -635,3 +636,29 @@ def test_measured_table_prints_sizes_intervals_scaling_and_warnings(capsys, monk
     assert "gfortran -O3 -fopenmp, 2 threads" in out
     assert "numba_prange: noisy timing: spread 30%" in out
     assert "numba_cuda: skipped: no GPU present" in out
+
+
+def test_measuring_a_kernel_whose_inputs_cannot_be_planned_reports_it_without_crashing():
+    # y(q): q is neither an argument nor a constant, so no size assignment can be planned.
+    kernel = _kernel(
+        "unplannable",
+        [
+            ir.Arg("n", ir.INTEGER, "in"),
+            ir.Arg("y", ir.REAL8, "out", [ir.Dim(_c(1), ir.Var("q"))]),
+        ],
+        [
+            ir.Loop(
+                "i",
+                _c(1),
+                ir.Var("n"),
+                None,
+                [ir.Assign(ir.ArrayRef("y", [ir.Var("i")]), _c(0.0))],
+            )
+        ],
+    )
+    result = profile_kernels(
+        [kernel], measure=True, stream_elements=1 << 12, timeout_s=30, repeats=3
+    )
+    (k,) = result.kernels
+    assert "q" in k.measure_sizes["error"]
+    assert {t.status for t in k.measured.values()} <= {"failed", "skipped"}

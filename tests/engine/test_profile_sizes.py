@@ -163,3 +163,13 @@ def test_caches_are_read_from_sysfs_layout(tmp_path):
     assert last_level_cache_bytes(caches) == 30 << 20
     assert last_level_cache_bytes([CacheLevel(1, "Instruction", 1024)]) is None
     assert read_cpu_caches(tmp_path / "absent") == []
+
+
+def test_only_upper_bounds_scale_offsets_and_lower_bounds_stay_valid():
+    # wide_stencil_1d: w(-r:r), x(1-r:n+r); r is an offset (kernels.engine.sizes.roles), so it
+    # keeps its valid value while n grows to the target.
+    kernel = kernel_of("wide_stencil_1d.f90")
+    choice = select(kernel, None)
+    assert choice.sizes["r"] == 2
+    assert choice.sizes["n"] > 1000
+    assert choice.working_set_bytes >= TARGET
