@@ -587,3 +587,33 @@ def test_result_card_shows_inconclusive_coverage_and_the_simulator_note(rf):
     assert "Inconclusive: some loop never ran" in html
     assert "CUDA <strong>simulator</strong>" in html
     assert 'class="status status-inconclusive"' in html
+
+
+def test_measured_timings_are_shown_when_asked(member, tenant_a, monkeypatch):
+    from kernels.engine import profile as engine_profile
+
+    asked = {}
+
+    def fake_profile(source, *, sizes=None, measure=False, progress=None, **kwargs):
+        asked["measure"] = measure
+        timing = {"status": "ok", "median_s": 0.0021, "speedup_vs_gfortran": 1.8}
+        return {
+            "file": "input.f90",
+            "measured": measure,
+            "machine": {},
+            "stream": {},
+            "kernels": [
+                {
+                    "name": "saxpy",
+                    "rank": 1,
+                    "share": 1.0,
+                    "measured": {"gfortran": timing, "numba_prange": timing},
+                }
+            ],
+        }
+
+    monkeypatch.setattr(engine_profile, "profile_source", fake_profile)
+    response = member.post("/profile/", {"source": SAXPY, "measure": "on"})
+    page = member.get(response["Location"]).content.decode()
+    assert asked["measure"] is True
+    assert "Measured timings" in page and "numba prange" in page and "2.1 ms" in page
