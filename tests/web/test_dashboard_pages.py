@@ -488,32 +488,42 @@ def test_profile_with_htmx_runs_a_profile_job(member, tenant_a, monkeypatch):
 # ---- uploads -----------------------------------------------------------------------------------
 
 
-def test_translate_passes_several_uploaded_files_as_one_project(member, tenant_a, monkeypatch):
+def _project_zip():
     import io
     import zipfile
 
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from kernels import services
-
-    seen = {}
-
-    def fake_translate(**kwargs):
-        seen.update(kwargs)
-        from fortranspire_site.errors import ValidationFailed
-
-        raise ValidationFailed("stopped by the test")
-
-    monkeypatch.setattr(services, "kernel_translate", fake_translate)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("src/mod.f90", "module m\nend module m\n")
         archive.writestr("src/main.F90", SAXPY)
         archive.writestr("README.md", "not fortran")
-    upload = SimpleUploadedFile("project.zip", buffer.getvalue())
-    member.post("/translate/", {"upload": upload, "target": "cpu", "verify": "on"})
+    return SimpleUploadedFile("project.zip", buffer.getvalue())
+
+
+def test_translate_passes_several_uploaded_files_as_one_project(member, tenant_a, monkeypatch):
+    from fortranspire_site.errors import ValidationFailed
+
+    seen = {}
+
+    def fake_job_start(**kwargs):
+        seen.update(kwargs)
+        raise ValidationFailed("stopped by the test")
+
+    monkeypatch.setattr(dashboard_jobs, "job_start", fake_job_start)
+    response = member.post("/translate/", {"upload": _project_zip(), "target": "cpu"})
+    assert response.status_code == 400 and "stopped by the test" in response.content.decode()
     assert seen["files"] == {"src/mod.f90": "module m\nend module m\n", "src/main.F90": SAXPY}
     assert "source" not in seen
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+def test_a_project_the_job_service_refuses_is_a_clear_error_not_a_500(member, tenant_a, htmx):
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    response = member.post("/translate/", {"upload": _project_zip(), "target": "cpu"}, **headers)
+    assert response.status_code == 400
+    assert "several files" in response.content.decode()
 
 
 def test_translate_refuses_an_archive_that_escapes_its_folder(member, tenant_a):
