@@ -88,11 +88,12 @@ def profile(request: HttpRequest) -> HttpResponse:
             job = dashboard_jobs.job_start(
                 tenant=request.tenant, user=request.user, kind="profile", **options
             )
-        except RateLimited as exc:
+        except ApplicationError as exc:
             response = render(
-                request, "dashboard/_error_card.html", {"message": exc.message}, status=429
+                request, "dashboard/_error_card.html", {"message": exc.message}, status=exc.status
             )
-            response["Retry-After"] = str(exc.retry_after)
+            if isinstance(exc, RateLimited):
+                response["Retry-After"] = str(exc.retry_after)
             return response
         return render(request, "dashboard/_job.html", {"job": job}, status=202)
     try:

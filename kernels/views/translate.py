@@ -471,14 +471,23 @@ def translate(request: HttpRequest) -> HttpResponse:
         "sizes": data["sizes"],
         "allow_llm": data["allow_llm"],
     }
-    if htmx:
+    # A project of several files always goes through the job service (its one entry point
+    # for ``files``); without JavaScript the browser then follows the job's own page.
+    if htmx or "files" in options:
         try:
             job = dashboard_jobs.job_start(tenant=request.tenant, user=request.user, **options)
-        except RateLimited as exc:
+        except ApplicationError as exc:
             result = _result_context(source="", error={"message": exc.message})
-            response = render(request, "dashboard/_result.html", {"result": result}, status=429)
-            response["Retry-After"] = str(exc.retry_after)
+            if not htmx:
+                return _index(request, form, result=result, status=exc.status)
+            response = render(
+                request, "dashboard/_result.html", {"result": result}, status=exc.status
+            )
+            if isinstance(exc, RateLimited):
+                response["Retry-After"] = str(exc.retry_after)
             return response
+        if not htmx:
+            return redirect("dashboard_job", job_id=job.id)
         return _job_response(request, job, status=202)
     try:
         run, _result = services.kernel_translate(

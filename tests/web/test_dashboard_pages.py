@@ -476,44 +476,55 @@ def test_profile_without_javascript_lands_on_the_run_with_ranking_and_png(member
 
 
 def test_profile_with_htmx_runs_a_profile_job(member, tenant_a, monkeypatch):
-    monkeypatch.setattr(dashboard_jobs, "RUN_INLINE", True)
+    from kernels import jobs
+
+    monkeypatch.setattr(jobs, "RUN_INLINE", True)
     response = member.post("/profile/", {"source": SAXPY}, HTTP_HX_REQUEST="true")
     assert response.status_code == 202
     job_id = re.search(r'id="job-([0-9a-f]+)"', response.content.decode()).group(1)
     done = member.get(f"/jobs/{job_id}/", HTTP_HX_REQUEST="true").content.decode()
     assert "profile-result" in done and "saxpy" in done and "profile.png" in done
-    dashboard_jobs.job_forget_all()
 
 
 # ---- uploads -----------------------------------------------------------------------------------
 
 
-def test_translate_passes_several_uploaded_files_as_one_project(member, tenant_a, monkeypatch):
+def _project_zip():
     import io
     import zipfile
 
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from kernels import services
-
-    seen = {}
-
-    def fake_translate(**kwargs):
-        seen.update(kwargs)
-        from fortranspire_site.errors import ValidationFailed
-
-        raise ValidationFailed("stopped by the test")
-
-    monkeypatch.setattr(services, "kernel_translate", fake_translate)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("src/mod.f90", "module m\nend module m\n")
         archive.writestr("src/main.F90", SAXPY)
         archive.writestr("README.md", "not fortran")
-    upload = SimpleUploadedFile("project.zip", buffer.getvalue())
-    member.post("/translate/", {"upload": upload, "target": "cpu", "verify": "on"})
+    return SimpleUploadedFile("project.zip", buffer.getvalue())
+
+
+def test_translate_passes_several_uploaded_files_as_one_project(member, tenant_a, monkeypatch):
+    from fortranspire_site.errors import ValidationFailed
+
+    seen = {}
+
+    def fake_job_start(**kwargs):
+        seen.update(kwargs)
+        raise ValidationFailed("stopped by the test")
+
+    monkeypatch.setattr(dashboard_jobs, "job_start", fake_job_start)
+    response = member.post("/translate/", {"upload": _project_zip(), "target": "cpu"})
+    assert response.status_code == 400 and "stopped by the test" in response.content.decode()
     assert seen["files"] == {"src/mod.f90": "module m\nend module m\n", "src/main.F90": SAXPY}
     assert "source" not in seen
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+def test_a_project_the_job_service_refuses_is_a_clear_error_not_a_500(member, tenant_a, htmx):
+    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
+    response = member.post("/translate/", {"upload": _project_zip(), "target": "cpu"}, **headers)
+    assert response.status_code == 400
+    assert "several files" in response.content.decode()
 
 
 def test_translate_refuses_an_archive_that_escapes_its_folder(member, tenant_a):
@@ -587,3 +598,33 @@ def test_result_card_shows_inconclusive_coverage_and_the_simulator_note(rf):
     assert "Inconclusive: some loop never ran" in html
     assert "CUDA <strong>simulator</strong>" in html
     assert 'class="status status-inconclusive"' in html
+
+
+def test_measured_timings_are_shown_when_asked(member, tenant_a, monkeypatch):
+    from kernels.engine import profile as engine_profile
+
+    asked = {}
+
+    def fake_profile(source, *, sizes=None, measure=False, progress=None, **kwargs):
+        asked["measure"] = measure
+        timing = {"status": "ok", "median_s": 0.0021, "speedup_vs_gfortran": 1.8}
+        return {
+            "file": "input.f90",
+            "measured": measure,
+            "machine": {},
+            "stream": {},
+            "kernels": [
+                {
+                    "name": "saxpy",
+                    "rank": 1,
+                    "share": 1.0,
+                    "measured": {"gfortran": timing, "numba_prange": timing},
+                }
+            ],
+        }
+
+    monkeypatch.setattr(engine_profile, "profile_source", fake_profile)
+    response = member.post("/profile/", {"source": SAXPY, "measure": "on"})
+    page = member.get(response["Location"]).content.decode()
+    assert asked["measure"] is True
+    assert "Measured timings" in page and "numba prange" in page and "2.1 ms" in page
