@@ -26,7 +26,7 @@ shows up there). Then, on the 1-worker stateful server only, the legacy figures:
 3. SSE sessions held: open S sessions (GET /sse + initialize), keep them all open, then check a
    tools/list on the held sessions still answers; records the server's RSS.
 
-The per-key rate limit is disabled for the server under test (FORTRANSPIRE_MCP_RATE_LIMIT_PER_MINUTE=0)
+The per-key rate limit is disabled for the server under test (FORTRANSPIRE_RATE_LIMIT_PER_MINUTE=0)
 because every simulated client shares one key. Client and server share the machine's cores, so
 latencies include client-side overhead.
 """
@@ -526,7 +526,7 @@ def main() -> int:
     env = {
         **os.environ,
         "FORTRANSPIRE_HOME": str(home),
-        "FORTRANSPIRE_MCP_RATE_LIMIT_PER_MINUTE": "0",
+        "FORTRANSPIRE_RATE_LIMIT_PER_MINUTE": "0",
         "DJANGO_SETTINGS_MODULE": "fortranspire_site.settings",
     }
     env.pop("DATABASE_URL", None)

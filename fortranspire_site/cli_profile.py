@@ -68,16 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
     """``["n=64", "m=32"]`` -> ``{"n": 64, "m": 32}``; raises ValueError on malformed items."""
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--size expects NAME=VALUE, got {item!r}")
-        try:
-            sizes[name.strip().lower()] = int(value)
-        except ValueError:
-            raise ValueError(f"--size {name.strip()}: {value!r} is not an integer") from None
-    return sizes
+    from fortranspire_site.errors import ValidationFailed
+    from kernels.inputs import sizes_parse
+
+    try:
+        return sizes_parse(items) or {}
+    except ValidationFailed as exc:
+        raise ValueError(f"--size: {exc.message}") from None
 
 
 def handle_profile(args: argparse.Namespace) -> int:
@@ -298,6 +295,8 @@ def _print_measured(console: Any, data: dict[str, Any]) -> None:
             + ("" if stream.get("exceeds_llc") else " (inside the last-level cache)"),
             highlight=False,
         )
+        for w in stream.get("warnings", []):
+            console.print(f"warning: {w}", highlight=False)
     sizes = Table(title="sizes timed")
     for col in ("kernel", "sizes", "working set", "of LLC", "OpenMP in original", "notes"):
         sizes.add_column(col)

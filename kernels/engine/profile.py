@@ -1291,7 +1291,7 @@ def probe_machine(
                 "task": "stream",
                 "elements": n,
                 "threads": threads,
-                "budget_s": min(20.0, max(2.0, deadline.left() / 10)),
+                "budget_s": min(10.0, max(1.5, deadline.left() / 20)),
                 "fma_lanes": FMA_LANES,
                 "fma_iterations": FMA_ITERATIONS,
             },
@@ -1305,6 +1305,17 @@ def probe_machine(
     llc = last_level_cache_bytes(read_cpu_caches())
     out["working_set_mib"] = round(24 * n / (1 << 20), 1)
     out["exceeds_llc"] = llc is not None and 24 * n > llc
+    out["warnings"] = []
+    if threads > 1 and (
+        out["fma_parallel_gflops"] < out["fma_serial_gflops"]
+        or out["triad_parallel_gbs"] < out["triad_serial_gbs"]
+    ):
+        # All threads slower than one: other processes hold the cores; say so next to the figures.
+        out["warnings"].append(
+            f"the {threads}-thread ceilings are below the 1-thread ones: other processes are "
+            f"using the cores (load average {os.getloadavg()[0]:.1f}); parallel timings are "
+            "not representative"
+        )
     return out
 
 

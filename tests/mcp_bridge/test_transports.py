@@ -168,8 +168,8 @@ def test_every_call_records_a_kernel_run_with_tool_key_status_and_duration(
 ):
     from kernels.selectors import kernel_run_list
 
-    settings.MCP_RATE_LIMIT_BURST = 3
-    settings.MCP_RATE_LIMIT_PER_MINUTE = 1
+    settings.FORTRANSPIRE_RATE_LIMIT_BURST = 3
+    settings.FORTRANSPIRE_RATE_LIMIT_PER_MINUTE = 1
     key = make_key(tenant_a, scopes=["translate", "history"])
 
     async def scenario():
@@ -198,12 +198,12 @@ def test_every_call_records_a_kernel_run_with_tool_key_status_and_duration(
     assert all(r.channel == "mcp" and r.api_key_prefix == key[:12] for r in runs)
     assert runs[1].status == "ok"
     assert runs[2].status == "failed" and "profile" in runs[2].error
-    assert runs[3].status == "failed" and "Rate limit" in runs[3].error
+    assert runs[3].status == "failed" and "rate limit" in runs[3].error
     assert all(r.duration_ms >= 0 and r.llm_calls == 0 for r in runs)
 
 
 def test_source_over_the_size_limit_is_a_clear_tool_error(mcp_live, tenant_a, make_key, settings):
-    settings.MCP_MAX_SOURCE_BYTES = 2_000
+    settings.FORTRANSPIRE_MAX_SOURCE_BYTES = 2_000
     key = make_key(tenant_a)
     big = SAXPY + "! padding\n" * 400
 
