@@ -407,18 +407,48 @@ async def run_transport(
     return await with_sessions(clients, transport, base, headers, body)
 
 
-async def run_tools_list(base: str, headers: dict[str, str], clients: int, seconds: float):
-    """Streamable HTTP tools/list at ``clients`` sessions: open loop (1/s each), then saturated."""
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the server process and its worker processes."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+async def run_tools_list(
+    base: str, headers: dict[str, str], clients: int, seconds: float, server_pid: int
+):
+    """Streamable HTTP tools/list at ``clients`` sessions: open loop (1/s each), then saturated.
+
+    ``server_cpu_ms_per_request`` (server and worker processes' CPU over the closed loop, per
+    answered request) does not depend on how busy the machine is, unlike the latencies.
+    """
 
     async def body(sessions, failures, opened_s):
-        return {
+        row = {
             "clients": clients,
             "sessions_opened": len(sessions),
             "open_failures": failures,
             "session_open_s": round(opened_s, 2),
             "tools_list_open_loop_1rps": await open_loop(sessions, seconds, 1.0),
-            "tools_list_closed_loop": await closed_loop(sessions, seconds),
         }
+        cpu_before = server_cpu_s(server_pid)
+        row["tools_list_closed_loop"] = closed = await closed_loop(sessions, seconds)
+        used = server_cpu_s(server_pid) - cpu_before
+        row["server_cpu_ms_per_request"] = (
+            round(1000 * used / closed["requests"], 3) if closed["requests"] else None
+        )
+        return row
 
     return await with_sessions(clients, "http", base, headers, body)
 
@@ -535,7 +565,7 @@ def main() -> int:
         headers = {"Authorization": f"Bearer {key}", "Host": f"{HOSTNAME}:{port}"}
         load_before = os.getloadavg()
         try:
-            row = asyncio.run(run_tools_list(base, headers, args.clients, args.seconds))
+            row = asyncio.run(run_tools_list(base, headers, args.clients, args.seconds, server.pid))
             row["load_avg_before"] = [round(x, 2) for x in load_before]
             row["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
             print(f"[{label}] {row}", flush=True)
@@ -557,6 +587,7 @@ def main() -> int:
         label: {
             "tools_list_p99_ms_open_loop": row["tools_list_open_loop_1rps"]["p99_ms"],
             "tools_list_saturated_rps": row["tools_list_closed_loop"]["requests_per_s"],
+            "server_cpu_ms_per_request": row["server_cpu_ms_per_request"],
             "load_avg_before": row["load_avg_before"],
         }
         for label, row in results["workers"].items()

@@ -14,9 +14,21 @@ The generated module has the same entry signature as the Fortran routine (see
   gives one partial per block, and a one-block finishing kernel combines the partials. argmax
   carries the Fortran iteration number with the value so ties keep the FIRST occurrence,
   whatever the order threads finish in. Results come back to the host through one small array.
-- **Independent 1-D nests in a row** (the Dirichlet edges of the CPML demo: ``vx(1,:) = 0``...)
-  are fused into one launch when no nest reads what another writes and arrays written by several
-  are written with the same constant: fewer launches per time step.
+- **Independent nests of the same rank in a row** are fused into one launch when no nest reads
+  what another writes and arrays written by several are written with the same constant: the
+  Dirichlet edges of the CPML demo (``vx(1,:) = 0``...), and its two stress nests and its two
+  velocity nests (5 launches per step become 3). The grid covers the largest trip count per
+  axis; each nest keeps its own guard. ``fuse_nests=False`` keeps only the 1-D fusion.
+- **Buffer swaps.** A whole-array copy ``a = b`` in a host loop that only carries the step's
+  result forward (see :meth:`_CudaModule._swap_copies` for the legality conditions) becomes an
+  exchange of the two device arrays instead of a launch; after the loop, Fortran's final ``b``
+  is rebuilt once. ``swap_buffers=False`` keeps the copies.
+- **Explicit signatures.** Every kernel's numba signature is written into the module
+  (``_SIGNATURES``); the driver compiles each once per process at its first call and launches
+  through ``_launch``, which caches the configured kernel per grid and block, so a launch types
+  no argument and builds no launch configuration.
+- **The launch plan** (``GeneratedCode.launch_plan``, :mod:`kernels.engine.gpu_model`) lists what
+  one time step launches, for the traffic and launch model in the report.
 - **An IF whose condition reads device arrays** but whose branches are host work (``EXIT`` of
   the time loop on a convergence test) costs a one-thread kernel plus a one-flag copy; the
   nests around it stay parallel.
