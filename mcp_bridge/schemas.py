@@ -43,10 +43,27 @@ TRANSLATED_KERNEL = {
         "parallel_loops": {"type": "integer", "minimum": 0},
         "code": {"type": "string", "description": "The generated Python module."},
         "diagnostics": {"type": "array", "items": DIAGNOSTIC},
-        "coverage": {"type": "object"},
-        "timings_ms": {"type": "object"},
+        "coverage": {
+            "type": ["object", "null"],
+            "description": "DO loops and lines of the kernel that ran in the reference; null "
+            "when not verified.",
+            "properties": {
+                "loops": {"type": "integer"},
+                "loops_run": {"type": "integer"},
+                "lines": {"type": "integer"},
+                "lines_run": {"type": "integer"},
+            },
+        },
+        "timings_ms": {
+            "type": "object",
+            "description": "Milliseconds per stage.",
+            "additionalProperties": {"type": ["number", "null"]},
+        },
         "cached": {"type": "boolean"},
-        "gpu_model": {"type": "object"},
+        "gpu_model": {
+            "type": ["object", "null"],
+            "description": "GPU target: bytes moved and launches per step at the run's sizes.",
+        },
     },
     "required": ["name", "status", "device", "llm_calls", "parallel_loops", "code", "diagnostics"],
 }
@@ -58,6 +75,8 @@ TRANSLATION = {
         "target": {"type": "string", "enum": ["cpu", "gpu"]},
         "kernels": {"type": "array", "items": TRANSLATED_KERNEL},
         "run_id": RUN_ID,
+        "cached": {"type": "boolean", "description": "Answered from an identical earlier run."},
+        "original_run_id": {"type": ["string", "null"]},
     },
     "required": ["file", "target", "kernels", "run_id"],
 }
