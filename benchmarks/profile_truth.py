@@ -46,6 +46,8 @@ def _summary(data: dict) -> list[dict]:
         for v, t in measured.items():
             if t["status"] != "ok":
                 row["variants"][v] = {"status": t["status"], "message": t["message"]}
+                if t["status"] == "model" and t["median_s"] is not None:
+                    row["variants"][v]["median_ms"] = round(t["median_s"] * 1e3, 3)
                 continue
             row["variants"][v] = {
                 "threads": t["threads"],
