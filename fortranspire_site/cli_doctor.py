@@ -30,6 +30,7 @@ for line in open("/proc/self/status"):
     status[key] = value.strip()
 facts["caps"] = {k: status.get(k) for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb")}
 facts["no_new_privs"] = status.get("NoNewPrivs")
+facts["seccomp"] = status.get("Seccomp")
 facts["namespaces"] = {n: os.readlink("/proc/self/ns/" + n) for n in cfg["namespaces"]}
 def connect(host, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -175,6 +176,16 @@ def run_checks() -> list[Check]:
             f"no_new_privs {facts['no_new_privs']}",
         )
     )
+    if sandbox.seccomp_filter() is not None:
+        checks.append(
+            Check(
+                "seccomp filter",
+                facts["seccomp"] == "2",
+                "filtering (ptrace, bpf, io_uring, keyrings, mounts... refused)"
+                if facts["seccomp"] == "2"
+                else f"not loaded (Seccomp: {facts['seccomp']})",
+            )
+        )
     ours = {n: os.readlink(f"/proc/self/ns/{n}") for n in _NAMESPACES}
     shared = [n for n in _NAMESPACES if facts["namespaces"][n] == ours[n]]
     checks.append(

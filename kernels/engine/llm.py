@@ -556,7 +556,7 @@ _VALUE_ATTRIBUTES = set(
     (
         "shape size ndim dtype T real imag flags f_contiguous c_contiguous itemsize nbytes "
         "copy astype fill sum prod min max argmin argmax mean reshape ravel flatten item "
-        "conj conjugate transpose copy_to_host copy_to_device"
+        "conj conjugate transpose copy_to_host copy_to_device append items keys values get"
     ).split()
 )
 #: Builtins a port may use; every other free name (eval, exec, open, getattr, globals,

@@ -887,6 +887,8 @@ class ProfileResult:
     machine: dict[str, Any]
     stream: dict[str, Any] = field(default_factory=dict)
     measured: bool = False
+    #: Program units the security scan refused (``{name, line, reason}``), not profiled.
+    excluded: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -895,6 +897,7 @@ class ProfileResult:
             "kernels": [k.to_dict() for k in self.kernels],
             "machine": dict(self.machine),
             "stream": dict(self.stream),
+            "excluded": list(self.excluded),
         }
 
 
@@ -1947,16 +1950,16 @@ def profile_source(
     Raises FortranSyntaxError / ForbiddenStatementError like ``find_kernels`` (the CLI maps them
     to exit code 2); measurement problems are reported per variant in the result instead.
     """
-    from kernels.engine.pipeline import find_kernels
+    from kernels.engine.pipeline import find_kernels_and_exclusions
 
     if progress is not None:
         progress("parse", 0, 1, f"parsing {filename}")
-    kernels = find_kernels(source, filename=filename)
+    kernels, excluded = find_kernels_and_exclusions(source, filename=filename)
     if progress is not None:
         progress("parse", 1, 1, f"{len(kernels)} kernel(s) found")
     for kernel in kernels:
         _ensure_analysed(kernel)
-    return profile_kernels(
+    result = profile_kernels(
         kernels,
         filename=filename,
         sizes=sizes,
@@ -1968,6 +1971,11 @@ def profile_source(
         memory_cap_bytes=memory_cap_bytes,
         target=target,
     )
+    # Program units the security scan refused: neither profiled nor compiled, and said so.
+    result.excluded = [
+        {"name": e.unit.name, "line": e.unit.first_line, "reason": e.reason()} for e in excluded
+    ]
+    return result
 
 
 def _ensure_analysed(kernel: ir.Kernel) -> None:

@@ -23,6 +23,10 @@ What each run gets
   Nothing else: not ``$FORTRANSPIRE_HOME`` (SECRET_KEY, the database and its socket), ``/root``,
   ``/home``, ``/etc`` (``shadow``, ``passwd``...), ``/var``, ``/run``, the project source, nor any
   other run's directory.
+- **Seccomp** (x86_64): a filter refuses (EPERM) the kernel interfaces no compiler, kernel or
+  port needs and exploits favour: ptrace and process_vm_*, bpf, io_uring, userfaultfd,
+  perf_event_open, keyrings, mount/namespace calls, module and machine administration; the x32
+  and i386 ABIs kill the process (:func:`seccomp_filter`).
 - **Network:** none (an empty network namespace: no interface but a down loopback).
 - **Limits** (``prlimit`` right before the command): CPU seconds, address space (data segment for
   GPU runs: the CUDA driver maps huge virtual ranges), file size, processes, open files, no core
@@ -400,16 +404,22 @@ def bwrap_command(
     allow_gpu: bool = False,
     ro_paths: Sequence[str] = (),
     rw_paths: Sequence[str] = (),
+    seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The full command line that runs ``argv`` sandboxed in ``workdir`` (see the module doc)."""
+    """The full command line that runs ``argv`` sandboxed in ``workdir`` (see the module doc).
+
+    ``seccomp_fd`` is a readable file descriptor holding :func:`seccomp_filter`'s program; the
+    bwrap that execs the command loads it (the outer, privileged one still needs mount & co).
+    """
     privileged = _privileged()
+    seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
     cmd = [BWRAP]
     cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
     if privileged:
         cmd += ["--unshare-cgroup", "--cap-add", "CAP_SETUID,CAP_SETGID"]
     else:
         cmd += ["--unshare-cgroup-try", "--unshare-user", "--disable-userns"]
-        cmd += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]
+        cmd += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), *seccomp]
     cmd += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     cmd += ["--ro-bind", "/usr", "/usr"]
     for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -461,6 +471,7 @@ def bwrap_command(
             "--gid",
             str(SANDBOX_GID),
             "--die-with-parent",
+            *seccomp,
             "--bind",
             "/",
             "/",
@@ -477,6 +488,98 @@ def _bwrap_path() -> str:
     """bwrap's absolute path (the inner layer runs with PATH of the sandbox, so it must be under /usr)."""
     found = shutil.which(BWRAP, path=_SANDBOX_PATH) or shutil.which(BWRAP)
     return os.path.realpath(found) if found else "/usr/bin/bwrap"
+
+
+# --------------------------------------------------------------------------------------------
+# Seccomp: a deny-list of kernel interfaces no kernel, compiler or port uses
+
+# x86_64 numbers. Refused with EPERM: exploit surface (bpf, io_uring, userfaultfd,
+# perf_event_open, keyrings), other processes' memory (ptrace, process_vm_*), mounts and
+# namespaces (already refused to an unprivileged uid; refused here before any permission check
+# is reached), and machine administration. The x32 ABI and every non-x86_64 ABI are refused too.
+_SECCOMP_DENIED_X86_64 = {
+    "ptrace": 101,
+    "syslog": 103,
+    "personality": 135,
+    "vhangup": 153,
+    "pivot_root": 155,
+    "chroot": 161,
+    "acct": 163,
+    "settimeofday": 164,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "iopl": 172,
+    "ioperm": 173,
+    "init_module": 175,
+    "delete_module": 176,
+    "quotactl": 179,
+    "lookup_dcookie": 212,
+    "clock_settime": 227,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "perf_event_open": 298,
+    "fanotify_init": 300,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "setns": 308,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+}
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_SYSCALL_BIT = 0x40000000
+_EPERM = 1
+
+
+@functools.cache
+def seccomp_filter() -> bytes | None:
+    """The classic-BPF seccomp program bwrap loads (``--seccomp FD``); None off x86_64.
+
+    ``struct sock_filter`` entries (u16 code, u8 jt, u8 jf, u32 k) over ``struct seccomp_data``
+    (nr at offset 0, arch at offset 4).
+    """
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64":
+        return None
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    errno = 0x00050000 | _EPERM
+    denied = sorted(_SECCOMP_DENIED_X86_64.values())
+    prog: list[tuple[int, int, int, int]] = [
+        (ld_abs, 0, 0, 4),  # arch
+        (jeq, 1, 0, _AUDIT_ARCH_X86_64),
+        (ret, 0, 0, kill),  # i386 (int 0x80) or any other ABI: no way around the list
+        (ld_abs, 0, 0, 0),  # syscall number
+    ]
+    deny_at = len(prog) + 1 + len(denied) + 1  # after the x32 check, the list and ALLOW
+    prog.append((jge, deny_at - len(prog) - 1, 0, _X32_SYSCALL_BIT))
+    for nr in denied:
+        prog.append((jeq, deny_at - len(prog) - 1, 0, nr))
+    prog.append((ret, 0, 0, allow))
+    prog.append((ret, 0, 0, errno))
+    assert len(prog) - 1 == deny_at
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
 
 
 # --------------------------------------------------------------------------------------------
@@ -697,6 +800,12 @@ def _launch(
     if _privileged():
         for top in (cwd, *rw_paths):
             _hand_to_sandbox_user(top)
+    program = seccomp_filter()
+    seccomp_r = None
+    if program is not None:
+        seccomp_r, seccomp_w = os.pipe()
+        os.write(seccomp_w, program)  # a few hundred bytes: far below the pipe's buffer
+        os.close(seccomp_w)
     cmd = bwrap_command(
         argv,
         workdir=cwd,
@@ -704,6 +813,7 @@ def _launch(
         allow_gpu=allow_gpu,
         ro_paths=ro_paths,
         rw_paths=rw_paths,
+        seccomp_fd=seccomp_r,
     )
     data = stdin.encode() if isinstance(stdin, str) else stdin
     start = time.monotonic()
@@ -717,9 +827,13 @@ def _launch(
             stderr=subprocess.PIPE,
             start_new_session=True,  # our own process group: a timeout kills bwrap and all
             close_fds=True,
+            pass_fds=(seccomp_r,) if seccomp_r is not None else (),
         )
     except FileNotFoundError as exc:
         raise SandboxUnavailable(f"bubblewrap is not installed ({exc}). {_FIX}") from exc
+    finally:
+        if seccomp_r is not None:
+            os.close(seccomp_r)
     out = _CappedReader(proc.stdout, max_output_bytes)
     err = _CappedReader(proc.stderr, max_output_bytes)
     if data is not None:

@@ -194,9 +194,10 @@ def scan_units(
     Raises :class:`ForbiddenStatementError` when something forbidden lies outside every unit,
     or when every unit is excluded. Otherwise the result's ``source`` is what may be parsed.
     """
-    found = find_forbidden(source, fixed_form=fixed_form, allowed_includes=allowed_includes)
     lines = source.splitlines()
-    units = program_units(lines, fixed_form=fixed_form)
+    statements = _statements(lines, fixed_form)
+    found = _find(source, lines, statements, allowed_includes, fixed_form=fixed_form)
+    units = _units(statements, len(lines))
     if not found:
         return ScanResult(source, [], units)
     by_unit: dict[int, list[Diagnostic]] = {}
@@ -236,10 +237,25 @@ def find_forbidden(
     source: str, *, fixed_form: bool = False, allowed_includes: Collection[str] = ()
 ) -> list[Diagnostic]:
     """Every forbidden statement as a Diagnostic, in source order (empty when the source is clean)."""
+    lines = source.splitlines()
+    statements = _statements(lines, fixed_form)
+    return _find(source, lines, statements, allowed_includes, fixed_form=fixed_form)
+
+
+def _statements(lines: list[str], fixed_form: bool) -> list[_Stmt]:
+    return _fixed_statements(lines) if fixed_form else _free_statements(lines)
+
+
+def _find(
+    source: str,
+    lines: list[str],
+    statements: list[_Stmt],
+    allowed_includes: Collection[str],
+    *,
+    fixed_form: bool,
+) -> list[Diagnostic]:
     allowed = {name.strip() for name in allowed_includes}
     diagnostics: list[Diagnostic] = list(_directive_diagnostics(source, allowed))
-    lines = source.splitlines()
-    statements = _fixed_statements(lines) if fixed_form else _free_statements(lines)
     for stmt in statements:
         diagnostics.extend(_check_statement(stmt, lines, allowed, fixed_form=fixed_form))
     if not diagnostics and _has_directives(source):
@@ -272,6 +288,11 @@ _READING_DIRECTIVE = re.compile(
     re.I,
 )
 _OTHER_READING = re.compile(r"__has_include(?:_next)?\b|\bpragma[ \t]+gcc[ \t]+dependency\b", re.I)
+
+
+_SPLICE_OR_COMMENT = ("\\\n", "\\\r\n", "??/\n", "/*")
+# Without splices or comments a file-reading form must show one of these words whole.
+_MIGHT_READ = re.compile(r"include|import|embed|__has_include|dependency", re.I)
 
 
 def _cpp_view(source: str, *, strip_comments: bool) -> tuple[str, list[tuple[int, int]]]:
@@ -328,6 +349,8 @@ def _directive_diagnostics(source: str, allowed: set[str]) -> list[Diagnostic]:
     # Both views: with comments removed (``#/**/include``) and without (a ``/*`` inside a
     # Fortran string must not hide a directive that cpp, reading the quotes, would obey).
     found: dict[tuple[int, int], Diagnostic] = {}
+    if not any(m in source for m in _SPLICE_OR_COMMENT) and not _MIGHT_READ.search(source):
+        return []  # the common case: no directive word anywhere, whatever the splicing
     for strip in (True, False):
         text, where = _cpp_view(source, strip_comments=strip)
         for m in _READING_DIRECTIVE.finditer(text):
@@ -417,7 +440,10 @@ _END = re.compile(
 
 def program_units(lines: list[str], *, fixed_form: bool = False) -> list[ProgramUnit]:
     """The top-level program units of the file, with their line ranges (best effort, textual)."""
-    statements = _fixed_statements(lines) if fixed_form else _free_statements(lines)
+    return _units(_statements(lines, fixed_form), len(lines))
+
+
+def _units(statements: list[_Stmt], line_count: int) -> list[ProgramUnit]:
     units: list[ProgramUnit] = []
     depth = 0
     current: ProgramUnit | None = None
@@ -446,7 +472,7 @@ def program_units(lines: list[str], *, fixed_form: bool = False) -> list[Program
             current = ProgramUnit("program", "(main)", stmt.first_line, stmt.last_line)
             depth = 1
     if current is not None:  # unterminated: it runs to the end of the file
-        current.last_line = len(lines)
+        current.last_line = line_count
         units.append(current)
     return units
 

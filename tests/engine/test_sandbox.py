@@ -57,6 +57,27 @@ def test_child_runs_as_uid_65534_without_capabilities(work: Path) -> None:
     assert nnp == "1"
 
 
+def test_a_seccomp_filter_refuses_the_kernel_interfaces_no_port_needs(work: Path) -> None:
+    if sandbox.seccomp_filter() is None:
+        pytest.skip("the seccomp filter is written for x86_64 only")
+    code = (
+        "import ctypes, json\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "calls = {'ptrace': (101, 0, 0, 0, 0), 'bpf': (321, 0, 0, 0),"
+        " 'io_uring_setup': (425, 1, 0), 'keyctl': (250, 0, 0, 0, 0), 'unshare': (272, 0)}\n"
+        "out = {}\n"
+        "for name, (nr, *args) in calls.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    out[name] = (libc.syscall(nr, *args), ctypes.get_errno())\n"
+        "st = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "out['mode'] = st['Seccomp'].strip()\n"
+        "print(json.dumps(out))\n"
+    )
+    seen = json.loads(_py(code, work).stdout)
+    assert seen.pop("mode") == "2"
+    assert seen == {name: [-1, 1] for name in seen}  # every one: -1, EPERM
+
+
 def test_files_the_child_writes_belong_to_the_sandbox_user(work: Path) -> None:
     assert _py("open('made.txt', 'w').write('x')", work).ok
     owner = (work / "made.txt").stat().st_uid

@@ -1,6 +1,8 @@
 """LLM answers are checked against an allow-list: only the numpy/numba/math vocabulary a port
 needs, no attribute chains beyond it, no dunders, no other imports or builtins. What the
-deterministic backends generate passes the same check (the allow-list is not narrower than a port).
+deterministic CPU backend generates passes the same check (the allow-list is not narrower than a
+port). The CUDA backend's host driver does not: its eager-compile helper walks ``globals()`` and
+``py_func``, which an answer may not; a GPU answer launches its kernels directly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import pytest
 from kernels.engine import llm
 from kernels.engine.analysis import analyse
 from kernels.engine.backends.cpu import generate_cpu
-from kernels.engine.backends.cuda import generate_cuda
 from kernels.engine.pipeline import find_kernels
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
@@ -74,7 +75,7 @@ def test_a_typical_numba_answer_is_accepted() -> None:
 
 def _generated_ports() -> list[tuple[str, str, str]]:
     out = []
-    for path in sorted(FIXTURES.glob("*.f90"))[:12]:
+    for path in sorted(FIXTURES.glob("*.f90"))[:16]:
         try:
             kernels = find_kernels(path.read_text(), filename=path.name)
         except Exception:  # noqa: BLE001 - forbidden and broken fixtures have no ports
@@ -82,16 +83,15 @@ def _generated_ports() -> list[tuple[str, str, str]]:
         for k in kernels:
             if k.unsupported:
                 continue
-            for gen in (lambda k=k: generate_cpu(k, analyse(k)), lambda k=k: generate_cuda(k)):
-                try:
-                    g = gen()
-                except Exception:  # noqa: BLE001 - a codegen gap is not this test's subject
-                    continue
-                out.append((f"{path.name}:{k.name}", g.code, g.entry))
+            try:
+                g = generate_cpu(k, analyse(k))
+            except Exception:  # noqa: BLE001 - a codegen gap is not this test's subject
+                continue
+            out.append((f"{path.name}:{k.name}", g.code, g.entry))
     return out
 
 
-def test_what_the_backends_generate_passes_the_allow_list() -> None:
+def test_what_the_cpu_backend_generates_passes_the_allow_list() -> None:
     ports = _generated_ports()
     assert len(ports) >= 10
     for name, code, entry in ports:

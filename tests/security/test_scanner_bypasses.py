@@ -207,3 +207,13 @@ def test_a_comment_opener_in_a_string_does_not_hide_a_directive() -> None:
         "#include \"/etc/passwd\"\n  print *, '*/'\nend subroutine k\n"
     )
     assert [d.line for d in find_forbidden(source)] == [4]
+
+
+def test_profile_lists_the_excluded_unit_and_profiles_the_others() -> None:
+    from kernels.engine.profile import profile_source
+
+    source = _kernel("  a(1) = 2.0d0 * a(1)", "good") + _kernel("  st = unlink('x')", "bad")
+    result = profile_source(source, filename="two.f90")
+    assert [k.name for k in result.kernels] == ["good"]
+    (excluded,) = result.to_dict()["excluded"]
+    assert excluded["name"] == "bad" and "unlink" in excluded["reason"]
