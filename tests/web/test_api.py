@@ -45,6 +45,8 @@ def fake_engine(monkeypatch):
         progress=None,
         llm_fallback=None,
         time_budget_s=None,
+        numba_cache_dir=None,
+        **project,
     ):
         calls.append({"target": target, "verify": verify, "sizes": sizes})
         if "syntax error" in source:
