@@ -156,3 +156,44 @@ def test_profile_measure_without_a_gpu_shows_the_model_time_per_call() -> None:
     assert timing is not None and timing.status == "model"
     model = gpu_model.evaluate(plan_of("heat2d_jacobi.f90"), {"n": 64, "m": 48, "nstep": 5})
     assert timing.median_s == pytest.approx(5 * model.time_per_step_s)
+
+
+HEAT3D_STEPS = """\
+subroutine heat3d_steps(n, m, l, nstep, c, u, unew)
+  implicit none
+  integer, intent(in) :: n, m, l, nstep
+  real(8), intent(in) :: c
+  real(8), intent(inout) :: u(n, m, l), unew(n, m, l)
+  integer :: i, j, k, step
+  do step = 1, nstep
+    do k = 2, l - 1
+      do j = 2, m - 1
+        do i = 2, n - 1
+          unew(i, j, k) = u(i, j, k) + c * (u(i-1, j, k) + u(i+1, j, k) + u(i, j-1, k) &
+                        + u(i, j+1, k) + u(i, j, k-1) + u(i, j, k+1) - 6.0d0 * u(i, j, k))
+        end do
+      end do
+    end do
+    do k = 2, l - 1
+      do j = 2, m - 1
+        do i = 2, n - 1
+          u(i, j, k) = unew(i, j, k)
+        end do
+      end do
+    end do
+  end do
+end subroutine heat3d_steps
+"""
+
+
+def test_seven_point_3d_time_loop_swaps_its_copy_and_still_verifies() -> None:
+    """Odd step count, different halos in u and unew (random inputs): gfortran agrees."""
+    result = translate_source(
+        HEAT3D_STEPS, target="gpu", sizes={"n": 9, "m": 7, "l": 6, "nstep": 3}
+    )
+    (k,) = result.kernels
+    assert k.status == "verified", k.diagnostics
+    assert any("u = unew only carries the step's result" in n for n in k.notes)
+    interior = 7 * 5 * 4
+    assert k.gpu_model["bytes_per_step"] == k.gpu_model["min_bytes_per_step"] == 2 * interior * 8
+    assert k.gpu_model["launches_per_step"] == 1

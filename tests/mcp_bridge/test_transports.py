@@ -284,24 +284,16 @@ def test_gpu_tool_returns_the_cli_shape_for_the_gpu_target(mcp_live, tenant_a, m
 
 
 @pytest.fixture
-def mcp_live_stateless(monkeypatch, transactional_db, tenant_a, tenant_b):
-    """The in-thread live server, built with Streamable HTTP in stateless mode."""
+def stateless_mode(monkeypatch):
     from mcp_bridge.app import STATELESS_ENV
-    from mcp_bridge.auth import forget_verified_keys
-    from mcp_bridge.hosts import tenant_directory
-    from mcp_bridge.limits import rate_limiter
-    from tests.live_server import serve_site
-    from tests.mcp_bridge.support import LiveServer
 
     monkeypatch.setenv(STATELESS_ENV, "1")
-    tenant_directory.clear()
-    forget_verified_keys()
-    rate_limiter.reset()
-    try:
-        with serve_site(name="uvicorn-mcp-stateless") as port:
-            yield LiveServer(port)
-    finally:
-        tenant_directory.clear()
+
+
+@pytest.fixture
+def mcp_live_stateless(stateless_mode, mcp_live):
+    """The in-thread live server (``mcp_live``), built with Streamable HTTP in stateless mode."""
+    return mcp_live
 
 
 def _tools_list(http, request_id: int) -> dict:
@@ -442,7 +434,7 @@ def test_two_workers_serve_tool_calls_with_progress_statelessly(
             names = [{t.name for t in (await session.list_tools()).tools} for _ in range(6)]
             result = await session.call_tool(
                 "translate_kernel",
-                {"source": SAXPY, "sizes": {"n": 64}, "verify": False},
+                {"source": SAXPY, "sizes": {"n": 64}},
                 progress_callback=on_progress,
             )
             return names, result
@@ -450,7 +442,7 @@ def test_two_workers_serve_tool_calls_with_progress_statelessly(
     names, result = anyio.run(scenario)
     assert all(n == TOOL_NAMES for n in names)
     assert not result.is_error, result.content
-    assert result.structured_content["kernels"][0]["status"] == "translated"
+    assert result.structured_content["kernels"][0]["status"] == "verified"
     assert len(updates) >= 3 and updates == sorted(updates)
     text = log.read_text()
     assert "sticky routing" in text and "stateless" in text
