@@ -132,14 +132,21 @@ def celery_workers(count: int, **env: str):
                 proc.kill()
 
 
-def _request(port: int, method: str, path: str, key: str, body: dict | None = None):
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    key: str,
+    body: dict | None = None,
+    host: str = "a.localhost",
+):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=data,
         method=method,
         headers={
-            "Host": "a.localhost",
+            "Host": host,
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
         },
@@ -303,3 +310,37 @@ def _mcp_list_runs(port: int, key: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_huge_continued_statement_from_one_tenant_does_not_delay_another(
+    tenant_a, tenant_b, make_key
+):
+    from tests.live_server import serve_site
+
+    key_a, key_b = make_key(tenant_a), make_key(tenant_b)
+    terms = " &\n      + ".join(f"x({i % 7 + 1})" for i in range(2001))
+    huge = f"subroutine s(x, y)\n  real :: x(8), y\n  y = {terms}\nend subroutine s\n"
+    tiny = {"source": SAXPY, "verify": False}
+
+    def timed(port, host, key, body):
+        started = time.monotonic()
+        status, data = _request(port, "POST", "/api/v1/translate", key, body, host=host)
+        return status, data, time.monotonic() - started
+
+    with serve_site() as port:
+        timed(port, "b.localhost", key_b, tiny)  # warm up the parser and the engine
+        _, _, alone = timed(port, "b.localhost", key_b, tiny)
+        results: dict[str, tuple] = {}
+        attacker = threading.Thread(
+            target=lambda: results.setdefault(
+                "a", timed(port, "a.localhost", key_a, {"source": huge, "verify": False})
+            )
+        )
+        attacker.start()
+        time.sleep(0.05)
+        status_b, data_b, together = timed(port, "b.localhost", key_b, tiny)
+        attacker.join(60)
+    status_a, data_a, _ = results["a"]
+    assert status_b == 200 and data_b["kernels"][0]["status"] == "translated"
+    assert together - alone < 1.0, (alone, together)
+    assert status_a == 400 and "continuation lines" in data_a["message"]
