@@ -26,9 +26,29 @@ django_asgi_app = get_asgi_application()
 from mcp_bridge.app import MCP_PATH_REGEX, build_mcp_app  # noqa: E402
 
 
+def _server_error(request, exc: Exception):
+    """MCP paths: a lost database (tenant lookup, key check) is a 503 JSON, other faults a 500."""
+    from django.db import InterfaceError, OperationalError
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return JSONResponse(
+            {
+                "error": "unavailable",
+                "message": "the database is unavailable; retry shortly",
+                "part": "database",
+                "retry_after": 5,
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
 def build_application():
     """The whole site as one ASGI app (tests build a fresh one per server)."""
     mcp_app = build_mcp_app()
+    mcp_app.add_exception_handler(Exception, _server_error)
     return ProtocolTypeRouter(
         {
             "http": URLRouter(

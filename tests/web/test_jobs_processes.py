@@ -69,8 +69,8 @@ def _env(**extra: str) -> dict[str, str]:
         FORTRANSPIRE_TESTING="1",
         PYTHONPATH=str(ROOT),
         LOG_LEVEL="WARNING",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -91,6 +91,8 @@ def web_process(**env: str):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
                 break
+            except urllib.error.HTTPError:
+                break  # it answers (503 when a part is down)
             except (urllib.error.URLError, OSError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the web process did not start") from None
@@ -282,6 +284,10 @@ def test_two_web_processes_share_a_keys_rate_limit_and_see_a_revocation_at_once(
     rate_limit_reset()
 
 
+def _mcp_status(port: int, key: str) -> int:
+    return _mcp_list_runs(port, key)
+
+
 def _mcp_list_runs(port: int, key: str) -> int:
     """Status of an MCP initialize with ``key`` (401 once the key is refused)."""
     body = {
@@ -344,3 +350,19 @@ def test_a_huge_continued_statement_from_one_tenant_does_not_delay_another(
     assert status_b == 200 and data_b["kernels"][0]["status"] == "translated"
     assert together - alone < 1.0, (alone, together)
     assert status_a == 400 and "continuation lines" in data_a["message"]
+
+
+def test_with_the_database_down_every_host_and_mcp_answer_503_json_and_health_names_it(
+    tenant_a, make_key
+):
+    key = make_key(tenant_a)
+    dead = f"postgres://postgres@127.0.0.1:{free_port()}/fortranspire"
+    with web_process(DATABASE_URL=dead) as (_, port):
+        for host in ("a.localhost", "localhost"):
+            status, health = _request(port, "GET", "/health", key, host=host)
+            assert status == 503 and health["database"] == "down", host
+        for path in ("/api/v1/runs", "/api/v1/me", "/"):
+            status, body = _request(port, "GET", path, key)
+            assert status == 503, (path, body)
+            assert body["error"] == "unavailable" and body["part"] == "database"
+        assert _mcp_status(port, key) == 503
