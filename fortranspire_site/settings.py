@@ -88,6 +88,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "axes",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -152,7 +153,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: locked-out logins are answered 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Brute force (django-axes): 10 failed logins (dashboard, admin) or API keys from one address
+# for one username lock that pair out for 15 minutes; the attempts live in the database, so
+# every process sees them.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("FORTRANSPIRE_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 TEMPLATES = [
     {
