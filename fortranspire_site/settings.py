@@ -146,6 +146,7 @@ SIGNUP_PER_HOUR = int(os.environ.get("FORTRANSPIRE_SIGNUP_PER_HOUR", 5))
 MIDDLEWARE = [
     "tenants.middleware.TenantHostMiddleware",
     "fortranspire_site.middleware.DatabaseUnavailableMiddleware",
+    "fortranspire_site.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

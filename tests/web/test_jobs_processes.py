@@ -366,3 +366,29 @@ def test_with_the_database_down_every_host_and_mcp_answer_503_json_and_health_na
             assert status == 503, (path, body)
             assert body["error"] == "unavailable" and body["part"] == "database"
         assert _mcp_status(port, key) == 503
+
+
+def test_a_key_in_the_query_string_is_refused_and_not_logged(tenant_a, make_key, caplog):
+    import logging
+
+    from tests.live_server import serve_site
+
+    key = make_key(tenant_a)
+    with serve_site() as port, caplog.at_level(logging.INFO):
+        for path in (f"/api/v1/me?api_key={key}", f"/mcp?x={key}", f"/?token={key}"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", headers={"Host": "a.localhost"}
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30)
+                raise AssertionError(f"{path} was accepted")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 400, path
+                assert "Authorization header" in json.loads(exc.read())["message"]
+    assert key not in caplog.text
+
+
+def test_dashboard_pages_carry_a_content_security_policy(tenant_client, tenant_a):
+    response = tenant_client(tenant_a).get("/login/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
