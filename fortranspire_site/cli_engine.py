@@ -1,7 +1,12 @@
 """CLI command ``translate``: runs the engine only (no Django, no database).
 
-``fortranspire translate FILE [--target cpu|gpu] [--kernel NAME] [--no-verify] [--size N=V]...
-[--seed S] [--json] [-o DIR]``
+``fortranspire translate FILE [FILE ...] [-I DIR]... [-D NAME[=VALUE]]... [--target cpu|gpu]
+[--kernel NAME] [--no-verify] [--size N=V]... [--seed S] [--json] [-o DIR]``
+
+- All FILEs form one project: a module defined in any of them is visible to all, in any order.
+  ``-I`` directories are searched by ``#include`` and ``include``; ``-D`` defines macros for the
+  preprocessor. The files and directories are read here, once; the preprocessor runs in the
+  sandbox on their text, so nothing else can be read. Each kernel's ``file`` is its FILE as given.
 
 - ``--json`` prints exactly one JSON object, ``TranslationResult.to_dict()``:
   ``{"file", "target", "kernels": [...]}`` (on a parse/forbidden error: ``kernels`` is empty and
@@ -35,7 +40,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Port each kernel of FILE to numba (CPU) or numba.cuda (GPU) code and verify "
         "it against the original compiled with gfortran on the same random inputs.",
     )
-    p.add_argument("file", metavar="FILE", help="Fortran source (.f90, .F90, .f, .F)")
+    p.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        help="Fortran sources (.f90, .F90, .f, .F): all of them form one project",
+    )
+    p.add_argument(
+        "-I",
+        dest="include_dirs",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="directory searched by #include and include (repeatable)",
+    )
+    p.add_argument(
+        "-D",
+        dest="defines",
+        metavar="NAME[=VALUE]",
+        action="append",
+        default=[],
+        help="preprocessor macro (repeatable)",
+    )
     p.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="code to generate")
     p.add_argument("--kernel", metavar="NAME", help="translate only this kernel")
     p.add_argument(
@@ -71,23 +97,32 @@ def parse_size(text: str) -> tuple[str, int | float]:
 def translate_command(args: argparse.Namespace) -> int:
     from kernels.engine.report import EngineError
 
-    path = Path(args.file)
-    if not path.is_file():
-        _error(f"{args.file}: no such file")
-        return EXIT_USAGE
-    try:
-        source = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        _error(f"{args.file}: {exc.strerror or exc}")
-        return EXIT_USAGE
+    args.file = " ".join(args.files)
+    for name in args.files:
+        if not Path(name).is_file():
+            _error(f"{name}: no such file")
+            return EXIT_USAGE
+    for name in args.include_dirs:
+        if not Path(name).is_dir():
+            _error(f"-I {name}: no such directory")
+            return EXIT_USAGE
 
-    from kernels.engine import translate_source
+    from kernels.engine import translate_project
+    from kernels.engine.project import parse_defines, project_from_paths
+
+    try:
+        project = project_from_paths(
+            args.files, include_dirs=args.include_dirs, defines=parse_defines(args.defines)
+        )
+    except EngineError as exc:
+        _error(exc.message)
+        return EXIT_USAGE
 
     progress = None if args.json else _stderr_progress
+    path = Path(args.files[0])
     try:
-        result = translate_source(
-            source,
-            filename=path.name,
+        result = translate_project(
+            project,
             target=args.target,
             kernel=args.kernel,
             verify=not args.no_verify,
@@ -96,7 +131,7 @@ def translate_command(args: argparse.Namespace) -> int:
             progress=progress,
         )
     except EngineError as exc:
-        _print_engine_error(args, str(path), exc)
+        _print_engine_error(args, getattr(exc, "file", None) or str(path), exc)
         return EXIT_USAGE
     except Exception as exc:  # an engine bug must still end in a message, not a traceback
         _error(f"{args.file}: internal error: {type(exc).__name__}: {exc}")
@@ -114,7 +149,7 @@ def translate_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload, indent=None, default=_json_default))
     else:
-        _print_table(str(path), payload)
+        _print_table(args.file, payload)
 
     if not result.kernels:
         if not args.json:
@@ -191,7 +226,13 @@ def _print_table(filename: str, payload: dict[str, Any]) -> None:
     table.add_column("device", no_wrap=True)
     table.add_column("parallel loops", justify="right")
     table.add_column("llm calls", justify="right")
-    colours = {"verified": "green", "translated": "cyan", "mismatch": "red", "failed": "red"}
+    colours = {
+        "verified": "green",
+        "translated": "cyan",
+        "inconclusive": "yellow",
+        "mismatch": "red",
+        "failed": "red",
+    }
     for k in payload["kernels"]:
         status = k["status"]
         style = colours.get(status, "yellow")
@@ -209,7 +250,8 @@ def _print_table(filename: str, payload: dict[str, Any]) -> None:
     for k in payload["kernels"]:
         for d in k["diagnostics"]:
             console.print(
-                f"{filename}:{d['line']}:{d['column']}: [{k['name']}] {d['message']}",
+                f"{k.get('file') or filename}:{d['line']}:{d['column']}: [{k['name']}] "
+                f"{d['message']}",
                 highlight=False,
                 markup=False,
             )

@@ -62,6 +62,11 @@ def _persistent_secret_key(home: Path) -> str:
 
 
 SECRET_KEY = _persistent_secret_key(FORTRANSPIRE_HOME)
+# Rotation: the previous key(s) stay valid for sessions and for decrypting stored Mistral keys
+# until they are re-saved (docs/on-call.md).
+SECRET_KEY_FALLBACKS = [
+    k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+]
 DEBUG = _env_bool("DEBUG", False)
 
 # Tenants live on subdomains of localhost in development; production domains are added through
@@ -89,6 +94,10 @@ SHARED_APPS = [
     "channels",
     "ninja",
     "axes",
+    # OAuth 2.1 for MCP clients. Its tables live in the public schema: accounts are public, one
+    # client (a Client ID Metadata Document URL) may connect to several tenants, and each token
+    # is bound to one tenant by its RFC 8707 resource (see tenants/oauth_views.py).
+    "oauth2_provider",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -245,6 +254,53 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+
+# django-oauth-toolkit: OAuth 2.1 authorization server on every tenant host (issuer = the
+# tenant's origin). Public clients register themselves (RFC 7591) or present a Client ID Metadata
+# Document URL; PKCE S256 only; access and refresh tokens stored as SHA-256 checksums only.
+OAUTH_SCOPE_DESCRIPTIONS = {
+    "translate": "Port Fortran kernels to numba CPU/GPU code and verify them (translate tools)",
+    "profile": "Rank the kernels of a Fortran file by estimated cost (profile_kernels)",
+    "agent": "Ask the porting agent, which may call the organisation's LLM (ask_agent)",
+    "history": "Read this organisation's earlier kernel runs (list_kernel_runs, get_kernel_run)",
+}
+OAUTH2_PROVIDER = {
+    "SCOPES": OAUTH_SCOPE_DESCRIPTIONS,
+    "DEFAULT_SCOPES": list(OAUTH_SCOPE_DESCRIPTIONS),
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("OAUTH_ACCESS_TOKEN_EXPIRE_SECONDS", 3600)),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": int(
+        os.environ.get("OAUTH_REFRESH_TOKEN_EXPIRE_SECONDS", 30 * 24 * 3600)
+    ),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # http is accepted for loopback redirect URIs only; tenants.oauth_views enforces that.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    "REQUEST_APPROVAL_PROMPT": "force",
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+    ],
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "CIMD_ENABLED": True,
+}
+# Open registration is bounded: per-IP rate, a cap on stored clients, expiry of unused ones.
+OAUTH_REGISTRATIONS_PER_IP_PER_HOUR = int(os.environ.get("OAUTH_REGISTRATIONS_PER_IP_PER_HOUR", 20))
+OAUTH_MAX_REGISTERED_CLIENTS = int(os.environ.get("OAUTH_MAX_REGISTERED_CLIENTS", 5000))
+OAUTH_UNUSED_CLIENT_TTL_S = int(os.environ.get("OAUTH_UNUSED_CLIENT_TTL_S", 24 * 3600))
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 

@@ -26,6 +26,7 @@ from fortranspire_site.errors import (
 from kernels import jobs, limits, selectors, services
 from tenants.auth import ApiKeyBearer, Caller, TenantSession
 from tenants.models import OWNER_SCOPE
+from tenants.oauth_api import router as oauth_router
 from tenants.selectors import privacy_notice_current
 
 api = NinjaAPI(
@@ -245,3 +246,4 @@ def _mount_optional_routers() -> None:
 
 
 _mount_optional_routers()
+api.add_router("/oauth", oauth_router)

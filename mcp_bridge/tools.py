@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -230,8 +229,8 @@ async def _guarded(
         needed = TOOL_SCOPES[tool]
         if needed not in token.scopes:
             raise PermissionDenied(
-                f"This API key lacks the '{needed}' scope that {tool} needs. "
-                "Create a key with that scope in the dashboard.",
+                f"This API key or access token lacks the '{needed}' scope that {tool} needs. "
+                "Create a key with that scope in the dashboard, or reconnect and approve it.",
                 extra={"scope": needed},
             )
         result = await body(token)
@@ -256,31 +255,14 @@ def _json_text(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def _fmt_err(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return str(value)
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def render_translation(data: dict) -> str:
-    """A human/LLM-readable summary of the translate result; the full data is structured."""
-    lines = [
-        f"run_id: {data.get('run_id')}  file: {data.get('file')}  target: {data.get('target')}"
-    ]
-    for k in data.get("kernels", []):
-        lines.append(
-            f"- {k.get('name')}: {k.get('status')} on {k.get('device')}; "
-            f"max_abs_err={_fmt_err(k.get('max_abs_err'))} max_rel_err={_fmt_err(k.get('max_rel_err'))} "
-            f"max_ulp={_fmt_err(k.get('max_ulp'))}; parallel_loops={k.get('parallel_loops')}; "
-            f"llm_calls={k.get('llm_calls')}"
-        )
-        for d in k.get("diagnostics") or []:
-            lines.append(f"    line {d.get('line')}:{d.get('column')}: {d.get('message')}")
-        if k.get("code"):
-            lines.append(f"```python\n{k['code'].rstrip()}\n```")
-    return "\n".join(lines)
+def structured_result(data: dict, *extra: Any) -> CallToolResult:
+    """A successful result: ``data`` as structuredContent (it follows the tool's outputSchema)
+    and the same JSON as text, for clients that read only text; ``extra`` content (a chart)
+    goes after it."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=_json_text(data)), *extra],
+        structured_content=data,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,10 +295,7 @@ async def _translate(
                 api_key=token.api_key,
             ),
         )
-        return CallToolResult(
-            content=[TextContent(type="text", text=render_translation(data))],
-            structured_content=data,
-        )
+        return structured_result(data)
 
     return await _guarded(ctx, tool, body, source=source)
 
@@ -334,8 +313,10 @@ async def translate_kernel(
     verify=true each kernel is compiled with gfortran and both versions run on the same random
     inputs; every INTENT(OUT/INOUT) argument is compared. Returns the CLI JSON shape
     ({file, target, kernels: [{name, status, max_abs_err, max_rel_err, max_ulp, llm_calls,
-    parallel_loops, device, code, diagnostics}]}) plus run_id for get_kernel_run.
-    Status is verified, translated, mismatch, unsupported or failed.
+    parallel_loops, device, code, diagnostics, coverage}]}) plus run_id for get_kernel_run.
+    Status is verified, inconclusive, translated, mismatch, unsupported or failed; verified means
+    the outputs match and every DO loop ran in the reference (coverage.loops_run == coverage.loops),
+    inconclusive that some loop never ran at the sizes tried (pass sizes so that it runs).
     """
     return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
 
@@ -381,22 +362,6 @@ def _profile_chart(data: dict) -> bytes | None:
         return None
 
 
-def render_profile(data: dict) -> str:
-    lines = [f"run_id: {data.get('run_id')}"]
-    ranked = data.get("kernels") or data.get("ranking") or []
-    for i, k in enumerate(ranked, 1):
-        if isinstance(k, dict):
-            bits = [
-                f"{key}={k[key]}"
-                for key in ("flops", "bytes", "intensity", "estimated_s", "share")
-                if key in k
-            ]
-            lines.append(f"{i}. {k.get('name')}" + (f" ({', '.join(bits)})" if bits else ""))
-    if len(lines) == 1:
-        lines.append(_json_text({k: v for k, v in data.items() if k != "run_id"}))
-    return "\n".join(lines)
-
-
 async def profile_kernels(
     source: SourceArg, ctx: Context, sizes: SizesArg = None
 ) -> CallToolResult:
@@ -428,10 +393,7 @@ async def profile_kernels(
         data, image = _profile_image(data)
         if image is None and chart:
             _, image = _profile_image({"chart_png": chart})
-        content: list[Any] = [TextContent(type="text", text=render_profile(data))]
-        if image is not None:
-            content.append(image)
-        return CallToolResult(content=content, structured_content=data)
+        return structured_result(data, *([image] if image is not None else []))
 
     return await _guarded(ctx, "profile_kernels", body, source=source)
 
@@ -469,11 +431,7 @@ async def ask_agent(
                 api_key=token.api_key,
             ),
         )
-        data = dict(answer)
-        text = str(answer.get("answer") or answer.get("text") or _json_text(answer))
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
-        )
+        return structured_result(dict(answer))
 
     return await _guarded(ctx, "ask_agent", body, source=source or "")
 
@@ -498,14 +456,8 @@ async def list_kernel_runs(
                 for r in kernel_run_list(tenant=token.tenant, limit=limit, offset=offset)
             ]
         )
-        data = {"runs": runs, "limit": limit, "offset": offset, "count": len(runs)}
-        lines = [f"{len(runs)} run(s)"] + [
-            f"- {r.get('id')} {r.get('created_at')} {r.get('tool') or r.get('channel')} "
-            f"{', '.join(r.get('kernel_names') or []) or '-'}: {r.get('status')}"
-            for r in runs
-        ]
-        return CallToolResult(
-            content=[TextContent(type="text", text="\n".join(lines))], structured_content=data
+        return structured_result(
+            {"runs": runs, "limit": limit, "offset": offset, "count": len(runs)}
         )
 
     return await _guarded(ctx, "list_kernel_runs", body, service_records=False)
@@ -529,14 +481,7 @@ async def get_kernel_run(
                 include_source=True, include_report=True
             )
         )
-        text = (
-            f"run {data.get('id')}: {data.get('tool') or data.get('channel')} {data.get('status')}"
-        )
-        if data.get("generated_code"):
-            text += f"\n```python\n{data['generated_code'].rstrip()}\n```"
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
-        )
+        return structured_result(data)
 
     return await _guarded(ctx, "get_kernel_run", body, service_records=False)
 

@@ -294,6 +294,10 @@ class Kernel:
     # (e.g. PRINT statements left out of an extracted program nest).
     result: str | None = None
     notes: list[str] = field(default_factory=list)
+    # For each line of ``fortran_source``, the line of the user's file it was copied from (0 for
+    # a generated line). Empty means ``fortran_source`` is the user's text from line 1.
+    source_lines: list[int] = field(default_factory=list)
+    file: str = ""  # the file the kernel is in, as the user named it
 
     def arg(self, name: str) -> Arg:
         for a in self.args:

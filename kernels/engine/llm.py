@@ -860,7 +860,9 @@ def llm_translate_kernel(
             raise  # nothing the model can repair: the answer cannot run here at all
         except (EngineError, ValueError) as exc:  # a plan the harness cannot build counts as failed
             report = _FailedReport(message=f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
-        if getattr(report, "status", "failed") == "verified":
+        # Inconclusive (outputs match, but some loop never ran) is final too: another answer
+        # cannot make the loop run; the sizes can.
+        if getattr(report, "status", "failed") in ("verified", "inconclusive"):
             return _verified_result(
                 result, generated, report, calls=calls, tokens=tokens, model=chat.model
             )
@@ -883,9 +885,11 @@ class _FailedReport:
 def _verified_result(
     result: KernelResult, generated: Any, report: Any, *, calls: int, tokens: int, model: str
 ) -> KernelResult:
+    cov = getattr(report, "coverage", None)
     out = dataclasses.replace(
         result,
-        status="verified",
+        status=report.status,
+        coverage=cov.to_dict() if cov is not None else None,
         code=generated.code,
         entry=generated.entry,
         parallel_loops=generated.parallel_loops,
@@ -901,9 +905,11 @@ def _verified_result(
         notes=list(result.notes)
         + [
             f"ported by the Mistral LLM fallback ({model}) in {calls} call"
-            f"{'s' if calls != 1 else ''}; verified against gfortran"
+            f"{'s' if calls != 1 else ''}; {report.status} against gfortran"
         ],
     )
+    if report.status != "verified" and getattr(report, "message", ""):
+        out.diagnostics.append(Diagnostic(result.line, 1, report.message))
     return out
 
 

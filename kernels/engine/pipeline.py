@@ -2,7 +2,8 @@
 
 ``find_kernels`` stops after the frontend; ``translate_source`` runs everything and returns the
 JSON-shaped :class:`report.TranslationResult`. Covered patterns make no LLM call; an unsupported
-kernel goes to ``llm_fallback`` when the caller passes one.
+kernel goes to ``llm_fallback`` when the caller passes one. ``find_project_kernels`` and
+``translate_project`` do the same for a :class:`project.Project` of several files.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import os
 import re
 import time
 from collections.abc import Collection
-from pathlib import PurePath
 from typing import Any
 
 from kernels.engine import ir, security
+from kernels.engine.frontend import parse_project
+from kernels.engine.project import Project, prepared_sources, single_file
 from kernels.engine.report import (
     TIMING_STAGES,
     Diagnostic,
@@ -24,18 +26,6 @@ from kernels.engine.report import (
     TranslationResult,
 )
 from kernels.engine.sandbox import SandboxUnavailable
-
-
-def scan_source(
-    source: str, filename: str, *, allowed_includes: Collection[str] = ()
-) -> security.ScanResult:
-    """The security scan: excluded program units blanked out, or the whole file refused.
-
-    ``allowed_includes`` are the names of files uploaded with this one: only those may be
-    included (``#include``/``include``); every other file-reading form is refused.
-    """
-    fixed = PurePath(filename).suffix.lower() in (".f", ".for", ".f77", ".ftn")
-    return security.scan_units(source, fixed_form=fixed, allowed_includes=allowed_includes)
 
 
 def find_kernels(
@@ -56,14 +46,27 @@ def find_kernels_and_exclusions(
     source: str, *, filename: str = "input.f90", allowed_includes: Collection[str] = ()
 ) -> tuple[list[ir.Kernel], list[security.ExcludedUnit]]:
     """:func:`find_kernels`, plus the program units the security scan excluded and why."""
-    scan = scan_source(source, filename, allowed_includes=allowed_includes)
-    _fparser_never_reads_files()
-    from kernels.engine.frontend import parse_file
+    kernels, excluded = find_project_kernels_and_exclusions(
+        single_file(source, filename), allowed_includes=allowed_includes
+    )
+    return kernels, [unit for _, unit in excluded]
 
-    parsed = parse_file(scan.source, filename=filename)
+
+def find_project_kernels(project: Project) -> list[ir.Kernel]:
+    """The kernels of every source of ``project`` (modules visible across its files)."""
+    return find_project_kernels_and_exclusions(project)[0]
+
+
+def find_project_kernels_and_exclusions(
+    project: Project, *, allowed_includes: Collection[str] = ()
+) -> tuple[list[ir.Kernel], list[tuple[str, security.ExcludedUnit]]]:
+    """The kernels of every source of ``project``, and the units excluded (with their file)."""
+    prepared, excluded = prepared_sources(project, allowed_includes=allowed_includes)
+    _fparser_never_reads_files()
+    parsed = parse_project(prepared)
     for k in parsed.kernels:
         k.notes = list(parsed.notes.get(k.name, k.notes))
-    return parsed.kernels, scan.excluded
+    return parsed.kernels, excluded
 
 
 def _fparser_never_reads_files() -> None:
@@ -80,10 +83,10 @@ def _fparser_never_reads_files() -> None:
 _NEVER_MATCHES = re.compile(r"(?!)").match
 
 
-def excluded_result(unit: security.ExcludedUnit, device: str) -> KernelResult:
+def excluded_result(unit: security.ExcludedUnit, device: str, file: str = "") -> KernelResult:
     """A refused program unit as a ``failed`` kernel entry whose diagnostics say why."""
     kr = KernelResult(
-        name=unit.unit.name, status="failed", device=device, line=unit.unit.first_line
+        name=unit.unit.name, status="failed", device=device, line=unit.unit.first_line, file=file
     )
     kr.diagnostics = list(unit.diagnostics)
     kr.notes.append(unit.reason() + "; nothing of it was compiled or run")
@@ -147,6 +150,40 @@ def translate_source(
     LLM answers never get it. Each kernel's ``timings_ms`` says where the time went, and every
     finished stage is reported through ``progress`` with its duration.
     """
+    return translate_project(
+        single_file(source, filename),
+        target=target,
+        kernel=kernel,
+        verify=verify,
+        sizes=sizes,
+        seed=seed,
+        progress=progress,
+        llm_fallback=llm_fallback,
+        time_budget_s=time_budget_s,
+        allowed_includes=allowed_includes,
+        numba_cache_dir=numba_cache_dir,
+    )
+
+
+def translate_project(
+    project: Project,
+    *,
+    target: str = "cpu",
+    kernel: str | None = None,
+    verify: bool = True,
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    llm_fallback: Any = None,
+    time_budget_s: float | None = None,
+    allowed_includes: Collection[str] = (),
+    numba_cache_dir: str | os.PathLike[str] | None = None,
+) -> TranslationResult:
+    """Translate the kernels of every source of ``project`` (see :func:`translate_source`).
+
+    Each kernel is reported with the ``file`` it is in; the result's ``file`` names the project.
+    """
+    filename = project.label
     if target not in ("cpu", "gpu"):
         raise EngineError(f"unknown target {target!r}: use 'cpu' or 'gpu'")
 
@@ -158,22 +195,22 @@ def translate_source(
     deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
     started = time.perf_counter()
-    kernels, excluded = find_kernels_and_exclusions(
-        source, filename=filename, allowed_includes=allowed_includes
+    kernels, excluded = find_project_kernels_and_exclusions(
+        project, allowed_includes=allowed_includes
     )
     parse_ms = _ms_since(started)
     report("parse", 1, 1, f"{len(kernels)} kernel(s) found; parse {parse_ms:.0f} ms")
     if kernel is not None:
         wanted = kernel.lower()
         chosen = [k for k in kernels if k.name == wanted]
-        excluded = [e for e in excluded if e.unit.name == wanted]
+        excluded = [e for e in excluded if e[1].unit.name == wanted]
         if not chosen and not excluded:
             names = ", ".join(k.name for k in kernels) or "none"
             raise EngineError(f"no kernel named {kernel!r} in {filename}; kernels: {names}")
         kernels = chosen
     device = device_for(target)
     result = TranslationResult(file=filename, target=target)
-    result.kernels.extend(excluded_result(e, device) for e in excluded)
+    result.kernels.extend(excluded_result(e, device, file) for file, e in excluded)
     total = len(kernels)
 
     from kernels.engine.analysis import analyse
@@ -190,7 +227,7 @@ def translate_source(
     report("analyse", total, total, "analysis done")
 
     for n, k in enumerate(kernels):
-        kr = KernelResult(name=k.name, status="translated", device=device, line=k.line)
+        kr = KernelResult(name=k.name, status="translated", device=device, line=k.line, file=k.file)
         kr.notes = list(k.notes)
         kr.diagnostics = _diagnostics(k)
         kr.timings_ms["parse"] = parse_ms
@@ -239,6 +276,8 @@ def translate_source(
         kr.entry = generated.entry
         kr.parallel_loops = generated.parallel_loops
         kr.notes.extend(generated.notes)
+        if target == "gpu":
+            kr.gpu_model = gpu_model_report(k, generated, sizes)
         if not verify:
             kr.status = "translated"
             continue
@@ -310,6 +349,38 @@ def _generate(k: ir.Kernel, target: str, analysis):
     return generate_cpu(k, analysis)
 
 
+def gpu_model_of(k: ir.Kernel, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """The GPU traffic model of ``k``'s CUDA port (analysed kernel), for ``profile --target gpu``."""
+    from kernels.engine.backends.common import CodegenError
+
+    try:
+        generated = _generate(k, "gpu", None)
+    except CodegenError as exc:
+        return {"reason": f"no GPU port: {exc.message} (line {exc.line})"}
+    return gpu_model_report(k, generated, sizes)
+
+
+def gpu_model_report(k: ir.Kernel, generated, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """The GPU traffic model of a port at the sizes its verification runs with."""
+    from kernels.engine import gpu_model
+    from kernels.engine.verify import PlanError, plan_run
+
+    plan = generated.launch_plan
+    try:
+        run = plan_run(k, sizes)
+    except PlanError as exc:
+        return gpu_model.evaluate(plan, {}, shapes={}).to_dict() | {"reason": str(exc)}
+    env: dict[str, int | float] = {
+        n: c.value
+        for n, c in k.constants.items()
+        if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
+    }
+    env.update(run.sizes)
+    env.update({key: v for key, v in run.scalars.items() if isinstance(v, (int, float))})
+    shapes = {a.name: a.shape for a in run.args if a.is_array}
+    return gpu_model.evaluate(plan, env, shapes=shapes).to_dict() | {"sizes": dict(run.sizes)}
+
+
 def _default_time_budget() -> float:
     try:
         return max(1.0, float(os.environ.get("FORTRANSPIRE_MAX_RUN_S", "600")))
@@ -360,6 +431,7 @@ def _verify_into(
     kr.max_rel_err = rep.max_rel_err
     kr.max_ulp = rep.max_ulp
     kr.sizes = dict(rep.sizes or {})
+    kr.coverage = rep.coverage.to_dict() if rep.coverage is not None else None
     if getattr(rep, "device", None):
         kr.device = rep.device
     if rep.message:

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUSES = ("verified", "translated", "mismatch", "unsupported", "failed")
+# ``verified`` needs matching outputs AND every DO loop of the kernel run in the reference;
+# ``inconclusive``: the outputs match but some loop never ran at the sizes tried.
+STATUSES = ("verified", "inconclusive", "translated", "mismatch", "unsupported", "failed")
 DEVICES = ("cpu", "gpu", "simulator")
 TARGETS = ("cpu", "gpu")
 
@@ -62,6 +64,7 @@ class KernelResult:
     name: str
     status: str
     device: str
+    file: str = ""  # the file the kernel is in, as the user named it
     code: str = ""
     max_abs_err: float | None = None
     max_rel_err: float | None = None
@@ -76,15 +79,21 @@ class KernelResult:
     notes: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     llm_tokens: int = 0  # prompt + completion tokens the LLM fallback spent on this kernel
+    # {loops, loops_run, lines, lines_run} of the reference run; None when nothing was run.
+    coverage: dict[str, int] | None = None
+    # GPU target: modeled traffic and launches per time step (kernels.engine.gpu_model).
+    gpu_model: dict[str, Any] | None = None
     # Milliseconds per stage of TIMING_STAGES that ran for this kernel (a stage that did not run
     # is absent). A cached answer reports only the lookup, under ``cache``.
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
+            "file": self.file,
             "status": self.status,
+            "coverage": dict(self.coverage) if self.coverage is not None else None,
             "max_abs_err": self.max_abs_err,
             "max_rel_err": self.max_rel_err,
             "max_ulp": self.max_ulp,
@@ -102,6 +111,9 @@ class KernelResult:
             "timings_ms": dict(self.timings_ms),
             "cached": self.cached,
         }
+        if self.gpu_model is not None:
+            out["gpu_model"] = dict(self.gpu_model)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KernelResult:

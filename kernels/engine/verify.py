@@ -55,9 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from kernels.engine import harness, ir
+from kernels.engine import coverage, harness, ir
 from kernels.engine.report import ArgError
 from kernels.engine.sandbox import SandboxResult, run_sandboxed, sandbox_tempdir
+from kernels.engine.sizes import candidates as size_candidates
+from kernels.engine.sizes import infer as infer_integer_inputs
 
 DIM_DEFAULTS = (13, 11, 9, 10, 7, 12, 6, 5)
 OTHER_INT_DEFAULT = 3
@@ -68,6 +70,9 @@ DEFAULT_MAX_RUN_BYTES = 256 << 20
 GFORTRAN = "gfortran"
 # IEEE-faithful flags: -O2 keeps evaluation order; contraction off so a*b+c is not fused.
 GFORTRAN_VERIFY_FLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+# The reference run also checks bounds: an out-of-bounds access in the original is reported as
+# such (line, array, index), never as a mismatch of the port.
+GFORTRAN_REFERENCE_FLAGS = (*GFORTRAN_VERIFY_FLAGS, "-fcheck=bounds")
 WRAPPER_SYMBOL = "fsp_entry"
 RESULT_KEY = "__result__"
 
@@ -110,7 +115,7 @@ EXACT = Tolerance(label="exact")
 
 @dataclass
 class VerifyReport:
-    status: str  # 'verified' | 'mismatch' | 'failed'
+    status: str  # 'verified' | 'inconclusive' | 'mismatch' | 'failed'
     arguments: list[ArgError] = field(default_factory=list)
     max_abs_err: float | None = None
     max_rel_err: float | None = None
@@ -122,6 +127,7 @@ class VerifyReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The port's machine code came from the tenant's numba cache instead of being compiled.
     numba_cache_hit: bool = False
+    coverage: coverage.Coverage | None = None  # which DO loops ran in the reference
 
     @property
     def ok(self) -> bool:
@@ -162,31 +168,12 @@ class PlanError(ValueError):
     """The inputs cannot be planned (a bound depends on something unknown)."""
 
 
-def _dim_vars(kernel: ir.Kernel) -> list[str]:
-    """Integer scalar arguments that appear in some array bound, in argument order."""
-    used: set[str] = set()
-    for a in kernel.args:
-        for d in a.dims:
-            for part in (d.lower, d.upper):
-                for e in ir.walk_expr(part):
-                    if isinstance(e, ir.Var):
-                        used.add(e.name)
-    return [
-        a.name
-        for a in kernel.args
-        if not a.is_array and a.type.base == "integer" and a.name in used
-    ]
-
-
 def infer_sizes(
     kernel: ir.Kernel, sizes: Mapping[str, int | float] | None = None
 ) -> dict[str, int]:
-    """Values for the integer scalar arguments: ``sizes`` first, then the documented defaults."""
+    """Values for the integer scalar arguments: ``sizes`` first, then :mod:`kernels.engine.sizes`."""
     given = {k.lower(): v for k, v in (sizes or {}).items()}
-    out: dict[str, int] = {}
-    dims = _dim_vars(kernel)
-    for i, name in enumerate(dims):
-        out[name] = int(given.get(name, DIM_DEFAULTS[i % len(DIM_DEFAULTS)]))
+    out: dict[str, int] = infer_integer_inputs(kernel, given)
     for a in kernel.args:
         if not a.is_array and a.type.base == "integer" and a.name not in out:
             out[a.name] = int(given.get(a.name, OTHER_INT_DEFAULT))
@@ -363,7 +350,13 @@ def needs_module_wrapping(kernel: ir.Kernel, plan: RunPlan) -> bool:
 WRAP_MODULE = "fsp_orig_mod"
 
 
-def fortran_wrapper(kernel: ir.Kernel, plan: RunPlan, *, symbol: str = WRAPPER_SYMBOL) -> str:
+def fortran_wrapper(
+    kernel: ir.Kernel,
+    plan: RunPlan,
+    *,
+    symbol: str = WRAPPER_SYMBOL,
+    after_call: tuple[str, ...] = (),
+) -> str:
     """A ``bind(C)`` subroutine taking every argument by reference, then the result if a function."""
     names = [a.name for a in plan.args]
     dummies = list(names)
@@ -404,7 +397,7 @@ def fortran_wrapper(kernel: ir.Kernel, plan: RunPlan, *, symbol: str = WRAPPER_S
         if not module:
             lines.append(f"  external :: {kernel.fortran_entry}")
         call = f"  call {kernel.fortran_entry}({call_args})"
-    lines += pre + [call] + post + [f"end subroutine {symbol}", ""]
+    lines += pre + [call] + post + [f"  {x}" for x in after_call] + [f"end subroutine {symbol}", ""]
     return "\n".join(lines)
 
 
@@ -452,11 +445,23 @@ def compile_fortran(
     flags: tuple[str, ...] = GFORTRAN_VERIFY_FLAGS,
     timeout_s: float = 60,
     library: str = "fsp_kernel.so",
+    instrumented: coverage.InstrumentedSource | None = None,
 ) -> tuple[Path | None, SandboxResult]:
-    """Write the original + wrapper into ``workdir`` and build a shared library (sandboxed gfortran)."""
+    """Write the original + wrapper into ``workdir`` and build a shared library (sandboxed gfortran).
+
+    With ``instrumented``, its text (loop counters inserted) is compiled instead of the original,
+    with the counters' support file, and the wrapper dumps the counters after the call.
+    """
     source, fixed = fortran_sources(kernel, plan)
     wrapper = workdir / "fsp_wrapper.f90"
-    wrapper.write_text(fortran_wrapper(kernel, plan))
+    extra: list[str] = []
+    if instrumented is not None:
+        source = instrumented.source
+        (workdir / coverage.SUPPORT_FILE).write_text(coverage.support_source(instrumented.counters))
+        extra.append(coverage.SUPPORT_FILE)
+        wrapper.write_text(fortran_wrapper(kernel, plan, after_call=(f"call {coverage.DUMP}()",)))
+    else:
+        wrapper.write_text(fortran_wrapper(kernel, plan))
     lib = workdir / library
     result: SandboxResult | None = None
     # The suffix selects the source form. The heuristic can be wrong (a free-form text indented
@@ -464,7 +469,7 @@ def compile_fortran(
     for form_fixed in (fixed, not fixed):
         original = workdir / ("fsp_original.f" if form_fixed else "fsp_original.f90")
         original.write_text(source)
-        argv = [GFORTRAN, *flags, "-ffree-line-length-none", original.name, wrapper.name]
+        argv = [GFORTRAN, *flags, "-ffree-line-length-none", *extra, original.name, wrapper.name]
         attempt = run_sandboxed(
             [*argv, "-o", lib.name], cwd=workdir, timeout_s=timeout_s, memory_mb=COMPILE_MEMORY_MB
         )
@@ -647,7 +652,9 @@ def verify_against_gfortran(
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
 
     Never raises for a broken port or source: compile errors, crashes and timeouts come back as
-    ``status='failed'`` with the first lines of the error in ``message``.
+    ``status='failed'`` with the first lines of the error in ``message``. When the outputs match
+    but a loop never ran (``inconclusive``), the next size candidate of
+    :func:`kernels.engine.sizes.candidates` is tried, within the same time budget.
 
     ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
     (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
@@ -655,6 +662,56 @@ def verify_against_gfortran(
     sandbox gets it, never the one that runs the tenant's Fortran. ``on_stage(stage, ms)`` is
     called as each stage finishes.
     """
+    deadline = time.monotonic() + timeout_s
+    given = {k.lower(): v for k, v in (sizes or {}).items()}
+    options = size_candidates(kernel, given, simulator=device == "simulator")
+    tried: list[dict[str, int]] = []
+    report: VerifyReport | None = None
+    for option in options:
+        left = deadline - time.monotonic()
+        if report is not None and left < 5.0:
+            break
+        if report is not None and report.coverage is not None:
+            # A candidate that statically leaves the same loops empty cannot do better.
+            if set(report.coverage.not_run) <= set(option.empty_loops):
+                continue
+        report = _verify_once(
+            kernel,
+            generated,
+            sizes={**option.values, **given},
+            seed=seed,
+            device=device,
+            timeout_s=max(1.0, left),
+            tolerances=tolerances,
+            numba_cache_dir=numba_cache_dir,
+            on_stage=on_stage,
+        )
+        tried.append(dict(report.sizes))
+        if report.status != "inconclusive":
+            break
+    assert report is not None
+    if report.status == "inconclusive" and len(tried) > 1:
+        report.message = (
+            report.message.split("; inconclusive:")[0]
+            + "; "
+            + coverage.inconclusive_message(report.coverage, tried)
+        )
+    return report
+
+
+def _verify_once(
+    kernel: ir.Kernel,
+    generated: Any,
+    *,
+    sizes: Mapping[str, int | float],
+    seed: int,
+    device: str,
+    timeout_s: float,
+    tolerances: Mapping[str, Tolerance] | None,
+    numba_cache_dir: str | os.PathLike[str] | None,
+    on_stage: Callable[[str, float], None] | None,
+) -> VerifyReport:
+    """One verification at one set of sizes (both sides, then the comparison)."""
     deadline = time.monotonic() + timeout_s
 
     def timed(stage: str, ms: float) -> None:
@@ -693,6 +750,7 @@ def verify_against_gfortran(
             return report
     ref, port = outcomes["reference"].outputs, outcomes["port"].outputs
     report.numba_cache_hit = outcomes["port"].cache_hit
+    report.coverage = outcomes["reference"].coverage
     started = time.perf_counter()
 
     reductions = reduction_targets(kernel)
@@ -738,6 +796,9 @@ def verify_against_gfortran(
             if checked
             else "the kernel has no outputs to compare"
         )
+        if report.coverage is None or not report.coverage.complete:
+            report.status = "inconclusive"
+            report.message += "; " + coverage.inconclusive_message(report.coverage, [plan.sizes])
     return report
 
 
@@ -749,6 +810,7 @@ class _SideOutcome:
     timings_ms: dict[str, float] = field(default_factory=dict)
     failure: str = ""
     cache_hit: bool = False
+    coverage: coverage.Coverage | None = None  # the reference side's loop counters
 
 
 def _reference_side(
@@ -760,7 +822,16 @@ def _reference_side(
         harness.install(workdir)
         started = time.perf_counter()
         try:
-            lib, compiled = compile_fortran(kernel, plan, workdir, timeout_s=min(60.0, remaining()))
+            source, fixed = fortran_sources(kernel, plan)
+            instrumented = coverage.instrument(kernel, source, fixed=fixed)
+            lib, compiled = compile_fortran(
+                kernel,
+                plan,
+                workdir,
+                flags=GFORTRAN_REFERENCE_FLAGS,
+                timeout_s=min(60.0, remaining()),
+                instrumented=instrumented,
+            )
         except PlanError as exc:
             outcome.failure = str(exc)
             return outcome
@@ -788,12 +859,17 @@ def _reference_side(
             memory_mb=FORTRAN_RUN_MEMORY_MB,
         )
         if not ref_run.ok:
-            outcome.failure = "the original Fortran failed to run: " + ref_run.describe_failure(
+            outcome.failure = coverage.out_of_bounds_message(
+                ref_run.stderr, instrumented, plan.sizes
+            ) or "the original Fortran failed to run: " + ref_run.describe_failure(
                 max_lines=12, tail=True
             )
             return outcome
         outcome.timings_ms["reference_run"] = _ms_since(started)
         outcome.outputs = _load_outputs(workdir / "fsp_ref.npz")
+        outcome.coverage = coverage.summarize(
+            instrumented, coverage.read_counts(workdir) or [0] * instrumented.counters
+        )
     return outcome
 
 

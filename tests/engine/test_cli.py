@@ -148,13 +148,13 @@ def test_unknown_kernel_name_is_a_usage_error(capsys) -> None:
 def test_a_mismatch_exits_1(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     import kernels.engine as engine
 
-    def fake_translate(source, **kwargs):
+    def fake_translate(project, **kwargs):
         r = TranslationResult(file="x.f90", target="cpu")
         r.kernels.append(KernelResult("good", "verified", "cpu", max_rel_err=0.0))
         r.kernels.append(KernelResult("bad", "mismatch", "cpu", max_rel_err=3e-5))
         return r
 
-    monkeypatch.setattr(engine, "translate_source", fake_translate)
+    monkeypatch.setattr(engine, "translate_project", fake_translate)
     code, out, _ = run(capsys, str(HEAT))
     assert code == 1
     assert "mismatch" in out and "3e-05" in out
@@ -165,12 +165,12 @@ def test_translated_without_no_verify_is_not_success(
 ) -> None:
     import kernels.engine as engine
 
-    def fake_translate(source, **kwargs):
+    def fake_translate(project, **kwargs):
         r = TranslationResult(file="x.f90", target="cpu")
         r.kernels.append(KernelResult("k", "translated", "cpu"))
         return r
 
-    monkeypatch.setattr(engine, "translate_source", fake_translate)
+    monkeypatch.setattr(engine, "translate_project", fake_translate)
     assert run(capsys, str(HEAT), "--json")[0] == 1
 
 
@@ -179,13 +179,13 @@ def test_sizes_and_seed_reach_the_engine(capsys, monkeypatch: pytest.MonkeyPatch
 
     seen = {}
 
-    def fake_translate(source, **kwargs):
+    def fake_translate(project, **kwargs):
         seen.update(kwargs)
         return TranslationResult(
             file="x.f90", target=kwargs["target"], kernels=[KernelResult("k", "verified", "cpu")]
         )
 
-    monkeypatch.setattr(engine, "translate_source", fake_translate)
+    monkeypatch.setattr(engine, "translate_project", fake_translate)
     code, _, _ = run(
         capsys,
         str(HEAT),

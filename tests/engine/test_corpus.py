@@ -1,7 +1,10 @@
 """Acceptance test: every fixture of tests/fixtures/fortran/ through the whole engine (target cpu).
 
 Each fixture states what it expects in a header comment:
-- ``! expect: verified``: every kernel found is verified against gfortran within tolerance;
+- ``! expect: verified``: every kernel found is verified against gfortran within tolerance, with
+  every DO loop run in the reference;
+- ``! expect: inconclusive``: the outputs match but some DO loop never ran: never ``verified``;
+- ``! expect: out-of-bounds``: the original itself indexes out of bounds: reported as such;
 - ``! expect: unsupported``: at least one kernel is 'unsupported' with a positioned diagnostic;
 - ``! expect: syntax-error``: FortranSyntaxError with a line, never a traceback;
 - ``! expect: forbidden``: ForbiddenStatementError, raised before anything is compiled;
@@ -17,7 +20,14 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
 ALL_FIXTURES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".f90", ".F90", ".f", ".F"))
-EXPECTATIONS = ("verified", "unsupported", "syntax-error", "forbidden")
+EXPECTATIONS = (
+    "verified",
+    "inconclusive",
+    "out-of-bounds",
+    "unsupported",
+    "syntax-error",
+    "forbidden",
+)
 
 
 def fixture_header(path: Path) -> tuple[str, dict[str, int]]:
@@ -108,9 +118,23 @@ def test_fixture_reaches_its_expected_status(path: Path, monkeypatch: pytest.Mon
             assert all(d.line > 0 for d in k.diagnostics)
         return
 
+    if expect == "inconclusive":
+        for k in result.kernels:
+            assert k.status == "inconclusive", statuses
+            assert k.coverage["loops_run"] < k.coverage["loops"]
+            assert any("never ran" in d.message and "--size" in d.message for d in k.diagnostics)
+        return
+
+    if expect == "out-of-bounds":
+        for k in result.kernels:
+            assert k.status == "failed", statuses
+            assert any("out-of-bounds access in the original" in d.message for d in k.diagnostics)
+        return
+
     for k in result.kernels:
         detail = "; ".join(d.message for d in k.diagnostics) + " " + " ".join(k.notes)
         assert k.status == "verified", f"{k.name}: {k.status}: {detail}"
+        assert k.coverage is not None and k.coverage["loops_run"] == k.coverage["loops"]
         assert k.llm_calls == 0
         assert k.code and k.entry
         for a in k.arguments:

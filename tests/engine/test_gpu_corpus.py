@@ -64,9 +64,18 @@ def test_fixture_translates_to_gpu_and_reaches_its_expected_status(path: Path) -
         with pytest.raises(FortranSyntaxError):
             translate_source(source, filename=path.name, target="gpu", sizes=sizes)
         return
-    verify = expect == "verified"
+    verify = expect in ("verified", "inconclusive", "out-of-bounds")
     result = translate_source(source, filename=path.name, target="gpu", sizes=sizes, verify=verify)
     assert result.target == "gpu" and result.kernels
+    if expect == "inconclusive":
+        assert all(k.status == "inconclusive" for k in result.kernels)
+        assert all(k.coverage["loops_run"] < k.coverage["loops"] for k in result.kernels)
+        return
+    if expect == "out-of-bounds":
+        for k in result.kernels:
+            assert k.status == "failed"
+            assert any("out-of-bounds access in the original" in d.message for d in k.diagnostics)
+        return
     if expect == "unsupported":
         bad = [k for k in result.kernels if k.status == "unsupported"]
         assert bad and all(d.line > 0 for k in bad for d in k.diagnostics)
@@ -74,6 +83,7 @@ def test_fixture_translates_to_gpu_and_reaches_its_expected_status(path: Path) -
     for k in result.kernels:
         detail = "; ".join(d.message for d in k.diagnostics)[:2000]
         assert k.status == "verified", f"{k.name}: {k.status}: {detail}"
+        assert k.coverage is not None and k.coverage["loops_run"] == k.coverage["loops"]
         assert k.device in ("gpu", "simulator")
         assert "from numba import cuda" in k.code and "@cuda.jit" in k.code
         assert k.max_rel_err is not None and k.llm_calls == 0

@@ -6,14 +6,24 @@ lowering is the IR -> IR pass in :mod:`kernels.engine.lowering`. Nothing here im
 """
 
 from kernels.engine.frontend.constants import const_value
-from kernels.engine.frontend.parse import ParsedFile, is_fixed_form, needs_preprocessing, preprocess
-from kernels.engine.frontend.units import parse_file
+from kernels.engine.frontend.parse import (
+    ParsedFile,
+    has_directives,
+    is_fixed_form,
+    needs_preprocessing,
+    preprocess,
+    realign_lines,
+)
+from kernels.engine.frontend.units import parse_file, parse_project
 
 __all__ = [
     "ParsedFile",
     "const_value",
+    "has_directives",
     "is_fixed_form",
     "needs_preprocessing",
     "parse_file",
+    "parse_project",
     "preprocess",
+    "realign_lines",
 ]

@@ -66,52 +66,114 @@ def needs_preprocessing(filename: str) -> bool:
     return PurePath(filename).suffix in _CPP_SUFFIXES
 
 
-def preprocess(source: str, *, filename: str = "input.F90") -> str:
-    """Run the C preprocessor (as gfortran -cpp does) and return the expanded text."""
+def has_directives(source: str) -> bool:
+    """Whether a source has C preprocessor directives (``#define``, ``#ifdef``...) anywhere."""
+    return re.search(r"^\s*#\s*[a-z]", source, re.M | re.I) is not None
+
+
+def preprocess(
+    source: str,
+    *,
+    filename: str = "input.F90",
+    defines: dict[str, str | None] | None = None,
+    fixed: bool = False,
+) -> str:
+    """Run the C preprocessor (as gfortran -cpp does) and return the expanded text.
+
+    cpp reads only ``source`` from stdin, in the sandbox, with no include path: files named by
+    ``#include`` are inlined beforehand from the project's own files (see
+    :mod:`kernels.engine.project`), marked with line markers so that every output line still
+    goes back to its line in the user's file.
+    """
     argv = None
     # Line markers are kept (no -P) so that every output line goes back to its source line:
     # diagnostics then point at the file the user wrote, not at the expanded text.
     if shutil.which("cpp"):
-        argv = ["cpp", "-traditional-cpp", "-undef", "-nostdinc", "-w", "-"]
+        argv = ["cpp", "-traditional-cpp", "-undef", "-nostdinc", "-w"]
     elif shutil.which("gfortran"):
-        argv = ["gfortran", "-E", "-cpp", "-nostdinc", "-x", "f95-cpp-input", "-"]
+        argv = ["gfortran", "-E", "-cpp", "-nostdinc", "-x", "f95-cpp-input"]
     if argv is None:
         raise EngineError("no C preprocessor (cpp or gfortran) is installed")
+    for name, value in (defines or {}).items():
+        argv.append(f"-D{name}" if value is None else f"-D{name}={value}")
+    argv.append("-")
     with sandbox.sandbox_tempdir() as tmp:
         res = sandbox.run_sandboxed(
             argv, cwd=tmp, timeout_s=20, memory_mb=512, stdin=source, isolate_network=True
         )
     if res.timed_out or res.returncode != 0:
-        raise FortranSyntaxError(
-            f"preprocessing {filename} failed: {res.stderr.strip()[:500]}",
-            [Diagnostic(1, 1, "C preprocessor failed")],
+        detail = res.stderr.strip().replace("<stdin>", filename)[:500]
+        m = re.search(r":(\d+):(?:(\d+):)?\s*(?:error:)?\s*(.*)", detail)
+        line, column, message = (
+            (int(m.group(1)), int(m.group(2) or 1), m.group(3).strip())
+            if m
+            else (1, 1, "C preprocessor failed")
         )
-    out = res.stdout
-    return _realign_lines(out)
+        raise FortranSyntaxError(
+            f"preprocessing {filename} failed: {detail}",
+            [Diagnostic(line, column, f"C preprocessor: {message}")],
+        )
+    return realign_lines(res.stdout, fixed=fixed)
 
 
-def _realign_lines(text: str) -> str:
-    """Drop cpp line markers, placing each line of the user's file at its original number."""
-    marker = re.compile(r'^#\s*(\d+)\s+"([^"]*)"')
+_MARKER = re.compile(r'^#\s*(\d+)\s+"([^"]*)"')
+
+
+def realign_lines(
+    text: str, *, fixed: bool = False, main: tuple[str, ...] = ("<stdin>", "-")
+) -> str:
+    """Drop line markers, placing each line of the user's file at its original number.
+
+    Lines that came from another file (an inlined ``#include``/``include``) are joined into the
+    line of the directive that included them, as one line of ``;``-separated statements (free
+    form), so that the lines after it keep their numbers. Fixed-form lines cannot grow past
+    column 72: there the included statements are inserted as lines of their own.
+    """
     lines: list[str] = []
-    current_is_input = True
+    in_main = True
     next_line = 1
-    for raw in text.splitlines():
-        m = marker.match(raw)
-        if m:
-            name = m.group(2)
-            current_is_input = name in ("<stdin>", "-") or not name.startswith(("<", "/"))
-            next_line = int(m.group(1))
-            continue
-        if not current_is_input:
-            continue
-        while len(lines) < next_line - 1:
+    include_at = 0
+    included: list[str] = []
+
+    def place(at: int, raw: str) -> None:
+        while len(lines) < at - 1:
             lines.append("")
-        if len(lines) >= next_line:
+        if len(lines) >= at:
             lines.append(raw)  # a macro expanding to several lines: keep them in order
         else:
             lines.append(raw)
-        next_line += 1
+
+    def flush() -> None:
+        if not included:
+            return
+        if fixed:
+            for raw in included:
+                place(include_at, raw)
+        else:
+            joined = "; ".join(_statements(included))
+            if joined:
+                place(include_at, joined)
+        included.clear()
+
+    for raw in text.splitlines():
+        m = _MARKER.match(raw)
+        if m:
+            name = m.group(2)
+            if name in main:
+                flush()
+                in_main = True
+                next_line = int(m.group(1))
+            elif not name.startswith("<"):
+                if in_main:
+                    include_at = next_line
+                in_main = False
+            continue
+        if in_main:
+            place(next_line, raw)
+            next_line += 1
+        elif raw.strip():
+            included.append(raw)
+    flush()
     return "\n".join(lines) + "\n"
 
 
@@ -164,6 +226,39 @@ def _with_deadline(reader, budget_s: float) -> None:
         return get_item(*args, **kwargs)
 
     reader.get_item = get_item_in_time
+
+
+def _statements(lines: list[str]) -> list[str]:
+    """Free-form lines as whole statements: comments dropped, continuation lines joined."""
+    out: list[str] = []
+    pending = ""
+    for raw in lines:
+        code = _strip_comment(raw).strip()
+        if not code:
+            continue
+        if pending:
+            code = pending + " " + code.lstrip("&").lstrip()
+            pending = ""
+        if code.endswith("&"):
+            pending = code[:-1].rstrip()
+            continue
+        out.append(code)
+    if pending:
+        out.append(pending)
+    return out
+
+
+def _strip_comment(line: str) -> str:
+    quote = ""
+    for k, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "!":
+            return line[:k]
+    return line
 
 
 def _parse_tree(source: str, fixed: bool):

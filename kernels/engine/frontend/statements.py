@@ -120,6 +120,7 @@ class _ProcInfo:
     stmt_nodes: dict[int, object] = field(default_factory=dict)
     uses: list[str] = field(default_factory=list)
     allocations: dict[str, list[ir.Dim]] = field(default_factory=dict)
+    owner: _FileBuilder | None = None  # the file the unit is in (projects have several)
 
 
 class _ProcBuilder(ArrayLowering):
@@ -238,7 +239,7 @@ class _ProcBuilder(ArrayLowering):
             return
         mod = self.file.modules.get(modname)
         if mod is None:
-            self._unsupported(f"USE of module {modname} not defined in this file", node)
+            self._unsupported(f"USE of module {modname} not defined in the given files", node)
             return
         only = None
         if len(node.items) > 4 and node.items[4] is not None:

@@ -21,6 +21,7 @@ from kernels.engine.frontend.nodes import _cls, _end_line, _flatten, _head, _lin
 from kernels.engine.frontend.parse import (
     ParsedFile,
     _parse_tree,
+    has_directives,
     is_fixed_form,
     needs_preprocessing,
     preprocess,
@@ -30,15 +31,85 @@ from kernels.engine.intrinsics import INTRINSICS
 from kernels.engine.report import Diagnostic, FortranSyntaxError
 
 
-def parse_file(source: str, *, filename: str = "input.f90") -> ParsedFile:
-    """Parse ``source`` and build one IR kernel per subroutine/function/extracted loop nest."""
-    if needs_preprocessing(filename):
-        source = preprocess(source, filename=filename)
-    fixed = is_fixed_form(filename)
-    tree = _parse_tree(source, fixed)
-    builder = _FileBuilder(source, fixed, filename)
-    builder.build(tree)
-    return ParsedFile(source=source, fixed_form=fixed, kernels=builder.kernels, notes=builder.notes)
+def parse_file(
+    source: str, *, filename: str = "input.f90", defines: dict[str, str | None] | None = None
+) -> ParsedFile:
+    """Parse ``source`` and build one IR kernel per subroutine/function/extracted loop nest.
+
+    A file with cpp directives, or a cpp suffix (``.F90``), is preprocessed in the sandbox first.
+    """
+    if needs_preprocessing(filename) or has_directives(source):
+        source = preprocess(
+            source, filename=filename, defines=defines, fixed=is_fixed_form(filename)
+        )
+    return parse_project([(filename, source)])
+
+
+def parse_project(files: list[tuple[str, str]]) -> ParsedFile:
+    """Parse several files as one project: a module defined in any file is visible to all.
+
+    ``files`` are (name, text) in the order given, already preprocessed
+    (:func:`kernels.engine.project.prepared_sources`). Each kernel's ``file`` is its file's name.
+    """
+    project = _Project()
+    trees = []
+    for filename, source in files:
+        fixed = is_fixed_form(filename)
+        try:
+            tree = _parse_tree(source, fixed)
+        except FortranSyntaxError as exc:
+            exc.file = filename  # type: ignore[attr-defined]
+            if len(files) > 1:
+                exc.message = f"{filename}: {exc.message}"
+            raise
+        builder = _FileBuilder(source, fixed, filename, project)
+        project.builders.append(builder)
+        trees.append(tree)
+    for builder, tree in zip(project.builders, trees, strict=True):
+        builder.collect(tree)
+    for mod in project.modules_in_use_order():
+        mod["owner"]._build_module_spec(mod)
+    kernels: list[ir.Kernel] = []
+    notes: dict[str, list[str]] = {}
+    for builder in project.builders:
+        builder.finish()
+        for k in builder.kernels:
+            k.file = builder.filename
+        kernels.extend(builder.kernels)
+        notes.update(builder.notes)
+    first = project.builders[0]
+    return ParsedFile(source=first.source, fixed_form=first.fixed, kernels=kernels, notes=notes)
+
+
+class _Project:
+    """What the files of one project share: modules and procedures by name."""
+
+    def __init__(self) -> None:
+        self.builders: list[_FileBuilder] = []
+        self.modules: dict[str, dict] = {}
+        self.procs: dict[str, _ProcInfo] = {}
+
+    def modules_in_use_order(self) -> list[dict]:
+        """Every module after the modules it USEs (cycles keep the order given)."""
+        from fparser.two.Fortran2003 import Use_Stmt
+        from fparser.two.utils import walk
+
+        deps = {
+            name: {_name(u.items[2]) for u in walk(mod["node"], Use_Stmt)} & set(self.modules)
+            for name, mod in self.modules.items()
+        }
+        done: list[str] = []
+
+        def visit(name: str, stack: tuple[str, ...]) -> None:
+            if name in done or name in stack:
+                return
+            for d in sorted(deps[name]):
+                visit(d, stack + (name,))
+            done.append(name)
+
+        for name in self.modules:
+            visit(name, ())
+        return [self.modules[n] for n in done]
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,13 +117,14 @@ def parse_file(source: str, *, filename: str = "input.f90") -> ParsedFile:
 
 
 class _FileBuilder:
-    def __init__(self, source: str, fixed: bool, filename: str):
+    def __init__(self, source: str, fixed: bool, filename: str, project: _Project):
         self.source = source
         self.lines = source.splitlines()
         self.fixed = fixed
         self.filename = filename
-        self.modules: dict[str, dict] = {}
-        self.procs: dict[str, _ProcInfo] = {}  # external + module procedures by name
+        self.project = project
+        self.modules: dict[str, dict] = project.modules  # shared by the project's files
+        self.procs: dict[str, _ProcInfo] = project.procs  # external + module procedures by name
         self.order: list[_ProcInfo] = []
         self.programs: list[_ProcInfo] = []
         self.kernels: list[ir.Kernel] = []
@@ -75,7 +147,7 @@ class _FileBuilder:
         return self.procs.get(name)
 
     # -- pass 1: collect units ------------------------------------------------------------------
-    def build(self, tree) -> None:
+    def collect(self, tree) -> None:
         for unit in tree.children:
             cls = _cls(unit)
             if cls == "Comment":
@@ -91,7 +163,7 @@ class _FileBuilder:
                 stmt = _head(unit)
                 name = _name(stmt.items[1]) if _cls(stmt) == "Program_Stmt" else "main"
                 info = _ProcInfo(
-                    unit, "program", name, None, start=_line(unit), end=_end_line(unit)
+                    unit, "program", name, None, start=_line(unit), end=_end_line(unit), owner=self
                 )
                 for c in unit.children:
                     if _cls(c) == "Internal_Subprogram_Part":
@@ -103,9 +175,9 @@ class _FileBuilder:
                 raise FortranSyntaxError(
                     f"unsupported program unit {cls}", [Diagnostic(_line(unit), 1, cls)]
                 )
-        # pass 2: module declarations, then procedure bodies (callees first when possible).
-        for mod in self.modules.values():
-            self._build_module_spec(mod)
+
+    def finish(self) -> None:
+        """Pass 2 (after every module's declarations): procedure bodies, then kernels."""
         for info in self.order:
             try:
                 self._build_proc(info)
@@ -152,6 +224,7 @@ class _FileBuilder:
             "unsupported": [],
             "start": _line(unit),
             "end": _end_line(unit),
+            "owner": self,
         }
         self.modules[name] = mod
         self.unit_spans.append(("module", mod["start"], mod["end"]))
@@ -168,7 +241,9 @@ class _FileBuilder:
         stmt = _head(unit)
         kind = "subroutine" if _cls(unit) == "Subroutine_Subprogram" else "function"
         name = next(_name(it) for it in stmt.items if it is not None and _cls(it) == "Name")
-        info = _ProcInfo(unit, kind, name, module, start=_line(unit), end=_end_line(unit))
+        info = _ProcInfo(
+            unit, kind, name, module, start=_line(unit), end=_end_line(unit), owner=self
+        )
         for c in unit.children:
             if _cls(c) == "Internal_Subprogram_Part":
                 for sub in c.children:
@@ -199,6 +274,9 @@ class _FileBuilder:
 
     def _build_proc(self, info: _ProcInfo, parent: _Scope | None = None) -> None:
         if info.proc is not None:
+            return
+        if info.owner is not None and info.owner is not self:
+            info.owner._build_proc(info, parent)  # a unit of another file: its lines are there
             return
         if parent is None:
             parent = self.modules[info.module]["scope"] if info.module else None
@@ -322,12 +400,30 @@ class _FileBuilder:
     def _unit_text(self, start: int, end: int) -> str:
         return "\n".join(self.lines[start - 1 : end])
 
-    def _library_source(self) -> str:
-        """Modules and external procedures (no main program): compilable into a library."""
+    def _library_source(self) -> tuple[str, list[int]]:
+        """Modules and external procedures (no main program): compilable into a library.
+
+        Returns the text and, per line of it, the line of the user's file it comes from.
+        """
         parts = []
+        lines: list[int] = []
         for _kind, start, end in sorted(self.unit_spans, key=lambda x: x[1]):
             parts.append(self._unit_text(start, end))
-        return "\n".join(parts) + "\n"
+            lines.extend(range(start, end + 1))
+        if len(self.project.builders) > 1:
+            # Every file's modules in USE order (a module compiles after those it uses), then
+            # the external procedures; only this file's lines keep their numbers.
+            parts, lines = [], []
+            units = [
+                (m["owner"], m["start"], m["end"]) for m in self.project.modules_in_use_order()
+            ]
+            for owner in self.project.builders:
+                units += [(owner, s, e) for kind, s, e in owner.unit_spans if kind == "proc"]
+            for owner, start, end in units:
+                parts.append(owner._unit_text(start, end))
+                own = owner is self
+                lines.extend(range(start, end + 1) if own else [0] * (end - start + 1))
+        return "\n".join(parts) + "\n", lines
 
     def _kernel_from_proc(self, info: _ProcInfo) -> ir.Kernel:
         proc = info.proc
@@ -368,12 +464,14 @@ class _FileBuilder:
             unsupported.append(
                 ir.Unsupported(f"reference to module/host variable {n}", info.start, 1, n)
             )
+        library, library_lines = self._library_source()
         kernel = ir.Kernel(
             name=info.name,
             args=args,
             body=proc.body,
             locals=locals_,
-            fortran_source=self._library_source(),
+            fortran_source=library,
+            source_lines=library_lines,
             fortran_entry=info.name,
             line=info.start,
             fortran_module=info.module,
@@ -494,8 +592,11 @@ class _FileBuilder:
                 and n not in have
             ):
                 locals_.setdefault(n, d)
-        source = self._program_kernel_source(prog, name, args, locals_, start, end, stmts)
+        source, source_lines = self._program_kernel_source(
+            prog, name, args, locals_, start, end, stmts
+        )
         kernel = ir.Kernel(
+            source_lines=source_lines,
             name=name,
             args=args,
             body=stmts,
@@ -514,11 +615,17 @@ class _FileBuilder:
         )
         return kernel
 
-    def _program_kernel_source(self, prog, name, args, locals_, start, end, stmts) -> str:
-        """A standalone subroutine holding the nest's own source text (for gfortran)."""
-        lib = ""
+    def _program_kernel_source(
+        self, prog, name, args, locals_, start, end, stmts
+    ) -> tuple[str, list[int]]:
+        """A standalone subroutine holding the nest's own source text (for gfortran).
+
+        Returns the text and, per line of it, the line of the user's file it comes from (0 for
+        the generated header and footer).
+        """
+        lib, lib_lines = "", []
         if self.modules or any(i.kind != "program" for i in self.order):
-            lib = self._library_source()
+            lib, lib_lines = self._library_source()
         lines = [f"subroutine {name}({', '.join(a.name for a in args)})"]
         for u in prog.uses:
             lines.append(f"  {u}")
@@ -546,7 +653,9 @@ class _FileBuilder:
         io = _io_lines(stmts_nodes=None, prog=prog, start=start, end=end)
         comment = "C" if self.fixed else "!"
         body = []
+        body_lines: list[int] = []
         for ln in range(start, end + 1):
+            body_lines.append(ln)
             text = self.lines[ln - 1]
             if ln in io:
                 body.append(f"{comment} {text.strip()[:60]}   (output left out of the kernel)")
@@ -565,10 +674,14 @@ class _FileBuilder:
         inner = [i for i in prog.internal if i.name in called]
         if inner:
             body.append(_wrap_fortran("contains", self.fixed))
+            body_lines.append(0)
             for i in prog.internal:  # all of them: they may call each other
                 body.append(self._unit_text(i.start, i.end))
+                body_lines.extend(range(i.start, i.end + 1))
         footer = _wrap_fortran(f"end subroutine {name}", self.fixed)
-        return lib + "\n".join(header + body + [footer]) + "\n"
+        header_lines = [0] * sum(h.count("\n") + 1 for h in header)
+        text = lib + "\n".join(header + body + [footer]) + "\n"
+        return text, lib_lines + header_lines + body_lines + [0] * (footer.count("\n") + 1)
 
 
 def constants_of(scope: _Scope) -> dict[str, ir.Const]:

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("kernels", "0004_result_cache"),
+        ("kernels", "0005_inconclusive_status"),
     ]
 
     operations = [

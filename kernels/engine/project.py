@@ -1,0 +1,310 @@
+"""A translation project: the files a user gives, the include directories and the -D defines.
+
+Real codes are several files: a kernel module ``use``s a common module from another file, and
+kernels ``#include`` the benchmark's own headers and need ``-D`` defines. A :class:`Project` holds
+every file the translation may read, *as text*, by the name the user gave it:
+
+- ``sources``: the files that are translated (program units), in the order given;
+- the files of the ``include_dirs`` (headers), which are only read through ``#include`` and
+  ``include``.
+
+Nothing is read from disk after :func:`project_from_paths` (the CLI) has loaded the given files
+and directories: ``#include "x.h"`` / ``include 'x.h'`` are resolved against the project's own
+files (the including file's directory first, then each include directory, as cpp does) and
+inlined between line markers before cpp runs, and cpp then runs in the sandbox on stdin with no
+include path. So an include can only ever reach the given files; one naming anything else stays
+unresolved and cpp reports it as not found.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+from kernels.engine import security
+from kernels.engine.frontend import has_directives, needs_preprocessing, preprocess, realign_lines
+from kernels.engine.frontend.parse import is_fixed_form
+from kernels.engine.report import (
+    Diagnostic,
+    EngineError,
+    ForbiddenStatementError,
+    FortranSyntaxError,
+)
+
+SOURCE_SUFFIXES = {
+    ".f90",
+    ".f95",
+    ".f03",
+    ".f08",
+    ".f",
+    ".for",
+    ".f77",
+    ".ftn",
+    ".fpp",
+}
+MAX_PROJECT_FILES = 500
+MAX_PROJECT_BYTES = 16 * 1024 * 1024
+MAX_INCLUDE_DEPTH = 8
+_DEFINE = re.compile(r"^[A-Za-z_]\w*$")
+_CPP_INCLUDE = re.compile(r'^\s*#\s*include\s*(?:"([^"]+)"|<([^>]+)>)', re.I)
+_FORTRAN_INCLUDE = re.compile(r"""^\s*include\s*(?:'([^']+)'|"([^"]+)")\s*(?:!.*)?$""", re.I)
+
+
+@dataclass
+class Project:
+    files: dict[str, str]
+    sources: list[str]
+    include_dirs: list[str] = field(default_factory=list)
+    defines: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How the project is named in a report: its one file, or the files given."""
+        return self.sources[0] if len(self.sources) == 1 else " ".join(self.sources)
+
+
+def parse_defines(items: Iterable[str]) -> dict[str, str | None]:
+    """``NAME`` or ``NAME=VALUE`` items (the CLI's ``-D``) as a mapping; bad names are refused."""
+    out: dict[str, str | None] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        name = name.strip()
+        if not _DEFINE.match(name):
+            raise EngineError(f"-D {item!r}: a macro name is a letter or _ then letters, digits, _")
+        if "\n" in value:
+            raise EngineError(f"-D {item!r}: the value must be one line")
+        out[name] = value if eq else None
+    return out
+
+
+def single_file(source: str, filename: str) -> Project:
+    return Project({filename: source}, [filename])
+
+
+def project_from_texts(
+    files: Mapping[str, str],
+    *,
+    include_dirs: Iterable[str] = (),
+    defines: Mapping[str, str | None] | None = None,
+    max_bytes: int = MAX_PROJECT_BYTES,
+) -> Project:
+    """A project from ``{name: text}`` (the API and MCP tools).
+
+    The sources are the files with a Fortran suffix that are not inside an include directory.
+    """
+    dirs = [_clean(d).rstrip("/") for d in include_dirs]
+    texts = {_clean(name): text for name, text in files.items()}
+    _check_limits(texts, max_bytes)
+    sources = [
+        n
+        for n in texts
+        if PurePath(n).suffix.lower() in SOURCE_SUFFIXES
+        and not any(n.startswith(d + "/") for d in dirs if d)
+    ]
+    if not sources:
+        raise EngineError("no Fortran source among the files (.f90, .f, .F90, ...)")
+    return Project(texts, sources, dirs, dict(defines or {}))
+
+
+def project_from_paths(
+    paths: Iterable[str],
+    *,
+    include_dirs: Iterable[str] = (),
+    defines: Mapping[str, str | None] | None = None,
+    max_bytes: int = MAX_PROJECT_BYTES,
+) -> Project:
+    """A project from the files and directories on the command line, read once, here."""
+    files: dict[str, str] = {}
+    sources: list[str] = []
+    for p in paths:
+        name = _clean(p)
+        files[name] = _read(Path(p))
+        sources.append(name)
+    dirs: list[str] = []
+    for d in include_dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise EngineError(f"-I {d}: not a directory")
+        prefix = _clean(d).rstrip("/")
+        dirs.append(prefix)
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and not f.is_symlink():
+                rel = f.relative_to(root).as_posix()
+                files.setdefault(f"{prefix}/{rel}" if prefix else rel, _read(f))
+                if len(files) > MAX_PROJECT_FILES:
+                    raise EngineError(f"more than {MAX_PROJECT_FILES} files in the project")
+    _check_limits(files, max_bytes)
+    return Project(files, sources, dirs, dict(defines or {}))
+
+
+def prepared_sources(
+    project: Project, *, allowed_includes: Collection[str] = ()
+) -> tuple[list[tuple[str, str]], list[tuple[str, security.ExcludedUnit]]]:
+    """Each source ready for the frontend, and the program units the security scan excluded.
+
+    Includes are inlined, cpp runs (sandbox), and forbidden statements are checked before
+    anything runs: in the user's text as written (:func:`security.scan_units`: a unit holding
+    one is excluded, a file with nothing left is refused; an include naming no given file is
+    refused), then in what the compiler will see (included files, expanded macros).
+    """
+    out: list[tuple[str, str]] = []
+    excluded: list[tuple[str, security.ExcludedUnit]] = []
+    for name in project.sources:
+        raw = project.files[name]
+        fixed = is_fixed_form(name)
+        targets = _resolved_targets(project, name, raw)
+        try:
+            scan = security.scan_units(
+                raw, fixed_form=fixed, allowed_includes=set(targets) | set(allowed_includes)
+            )
+        except ForbiddenStatementError as exc:
+            exc.diagnostics = [_unresolved_include(d, raw) for d in exc.diagnostics]
+            _refuse(project, name, exc.diagnostics)
+        excluded.extend((name, unit) for unit in scan.excluded)
+        inlined, resolved_lines = _inline(project, name, scan.source, depth=0)
+        if needs_preprocessing(name) or has_directives(inlined):
+            try:
+                text = preprocess(inlined, filename=name, defines=project.defines, fixed=fixed)
+            except EngineError as exc:
+                exc = _missing_include(exc, raw) or exc
+                exc.file = name  # type: ignore[attr-defined]
+                raise exc from None
+        elif resolved_lines:
+            text = realign_lines(inlined, fixed=fixed)
+        else:
+            text = scan.source
+        if text is not scan.source:
+            _refuse(
+                project,
+                name,
+                [
+                    Diagnostic(d.line, d.column, d.message + " (after preprocessing)")
+                    for d in security.find_forbidden(text, fixed_form=fixed)
+                ],
+            )
+        out.append((name, text))
+    return out, excluded
+
+
+def _resolved_targets(project: Project, name: str, text: str) -> list[str]:
+    """The include names (as written) in ``text`` that name a given file."""
+    out = []
+    for line in text.split("\n"):
+        m = _CPP_INCLUDE.match(line) or _FORTRAN_INCLUDE.match(line)
+        if m and _resolve(project, name, m.group(1) or m.group(2)) is not None:
+            out.append(m.group(1) or m.group(2))
+    return out
+
+
+def _refuse(project: Project, name: str, found: list[Diagnostic]) -> None:
+    if not found:
+        return
+    found.sort(key=lambda d: (d.line, d.column))
+    first = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    prefix = f"{name}: " if len(project.sources) > 1 else ""
+    exc = ForbiddenStatementError(
+        f"{prefix}line {first.line}, column {first.column}: {first.message}{more}", found
+    )
+    exc.file = name  # type: ignore[attr-defined]
+    raise exc
+
+
+def _unresolved_include(d: Diagnostic, raw: str) -> Diagnostic:
+    """An include that names no given file says so (it is refused either way)."""
+    if "include" not in d.message:
+        return d
+    line = raw.split("\n")[d.line - 1] if 0 < d.line <= raw.count("\n") + 1 else ""
+    m = _CPP_INCLUDE.match(line) or _FORTRAN_INCLUDE.match(line)
+    if m is None:
+        return d
+    return Diagnostic(
+        d.line,
+        d.column,
+        f"forbidden: include {m.group(1) or m.group(2)!r} is not among the given files and -I "
+        "directories (nothing else can be included)",
+    )
+
+
+def _missing_include(exc: EngineError, raw: str) -> FortranSyntaxError | None:
+    """cpp's "x.h: No such file" as a diagnostic at the ``#include`` line that names x.h."""
+    m = re.search(r"([^\s:]+): No such file or directory", exc.message)
+    if m is None:
+        return None
+    for number, line in enumerate(raw.split("\n"), start=1):
+        inc = _CPP_INCLUDE.match(line)
+        if inc and (inc.group(1) or inc.group(2)) == m.group(1):
+            message = (
+                f"#include {m.group(1)}: No such file or directory among the given files and "
+                "-I directories"
+            )
+            return FortranSyntaxError(message, [Diagnostic(number, line.index("#") + 1, message)])
+    return None
+
+
+def _inline(project: Project, name: str, text: str, *, depth: int) -> tuple[str, set[int]]:
+    """``text`` with each resolvable include replaced by the file between line markers.
+
+    Returns the text and the lines (of ``text``) whose include was resolved.
+    """
+    if depth > MAX_INCLUDE_DEPTH:
+        raise EngineError(f"{name}: includes nested deeper than {MAX_INCLUDE_DEPTH}")
+    out: list[str] = []
+    resolved: set[int] = set()
+    marker = "<stdin>" if depth == 0 else name
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        m = _CPP_INCLUDE.match(line) or _FORTRAN_INCLUDE.match(line)
+        target = _resolve(project, name, (m.group(1) or m.group(2))) if m else None
+        if target is None:
+            out.append(line)
+            continue
+        inner, _ = _inline(project, target, project.files[target], depth=depth + 1)
+        resolved.add(number)
+        out.append(f'# 1 "{target}"')
+        out.append(inner.rstrip("\n"))
+        out.append(f'# {number + 1} "{marker}"')
+    return "\n".join(out), resolved
+
+
+def _resolve(project: Project, including: str, target: str) -> str | None:
+    """The project file an include names: next to the including file, then in each -I dir."""
+    if target.startswith("/"):
+        return None
+    here = posixpath.dirname(including)
+    for base in [here, *project.include_dirs]:
+        candidate = posixpath.normpath(posixpath.join(base, target)) if base else target
+        candidate = _clean(candidate)
+        if candidate in project.files:
+            return candidate
+    return None
+
+
+def _clean(name: str) -> str:
+    """A file name as the project keys it (posix separators, no ``./``)."""
+    text = PurePath(name).as_posix()
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _read(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EngineError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _check_limits(files: Mapping[str, str], max_bytes: int) -> None:
+    if len(files) > MAX_PROJECT_FILES:
+        raise EngineError(f"more than {MAX_PROJECT_FILES} files in the project")
+    total = sum(len(t.encode("utf-8")) for t in files.values())
+    if total > max_bytes:
+        raise EngineError(f"the project is {total} bytes; the limit is {max_bytes}")

@@ -1,0 +1,273 @@
+"""Sizes for a verification run: values for a kernel's integer scalar arguments that exercise it.
+
+A fixed table in argument order gives ``x_min=13, x_max=11`` for ``do j = x_min, x_max``: every loop
+is empty and every output "matches". Instead each integer input gets a *role* from how the kernel
+uses it, and candidates are built from the roles:
+
+- **lower**: a loop start or an array's lower bound (``do j = x_min, ...``, ``a(x_min-2:...)``): 1;
+- **offset**: added at one end of a range and subtracted at the other (``do i = 1+r, n-r``,
+  ``a(1-ng:n+ng)``, ``do j = x_min-depth, x_max+depth``): small and positive, 2;
+- **upper**: a loop stop or an array's upper bound: distinct values well above the lowers
+  (13, 11, 9, ...: not multiples of 8 or 32, so tiling bugs show);
+- **count**: a loop stop that sizes no array (time steps, iterations): 3;
+- anything else: 3.
+
+Each candidate is checked statically before anything runs: every DO loop whose bounds can be
+evaluated must run at least once, and every array subscript that is affine in loop variables must
+stay inside its declared bounds (the original must not read out of bounds at our sizes). The
+candidates are ordered best first; the verifier runs the first one and, when the reference shows a
+loop that never ran, the next ones (see :func:`candidates`). ``--size NAME=VALUE`` always wins.
+
+The simulator runs every thread in Python, so its sizes are smaller (uppers 7, 6, 5, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kernels.engine import ir
+from kernels.engine.dataflow import affine
+
+UPPER_VALUES = (13, 11, 9, 10, 7, 12, 6, 5)
+SIMULATOR_UPPER_VALUES = (7, 6, 5, 8, 4, 9, 3, 10)
+LOWER_VALUE = 1
+OFFSET_VALUE = 2
+COUNT_VALUE = 3
+OTHER_VALUE = 3
+MAX_CANDIDATES = 4
+
+
+@dataclass
+class Candidate:
+    values: dict[str, int]
+    empty_loops: list[int] = field(default_factory=list)  # lines of loops that cannot run
+    out_of_bounds: list[str] = field(default_factory=list)  # accesses outside declared bounds
+
+    @property
+    def score(self) -> tuple[int, int]:
+        return (len(self.empty_loops), len(self.out_of_bounds))
+
+
+def integer_inputs(kernel: ir.Kernel) -> list[str]:
+    """The integer scalar arguments a caller chooses (INTENT(OUT) ones are results, not inputs)."""
+    return [
+        a.name
+        for a in kernel.args
+        if not a.is_array and a.type.base == "integer" and a.intent != "out"
+    ]
+
+
+def roles(kernel: ir.Kernel) -> dict[str, str]:
+    """lower / offset / upper / count / other, for each integer input (see the module doc)."""
+    names = set(integer_inputs(kernel))
+    starts: dict[str, int] = {}  # sign of the coefficient in range starts
+    stops: dict[str, int] = {}
+    in_bounds: set[str] = set()
+    lower_side: dict[str, int] = {}
+    upper_side: dict[str, int] = {}
+
+    def note(e: ir.Expr | None, into: dict[str, int]) -> None:
+        a = affine(e) if e is not None else None
+        if a is None:
+            return
+        for v, c in a[0].items():
+            if v in names and c:
+                into.setdefault(v, 1 if c > 0 else -1)
+
+    for a in kernel.args:
+        for d in a.dims:
+            note(d.lower, lower_side)
+            note(d.upper, upper_side)
+            for part in (d.lower, d.upper):
+                if part is not None:
+                    in_bounds |= {e.name for e in ir.walk_expr(part) if isinstance(e, ir.Var)}
+    for s in ir.walk(kernel.body):
+        if isinstance(s, ir.Loop):
+            step = _const_int(s.step)
+            first, last = (s.start, s.stop) if step is None or step > 0 else (s.stop, s.start)
+            note(first, starts)
+            note(last, stops)
+
+    out: dict[str, str] = {}
+    for v in names:
+        if starts.get(v) == 1 and stops.get(v) == -1 or starts.get(v) == -1 and stops.get(v) == 1:
+            out[v] = "offset"
+        elif lower_side.get(v) == -1 or upper_side.get(v) == -1 and v not in stops:
+            out[v] = "offset"
+        elif v in stops or v in upper_side:
+            out[v] = "upper" if v in in_bounds or v in upper_side else "count"
+        elif v in starts or v in lower_side:
+            out[v] = "lower"
+        else:
+            out[v] = "other"
+    return out
+
+
+def candidates(
+    kernel: ir.Kernel, given: Mapping[str, int | float] | None = None, *, simulator: bool = False
+) -> list[Candidate]:
+    """Value sets for the integer inputs, best first (``given`` fixes some of them)."""
+    fixed = {k.lower(): int(v) for k, v in (given or {}).items()}
+    inputs = integer_inputs(kernel)
+    role = roles(kernel)
+    uppers = [v for v in inputs if role.get(v) == "upper"]
+    table = SIMULATOR_UPPER_VALUES if simulator else UPPER_VALUES
+    small = {
+        "lower": LOWER_VALUE,
+        "offset": OFFSET_VALUE,
+        "count": 2 if simulator else COUNT_VALUE,
+        "other": OTHER_VALUE,
+    }
+
+    def build(upper_values: list[int]) -> dict[str, int]:
+        values = {}
+        for v in inputs:
+            if role.get(v) == "upper":
+                values[v] = upper_values[uppers.index(v)]
+            else:
+                values[v] = small[role.get(v, "other")]
+        values.update({k: v for k, v in fixed.items() if k in values or k.startswith("dim")})
+        return values
+
+    distinct = [table[i % len(table)] for i in range(len(uppers))]
+    plans = [
+        distinct,
+        list(reversed(distinct)),
+        [max(distinct, default=0)] * len(uppers),
+        [table[0] + 2 * i for i in range(len(uppers))],
+    ]
+    seen: list[dict[str, int]] = []
+    out: list[Candidate] = []
+    for upper_values in plans:
+        values = build(upper_values)
+        if values in seen:
+            continue
+        seen.append(values)
+        out.append(check(kernel, values))
+    # Stable: the first (distinct sizes in argument order) wins ties.
+    order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
+    return [out[k] for k in order][:MAX_CANDIDATES]
+
+
+def infer(
+    kernel: ir.Kernel, given: Mapping[str, int | float] | None = None, *, simulator: bool = False
+) -> dict[str, int]:
+    """The best candidate's values."""
+    return candidates(kernel, given, simulator=simulator)[0].values
+
+
+def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
+    """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
+    env: dict[str, int] = dict(values)
+    for name, c in kernel.constants.items():
+        if isinstance(c.value, int) and not isinstance(c.value, bool):
+            env.setdefault(name, c.value)
+    bounds: dict[str, list[tuple[int, int] | None]] = {}
+    for a in kernel.args:
+        if a.dims:
+            bounds[a.name] = [_dim_range(d, env) for d in a.dims]
+    cand = Candidate(dict(values))
+
+    def visit(stmts: list[ir.Stmt], ranges: dict[str, tuple[int, int]]) -> None:
+        for s in stmts:
+            for e in _exprs(s):
+                for sub in ir.walk_expr(e):
+                    if isinstance(sub, ir.ArrayRef) and sub.name in bounds:
+                        _check_ref(sub, bounds[sub.name], ranges, env, cand)
+            if isinstance(s, ir.Loop):
+                lo = _interval(s.start, ranges, env)
+                hi = _interval(s.stop, ranges, env)
+                step = _const_int(s.step) or 1
+                if lo is None or hi is None:
+                    visit(s.body, ranges)
+                    continue
+                # The loop runs for some outer iteration when its widest range is non-empty.
+                first, last = (lo[0], hi[1]) if step > 0 else (lo[1], hi[0])
+                if (last - first) * step < 0:
+                    cand.empty_loops.append(s.line)
+                    continue
+                inner = dict(ranges)
+                inner[s.var] = (min(first, last), max(first, last))
+                visit(s.body, inner)
+            elif isinstance(s, ir.WhileLoop):
+                visit(s.body, ranges)
+            elif isinstance(s, ir.If):
+                for _, body in s.branches:
+                    visit(body, ranges)
+                visit(s.orelse, ranges)
+
+    visit(kernel.body, {})
+    return cand
+
+
+def _exprs(s: ir.Stmt) -> list[ir.Expr]:
+    if isinstance(s, ir.Assign):
+        return [s.target, s.value]
+    if isinstance(s, ir.If):
+        return [c for c, _ in s.branches]
+    if isinstance(s, ir.CallStmt):
+        return list(s.args)
+    return []
+
+
+def _check_ref(ref, dims, ranges, env, cand: Candidate) -> None:
+    if len(ref.indices) != len(dims):
+        return
+    for k, (ix, dim) in enumerate(zip(ref.indices, dims, strict=True)):
+        if dim is None or isinstance(ix, ir.Slice):
+            continue
+        r = _interval(ix, ranges, env)
+        if r is None:
+            continue
+        if r[0] < dim[0] or r[1] > dim[1]:
+            cand.out_of_bounds.append(
+                f"{ref.name} dimension {k + 1}: index range {r[0]}..{r[1]} outside {dim[0]}..{dim[1]}"
+            )
+
+
+def _interval(
+    e: ir.Expr | None, ranges: Mapping[str, tuple[int, int]], env: Mapping[str, int]
+) -> tuple[int, int] | None:
+    """The range of an affine integer expression over the loop-variable ranges."""
+    if e is None:
+        return None
+    a = affine(e)
+    if a is None:
+        try:
+            v = ir.eval_int(e, env)
+        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError):
+            return None
+        return v, v
+    coef, const = a
+    lo = hi = const
+    for v, c in coef.items():
+        if v in ranges:
+            r0, r1 = ranges[v]
+            lo += min(c * r0, c * r1)
+            hi += max(c * r0, c * r1)
+        elif v in env:
+            lo += c * env[v]
+            hi += c * env[v]
+        else:
+            return None
+    return lo, hi
+
+
+def _dim_range(d: ir.Dim, env: Mapping[str, int]) -> tuple[int, int] | None:
+    try:
+        lo = ir.eval_int(d.lower, env) if d.lower is not None else 1
+        if d.upper is None:
+            return None
+        return lo, ir.eval_int(d.upper, env)
+    except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError):
+        return None
+
+
+def _const_int(e: ir.Expr | None) -> int | None:
+    if e is None:
+        return None
+    a = affine(e)
+    if a is not None and not a[0]:
+        return a[1]
+    return None

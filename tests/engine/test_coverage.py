@@ -1,0 +1,103 @@
+"""Coverage-checked verification: a port is ``verified`` only when every DO loop ran in gfortran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fortranspire_site.cli import main
+from kernels.engine import coverage, translate_source
+from kernels.engine.frontend import parse_file
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
+
+HALO = """subroutine halo(x_min, x_max, y_min, y_max, a, b)
+  implicit none
+  integer, intent(in) :: x_min, x_max, y_min, y_max
+  real(8), intent(in) :: a(x_min-2:x_max+2, y_min-2:y_max+2)
+  real(8), intent(inout) :: b(x_min-2:x_max+2, y_min-2:y_max+2)
+  integer :: j, k
+  do k = y_min, y_max
+    do j = x_min, &
+           x_max
+      b(j, k) = 0.5d0 * (a(j-1, k) + a(j+1, k))
+    end do
+  end do
+end subroutine
+"""
+
+
+def test_instrumentation_counts_each_do_after_its_continuation_lines():
+    (k,) = parse_file(HALO).kernels
+    inst = coverage.instrument(k, k.fortran_source, fixed=False)
+    lines = inst.source.split("\n")
+    assert [lp.line for lp in inst.loops] == [7, 8]
+    assert lines[7] == "      call fsp_cov_hit(1)"  # after `do k`
+    assert lines[10] == "      call fsp_cov_hit(2)"  # after both lines of `do j ..., &`
+    # Inserted lines map to nothing; the user's lines keep their numbers.
+    assert inst.user_line(8) == 0 and inst.user_line(9) == 8 and inst.user_line(12) == 10
+
+
+def test_fixed_form_labelled_loops_get_counters_in_column_7():
+    src = (
+        "      subroutine s(n, a)\n      integer n, i\n      real*8 a(n)\n"
+        "      do 10 i = 1,\n     &   n\n   10 a(i) = 1\n      end\n"
+    )
+    (k,) = parse_file(src, filename="s.f").kernels
+    inst = coverage.instrument(k, k.fortran_source, fixed=True)
+    assert inst.source.split("\n")[5] == "      call fsp_cov_hit(1)"
+
+
+def test_array_syntax_loops_are_not_counted_as_do_loops():
+    src = "subroutine s(n, a)\n  integer :: n\n  real(8) :: a(n)\n  a(:) = 0\nend subroutine\n"
+    (k,) = parse_file(src).kernels
+    assert coverage.instrument(k, k.fortran_source, fixed=False).loops == []
+
+
+def test_a_kernel_whose_loop_cannot_run_is_inconclusive_never_verified():
+    source = (FIXTURES / "dead_loop.f90").read_text()
+    (k,) = translate_source(source, filename="dead_loop.f90", sizes={"n": 7}).kernels
+    assert k.status == "inconclusive"
+    assert k.coverage == {"loops": 2, "loops_run": 1, "lines": 4, "lines_run": 3}
+    (diag,) = k.diagnostics
+    assert "DO loop at line 12 never ran" in diag.message
+    assert "n=7" in diag.message and "--size" in diag.message
+    assert all(a.passed for a in k.arguments)  # the outputs do match: that is not enough
+
+
+def test_loops_emptied_by_the_sizes_are_inconclusive_and_running_them_verifies(capsys, tmp_path):
+    path = tmp_path / "halo.f90"
+    path.write_text(HALO)
+    empty = ["--size", "x_min=5", "--size", "x_max=3", "--size", "y_min=1", "--size", "y_max=4"]
+    code = main(["translate", str(path), "--json", *empty])
+    (k,) = json.loads(capsys.readouterr().out)["kernels"]
+    assert code == 1
+    assert k["status"] == "inconclusive"
+    assert k["coverage"]["loops"] == 2 and k["coverage"]["loops_run"] == 1
+    assert "line 8" in k["diagnostics"][0]["message"]
+    full = ["--size", "x_min=2", "--size", "x_max=9", "--size", "y_min=1", "--size", "y_max=4"]
+    code = main(["translate", str(path), "--json", *full])
+    (k,) = json.loads(capsys.readouterr().out)["kernels"]
+    assert code == 0 and k["status"] == "verified"
+    assert k["coverage"] == {"loops": 2, "loops_run": 2, "lines": 3, "lines_run": 3}
+
+
+def test_out_of_bounds_read_in_the_original_is_reported_as_such_not_as_a_mismatch():
+    source = (FIXTURES / "oob_read.f90").read_text()
+    (k,) = translate_source(source, filename="oob_read.f90", sizes={"n": 9}).kernels
+    assert k.status == "failed"
+    (diag,) = k.diagnostics
+    assert diag.message.startswith("out-of-bounds access in the original Fortran at line 12:")
+    assert "index 10 of dimension 1 of array a is above its upper bound 9" in diag.message
+    assert "n=9" in diag.message
+
+
+@pytest.mark.parametrize("status", ["inconclusive"])
+def test_inconclusive_is_a_status_of_every_edge(status):
+    from kernels.engine.report import STATUSES
+    from kernels.models import KernelRun
+
+    assert status in STATUSES
+    assert status in dict(KernelRun.STATUSES)

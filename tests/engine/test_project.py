@@ -1,0 +1,114 @@
+"""Multi-file projects: ``translate FILE [FILE ...] [-I DIR]... [-D NAME[=VALUE]]...``.
+
+The contract: every kernel carries the ``file`` it is in (as given), modules are visible across
+files in any order, ``-I``/``-D`` feed the preprocessor, and nothing outside the given files and
+directories can be read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fortranspire_site.cli import main
+from kernels.engine.project import parse_defines, project_from_texts
+from kernels.engine.report import EngineError
+
+PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "fortran" / "projects"
+TWO = PROJECTS / "two_file_module"
+BENCH = PROJECTS / "bench_include"
+
+
+def translate(capsys, *argv: str) -> tuple[int, dict, str]:
+    code = main(["translate", *argv, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_two_files_form_one_project_in_any_order_with_each_kernel_under_its_file(capsys):
+    kernels_file = str(TWO / "field_kernels.f90")
+    common_file = str(TWO / "grid_common.f90")
+    code, payload, _ = translate(capsys, kernels_file, common_file)
+    assert code == 0
+    assert payload["file"] == f"{kernels_file} {common_file}"
+    got = {k["name"]: (k["file"], k["status"]) for k in payload["kernels"]}
+    assert got == {
+        "relax_field": (kernels_file, "verified"),
+        "fill_boundary": (common_file, "verified"),  # the common module's own kernel
+    }
+    for k in payload["kernels"]:
+        assert k["coverage"]["loops_run"] == k["coverage"]["loops"] > 0
+
+
+def test_an_include_directory_and_a_define_reach_the_preprocessor(capsys):
+    source = str(BENCH / "stencil_bench.F90")
+    code, payload, _ = translate(
+        capsys, source, "-I", str(BENCH / "include"), "-D", "COEF=0.25d0", "--size", "n=9"
+    )
+    (k,) = payload["kernels"]
+    assert code == 0 and k["status"] == "verified" and k["file"] == source
+    assert "0.25" in k["code"]  # the -D value, through cpp
+    assert k["coverage"] == {"loops": 1, "loops_run": 1, "lines": 2, "lines_run": 2}
+
+
+def test_without_the_include_directory_the_header_is_not_found(capsys):
+    source = str(BENCH / "stencil_bench.F90")
+    code, payload, err = translate(capsys, source, "-D", "COEF=0.25d0")
+    assert code == 2 and payload["kernels"] == []
+    assert "bench.h" in payload["error"]["message"]
+    assert f"{source}:3:" in err  # the #include line
+
+
+def test_nothing_outside_the_given_files_and_directories_is_readable(capsys, tmp_path):
+    secret = tmp_path / "outside" / "leak.h"
+    secret.parent.mkdir()
+    secret.write_text("integer, parameter :: top_secret_value_4711 = 1\n")
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    (src_dir / "inc").mkdir()
+    for spelling in ('"../outside/leak.h"', f'"{secret}"', '"/etc/passwd"'):
+        kernel = src_dir / "k.F90"
+        kernel.write_text(
+            f"#include {spelling}\n"
+            "subroutine k(n, a)\n  integer, intent(in) :: n\n  real(8) :: a(n)\n"
+            "  a = 1\nend subroutine\n"
+        )
+        code, payload, err = translate(capsys, str(kernel), "-I", str(src_dir / "inc"))
+        assert code == 2, spelling
+        assert "top_secret_value_4711" not in json.dumps(payload) + err
+        assert "root:" not in json.dumps(payload) + err
+        assert "not among the given files" in payload["error"]["message"], payload["error"]
+
+
+def test_a_fortran_include_line_is_resolved_from_the_include_directories(tmp_path, capsys):
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "consts.inc").write_text("real(8), parameter :: scale = 3.0d0\n")
+    src = tmp_path / "scale.f90"
+    src.write_text(
+        "subroutine scale_it(n, a)\n  implicit none\n  include 'consts.inc'\n"
+        "  integer, intent(in) :: n\n  real(8), intent(inout) :: a(n)\n  integer :: i\n"
+        "  do i = 1, n\n    a(i) = scale * a(i)\n  end do\nend subroutine\n"
+    )
+    code, payload, _ = translate(capsys, str(src), "-I", str(tmp_path / "inc"))
+    (k,) = payload["kernels"]
+    assert code == 0 and k["status"] == "verified"
+    assert k["coverage"]["loops_run"] == 1
+    assert k["line"] == 1  # the lines after the include keep their numbers
+
+
+def test_defines_are_names_with_optional_values():
+    assert parse_defines(["A", "B=2", "C="]) == {"A": None, "B": "2", "C": ""}
+    with pytest.raises(EngineError):
+        parse_defines(["1BAD=2"])
+
+
+def test_api_style_files_pick_sources_and_leave_headers_to_includes():
+    project = project_from_texts(
+        {"src/k.f90": "x", "include/h.inc": "y", "include/old.f90": "z"},
+        include_dirs=["include"],
+        defines={"N": "4"},
+    )
+    assert project.sources == ["src/k.f90"]
+    assert project.include_dirs == ["include"] and project.defines == {"N": "4"}
