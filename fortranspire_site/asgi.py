@@ -9,7 +9,9 @@ the lifetime of the server (uvicorn's lifespan "auto"/"on").
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fortranspire_site.settings")
 
@@ -26,16 +28,80 @@ django_asgi_app = get_asgi_application()
 from mcp_bridge.app import MCP_PATH_REGEX, build_mcp_app  # noqa: E402
 
 
+def _server_error(request, exc: Exception):
+    """MCP paths: a lost database (tenant lookup, key check) is a 503 JSON, other faults a 500."""
+    from django.db import InterfaceError, OperationalError
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return JSONResponse(
+            {
+                "error": "unavailable",
+                "message": "the database is unavailable; retry shortly",
+                "part": "database",
+                "retry_after": 5,
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+_KEY_IN_QUERY = re.compile(
+    rb"(?:^|&)(?:api_key|apikey|key|token|access_token)=|fsp_[A-Za-z0-9_-]{6}"
+)
+
+
+def _refuse_keys_in_query_strings(app):
+    """A key in a URL ends up in access logs, proxies and browser history: refuse the request
+    before anything logs it (the access log filter below also masks it)."""
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and _KEY_IN_QUERY.search(scope.get("query_string") or b""):
+            scope = {**scope, "query_string": b""}
+            await JSONResponse(
+                {
+                    "error": "invalid_request",
+                    "message": "send API keys in the Authorization header, never in the URL",
+                },
+                status_code=400,
+            )(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+class _MaskKeysInAccessLog(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_mask(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _mask(text: str) -> str:
+    return re.sub(
+        r"fsp_[A-Za-z0-9_-]+", "fsp_***", text.split("?", 1)[0] if "fsp_" in text else text
+    )
+
+
+logging.getLogger("uvicorn.access").addFilter(_MaskKeysInAccessLog())
+
+
 def build_application():
     """The whole site as one ASGI app (tests build a fresh one per server)."""
     mcp_app = build_mcp_app()
+    mcp_app.add_exception_handler(Exception, _server_error)
     return ProtocolTypeRouter(
         {
-            "http": URLRouter(
-                [
-                    re_path(MCP_PATH_REGEX, mcp_app),
-                    re_path(r"", django_asgi_app),
-                ]
+            "http": _refuse_keys_in_query_strings(
+                URLRouter(
+                    [
+                        re_path(MCP_PATH_REGEX, mcp_app),
+                        re_path(r"", django_asgi_app),
+                    ]
+                )
             ),
             "lifespan": mcp_app,
         }

@@ -93,6 +93,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "axes",
     # OAuth 2.1 for MCP clients. Its tables live in the public schema: accounts are public, one
     # client (a Client ID Metadata Document URL) may connect to several tenants, and each token
     # is bound to one tenant by its RFC 8707 resource (see tenants/oauth_views.py).
@@ -153,6 +154,8 @@ SIGNUP_PER_HOUR = int(os.environ.get("FORTRANSPIRE_SIGNUP_PER_HOUR", 5))
 
 MIDDLEWARE = [
     "tenants.middleware.TenantHostMiddleware",
+    "fortranspire_site.middleware.DatabaseUnavailableMiddleware",
+    "fortranspire_site.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -160,7 +163,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: locked-out logins are answered 429.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Brute force (django-axes): 10 failed logins (dashboard, admin) or API keys from one address
+# for one username lock that pair out for 15 minutes; the attempts live in the database, so
+# every process sees them.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("FORTRANSPIRE_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 TEMPLATES = [
     {

@@ -62,11 +62,38 @@ def caller_for_user(*, user: AbstractBaseUser, tenant: Tenant) -> Caller | None:
     return Caller(tenant=tenant, scopes=frozenset(scopes), user=user)
 
 
+# What django-axes counts wrong API keys under: one "username" for every key, so guesses from
+# one address are counted together whichever key they try.
+API_KEY_CREDENTIALS = {"username": "<api key>"}
+API_KEY_LOCKOUT_RETRY_S = 15 * 60
+
+
 class ApiKeyBearer(HttpBearer):
-    """``Authorization: Bearer fsp_...``, valid only on the host of the key's tenant."""
+    """``Authorization: Bearer fsp_...``, valid only on the host of the key's tenant.
+
+    Wrong keys are failed logins for django-axes: after AXES_FAILURE_LIMIT of them from one
+    address, even a right key is refused (429) until the cool-off has passed.
+    """
 
     def authenticate(self, request: HttpRequest, token: str) -> Caller:
-        return caller_for_key(raw_key=token, tenant=request_tenant(request))
+        from axes.handlers.proxy import AxesProxyHandler
+        from django.contrib.auth.signals import user_login_failed
+
+        from fortranspire_site.errors import RateLimited
+
+        # Checked before hashing: a locked-out address costs one lookup, no key comparison.
+        if AxesProxyHandler.is_locked(request, API_KEY_CREDENTIALS):
+            raise RateLimited(
+                "too many wrong API keys from this address; try again later",
+                retry_after=API_KEY_LOCKOUT_RETRY_S,
+            )
+        try:
+            return caller_for_key(raw_key=token, tenant=request_tenant(request))
+        except AuthenticationFailed:
+            user_login_failed.send(
+                sender=ApiKeyBearer, credentials=API_KEY_CREDENTIALS, request=request
+            )
+            raise
 
 
 class TenantSession(SessionAuth):

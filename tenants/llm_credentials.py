@@ -16,7 +16,6 @@ Which key a request uses (:func:`llm_config_for`):
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,7 @@ from django.db import transaction
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from fortranspire_site.errors import ApplicationError, ValidationFailed
+from kernels.engine.egress import EndpointRefused, resolve_checked
 from kernels.engine.llm import DEFAULT_MODEL, LlmConfig
 from tenants.models import ApiKey, LlmCredential, Tenant
 
@@ -141,30 +141,27 @@ def _validate_endpoint(endpoint: Any) -> str:
         raise ValidationFailed("endpoint must be an http(s) URL, e.g. https://llm.example.com")
     if parsed.username or parsed.password or parsed.query or parsed.fragment:
         raise ValidationFailed("endpoint must not carry credentials, a query or a fragment")
-    if not _setting_bool("FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS"):
+    if not _private_endpoints_allowed():
         # The server makes the request: an endpoint on loopback or a private network would let a
-        # tenant probe our internal services (SSRF). Operators running a self-hosted model on
-        # their own network turn this on explicitly.
-        if _is_internal_host(parsed.hostname):
-            raise ValidationFailed(
-                "endpoint points to a loopback or private address, which is not allowed here"
-            )
+        # tenant probe our internal services (SSRF). What the name resolves to is checked here
+        # for a clear answer now, and again at every connection (kernels.engine.egress pins
+        # the checked address). Operators running a self-hosted model on their own network
+        # turn this on explicitly.
+        try:
+            resolve_checked(parsed.hostname, parsed.port or 443, allow_private=False)
+        except EndpointRefused as exc:
+            if "does not resolve" not in str(exc):
+                raise ValidationFailed(str(exc)) from None
+            # A name that does not resolve yet is kept: it is checked again at connect time.
+        except ValueError:  # a port out of range
+            raise ValidationFailed("endpoint has an invalid port") from None
         if parsed.scheme != "https":
             raise ValidationFailed("endpoint must use https")
     return endpoint
 
 
-def _is_internal_host(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost") or host.endswith(".internal"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified
-    )
+def _private_endpoints_allowed() -> bool:
+    return _setting_bool("FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS")
 
 
 def _setting(name: str) -> str:
@@ -359,6 +356,7 @@ def llm_config_for(*, tenant: Tenant, purpose: str = "agent") -> LlmConfig | Non
             model=credential.model or DEFAULT_MODEL,
             server_url=credential.endpoint_override or None,
             timeout_s=timeout_s,
+            allow_private_endpoint=_private_endpoints_allowed(),
         )
     platform = _platform_api_key()
     if not platform:
@@ -368,6 +366,8 @@ def llm_config_for(*, tenant: Tenant, purpose: str = "agent") -> LlmConfig | Non
         model=credential.model or DEFAULT_MODEL,
         server_url=_setting("MISTRAL_SERVER_URL") or None,
         timeout_s=timeout_s,
+        # The platform's own endpoint is the operator's choice, not a tenant's.
+        allow_private_endpoint=True,
     )
 
 

@@ -34,7 +34,18 @@ class TenantHostMiddleware(TenantMainMiddleware):
         return unknown_host_response(request, hostname)
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
-        response = super().process_request(request)
+        from fortranspire_site.middleware import DATABASE_DOWN, database_unavailable_response
+
+        try:
+            response = super().process_request(request)
+        except DATABASE_DOWN:
+            # No tenant can be found without the database: /health says which part is down,
+            # every other path gets the 503 JSON answer.
+            if request.path == "/health":
+                from fortranspire_site.views import health
+
+                return health(request)
+            return database_unavailable_response()
         if response is not None and response.status_code == 404 and not response.content:
             # DisallowedHost: django-tenants answers an empty 404; give it a body.
             return unknown_host_response(request)

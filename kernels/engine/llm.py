@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from kernels.engine import ir
 from kernels.engine.backends.common import GeneratedCode
+from kernels.engine.egress import EndpointRefused, pinned_client
 from kernels.engine.report import (
     Diagnostic,
     EngineError,
@@ -108,6 +109,8 @@ class LlmConfig:
     # A Retry-After longer than this is not slept through: the caller is told to come back later.
     max_retry_wait_s: float = 20.0
     temperature: float = 0.1
+    # Only an operator's setting turns this on: connecting to loopback or private addresses.
+    allow_private_endpoint: bool = False
 
 
 @dataclass
@@ -211,6 +214,10 @@ class MistralChat:
         self._client = Mistral(
             api_key=config.api_key,
             server_url=_base_url(config.server_url),
+            # Every connection goes to a checked, pinned address (kernels.engine.egress).
+            client=pinned_client(
+                allow_private=config.allow_private_endpoint, timeout_s=config.timeout_s
+            ),
             retry_config=self._no_retries,
             timeout_ms=int(config.timeout_s * 1000),
         )
@@ -283,15 +290,18 @@ class MistralChat:
         import httpx2
         from mistralai.client import errors
 
-        where = f" at {self.config.server_url}" if self.config.server_url else ""
+        where = " at the configured endpoint" if self.config.server_url else ""
         if isinstance(exc, LlmError):
             return exc
+        if isinstance(exc, EndpointRefused):
+            return LlmError(str(exc))
         if isinstance(exc, httpx2.TimeoutException):
             return LlmTimeout(
                 f"Mistral{where} did not answer within {self.config.timeout_s:g} s",
             )
         if isinstance(exc, httpx2.TransportError):
-            return LlmUnavailable(f"cannot reach Mistral{where}: {type(exc).__name__}: {exc}")
+            # No errno, address or port: the text must not tell open ports from closed ones.
+            return LlmUnavailable(f"cannot reach Mistral{where}")
         if isinstance(exc, errors.ResponseValidationError):
             return LlmBadResponse(
                 f"Mistral{where} answered with a body that is not a chat completion: "

@@ -18,6 +18,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import RequestDataTooBig
+from django.core.validators import ProhibitNullCharactersValidator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -99,6 +100,15 @@ class SourcesForm(forms.Form):
 
     too_large = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The job service's own check (kernels.inputs) says where a NUL character is.
+        self.fields["source"].validators = [
+            v
+            for v in self.fields["source"].validators
+            if not isinstance(v, ProhibitNullCharactersValidator)
+        ]
+
     def clean_sizes(self) -> dict[str, int] | None:
         return parse_sizes(self.cleaned_data.get("sizes") or "")
 
@@ -127,6 +137,11 @@ class SourcesForm(forms.Form):
         if data["files"] is None:
             if not source.strip():
                 raise forms.ValidationError("paste Fortran source or choose a file")
+            if "\x00" in source:
+                try:
+                    inputs.source_check(source, max_bytes=limit)
+                except ApplicationError as exc:
+                    raise forms.ValidationError(exc.message) from None
             size = len(source.encode("utf-8", errors="replace"))
             if size > limit:
                 self.too_large = True

@@ -73,7 +73,9 @@ def unsupported_result() -> KernelResult:
 
 
 def chat_for(fake: FakeMistral, **overrides) -> llm.MistralChat:
-    config = llm.LlmConfig(api_key="sk-test-tenant", server_url=fake.url, **overrides)
+    config = llm.LlmConfig(
+        api_key="sk-test-tenant", server_url=fake.url, allow_private_endpoint=True, **overrides
+    )
     return llm.MistralChat(config, sleep=lambda s: None)
 
 
@@ -214,7 +216,9 @@ def test_translate_source_hands_only_the_unsupported_kernel_to_the_fallback():
     assert [(k.status, k.llm_calls) for k in alone.kernels] == [("unsupported", 0)]
 
     with FakeMistral([reply(CORRECT)]) as fake:
-        fb = llm.make_llm_fallback(llm.LlmConfig(api_key="sk-t", server_url=fake.url))
+        fb = llm.make_llm_fallback(
+            llm.LlmConfig(api_key="sk-t", server_url=fake.url, allow_private_endpoint=True)
+        )
         result = translate_source(source, filename="clamp_goto.f90", sizes=SIZES, llm_fallback=fb)
         assert len(fake.requests) == 1
     data = result.to_dict()["kernels"][0]
@@ -226,7 +230,9 @@ def test_translate_source_hands_only_the_unsupported_kernel_to_the_fallback():
 def test_fallback_hands_back_kernels_that_are_not_unsupported_without_calling_the_llm():
     done = KernelResult(name="k", status="verified", device="cpu", code="x")
     with FakeMistral([reply(CORRECT)]) as fake:
-        fb = llm.make_llm_fallback(llm.LlmConfig(api_key="k", server_url=fake.url))
+        fb = llm.make_llm_fallback(
+            llm.LlmConfig(api_key="k", server_url=fake.url, allow_private_endpoint=True)
+        )
         out = fb(kernel=clamp_kernel(), result=done, target="cpu", sizes=None, seed=0)
         assert not fake.requests
     assert out is done
@@ -261,7 +267,10 @@ def test_401_is_not_retried_and_says_how_to_configure_the_key():
 def test_429_is_retried_after_the_advertised_retry_after():
     slept = []
     with FakeMistral([error(429, "slow down", headers={"Retry-After": "2"}), reply("ok")]) as fake:
-        chat = llm.MistralChat(llm.LlmConfig(api_key="k", server_url=fake.url), sleep=slept.append)
+        chat = llm.MistralChat(
+            llm.LlmConfig(api_key="k", server_url=fake.url, allow_private_endpoint=True),
+            sleep=slept.append,
+        )
         out = ask(chat)
         assert len(fake.requests) == 2
     assert out.content == "ok" and slept == [2.0]
@@ -311,7 +320,10 @@ def test_unreachable_endpoint_is_reported_as_unavailable():
     with pytest.raises(llm.LlmUnavailable) as exc:
         ask(
             llm.MistralChat(
-                llm.LlmConfig(api_key="k", server_url=url, max_attempts=2), sleep=lambda s: None
+                llm.LlmConfig(
+                    api_key="k", server_url=url, allow_private_endpoint=True, max_attempts=2
+                ),
+                sleep=lambda s: None,
             )
         )
     assert "cannot reach Mistral" in exc.value.message
@@ -429,7 +441,9 @@ def test_gpu_prompt_asks_for_cuda_kernels_and_a_host_driver():
 
 def test_endpoint_override_with_a_v1_suffix_reaches_the_same_route():
     with FakeMistral([reply("ok")]) as fake:
-        chat = llm.MistralChat(llm.LlmConfig(api_key="k", server_url=fake.url + "/v1/"))
+        chat = llm.MistralChat(
+            llm.LlmConfig(api_key="k", server_url=fake.url + "/v1/", allow_private_endpoint=True)
+        )
         assert ask(chat).content == "ok"
         assert fake.requests[0].path == "/v1/chat/completions"
 

@@ -279,6 +279,32 @@ def test_gpu_tool_returns_the_cli_shape_for_the_gpu_target(mcp_live, tenant_a, m
     assert "cuda" in kernel["code"]
 
 
+@pytest.mark.parametrize(
+    ("source", "what"),
+    # A lone surrogate cannot be sent by the SDK client at all (it encodes JSON as UTF-8); the
+    # server's check for it is the same one, tested on the REST API.
+    [("subroutine s\n  x = 1\x00\nend\n", "NUL")],
+)
+def test_nul_or_lone_surrogate_is_an_invalid_request_tool_error_with_the_position(
+    mcp_live, tenant_a, make_key, source, what
+):
+    from kernels.selectors import kernel_run_list
+
+    key = make_key(tenant_a)
+
+    async def scenario():
+        async with mcp_live.session("http", "a.localhost", key) as session:
+            return await session.call_tool("translate_kernel", {"source": source})
+
+    result = anyio.run(scenario)
+    assert result.is_error
+    data = result.structured_content
+    assert data["error"] == "invalid_request" and what in data["message"]
+    assert (data["line"], data["column"]) == (2, 8)
+    (run,) = kernel_run_list(tenant=tenant_a, limit=5)
+    assert run.status == "failed" and what in run.error
+
+
 # --------------------------------------------------------------------------------------------
 # Scaling out: stateless Streamable HTTP, several worker processes
 

@@ -59,6 +59,32 @@ def test_invalid_endpoint_is_a_400_with_the_reason(
     assert "private" in res.json()["message"] or "loopback" in res.json()["message"]
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "localhost.",
+        "0",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "10.0.0.7",
+        "169.254.169.254",
+    ],
+)
+def test_every_spelling_of_an_internal_endpoint_is_refused_and_nothing_is_stored(
+    client_a, tenant_a, make_key, auth_headers, settings, host
+):
+    settings.FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS = False
+    owner = auth_headers(make_key(tenant_a, scopes=["owner"]))
+    res = _put(client_a, owner, {"api_key": KEY, "endpoint": f"https://{host}:8443/v1"})
+    assert res.status_code == 400, res.content
+    assert "not allowed" in res.json()["message"]
+    assert "8443" not in res.json()["message"]
+    assert creds.llm_credential_get(tenant=tenant_a) is None
+
+
 def _translation_report(name: str, calls: int, status: str, tokens: int = 0) -> dict:
     return {
         "file": "input.f90",

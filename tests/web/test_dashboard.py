@@ -410,3 +410,12 @@ def test_a_finished_job_is_its_run_in_the_history(alice, tenant_a, fake_engine):
 def test_expired_session_on_an_htmx_poll_sends_the_whole_page_to_login(tenant_a, tenant_client):
     response = tenant_client(tenant_a).get("/jobs/0123456789abcdef/", **HTMX)
     assert response.status_code == 401 and response["HX-Redirect"] == "/login/?next=/"
+
+
+def test_a_nul_character_is_a_400_card_with_its_line_and_column(alice, fake_engine):
+    response = alice.post(
+        "/translate/", {"source": "subroutine s\n  x = 1\x00\nend\n", "target": "cpu"}, **HTMX
+    )
+    assert response.status_code == 400
+    assert "NUL character at line 2, column 8" in response.content.decode()
+    assert fake_engine == []

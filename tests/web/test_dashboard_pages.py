@@ -9,7 +9,6 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
-from kernels import dashboard_jobs
 from kernels.services import kernel_run_record
 from kernels.views import connect as connect_views
 from tenants import selectors as tenant_selectors
@@ -476,9 +475,6 @@ def test_profile_without_javascript_lands_on_the_run_with_ranking_and_png(member
 
 
 def test_profile_with_htmx_runs_a_profile_job(member, tenant_a, monkeypatch):
-    from kernels import jobs
-
-    monkeypatch.setattr(jobs, "RUN_INLINE", True)
     response = member.post("/profile/", {"source": SAXPY}, HTTP_HX_REQUEST="true")
     assert response.status_code == 202
     job_id = re.search(r'id="job-([0-9a-f]+)"', response.content.decode()).group(1)

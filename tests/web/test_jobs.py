@@ -236,3 +236,31 @@ def test_nul_and_lone_surrogates_are_refused_with_their_position_on_the_api(
     data = response.json()
     assert (data["line"], data["column"]) == (line, column)
     assert what in data["message"]
+
+
+def test_wrong_api_keys_from_one_address_lock_it_out_even_for_a_right_key(
+    client_a, tenant_a, make_key, auth_headers, settings
+):
+    settings.AXES_FAILURE_LIMIT = 5
+    good = make_key(tenant_a)
+    statuses = [
+        client_a.get("/api/v1/me", **auth_headers(f"fsp_wrong{i:030d}")).status_code
+        for i in range(5)
+    ]
+    assert statuses == [401] * 4 + [429]  # the guess that reaches the limit is refused too
+    locked = client_a.get("/api/v1/me", **auth_headers(good))
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 0
+    assert locked.json()["error"] == "rate_limited"
+
+
+def test_dashboard_password_guessing_is_locked_out_before_the_right_password(
+    tenant_a, tenant_client, django_user_model, settings
+):
+    settings.AXES_FAILURE_LIMIT = 5
+    django_user_model.objects.create_user("victim", password="the-right-password-123")
+    client = tenant_client(tenant_a)
+    for _ in range(5):
+        client.post("/login/", {"username": "victim", "password": "guess"})
+    response = client.post("/login/", {"username": "victim", "password": "the-right-password-123"})
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session

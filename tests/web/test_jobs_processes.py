@@ -69,8 +69,8 @@ def _env(**extra: str) -> dict[str, str]:
         FORTRANSPIRE_TESTING="1",
         PYTHONPATH=str(ROOT),
         LOG_LEVEL="WARNING",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -91,6 +91,8 @@ def web_process(**env: str):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
                 break
+            except urllib.error.HTTPError:
+                break  # it answers (503 when a part is down)
             except (urllib.error.URLError, OSError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the web process did not start") from None
@@ -132,14 +134,21 @@ def celery_workers(count: int, **env: str):
                 proc.kill()
 
 
-def _request(port: int, method: str, path: str, key: str, body: dict | None = None):
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    key: str,
+    body: dict | None = None,
+    host: str = "a.localhost",
+):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=data,
         method=method,
         headers={
-            "Host": "a.localhost",
+            "Host": host,
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
         },
@@ -275,6 +284,10 @@ def test_two_web_processes_share_a_keys_rate_limit_and_see_a_revocation_at_once(
     rate_limit_reset()
 
 
+def _mcp_status(port: int, key: str) -> int:
+    return _mcp_list_runs(port, key)
+
+
 def _mcp_list_runs(port: int, key: str) -> int:
     """Status of an MCP initialize with ``key`` (401 once the key is refused)."""
     body = {
@@ -303,3 +316,79 @@ def _mcp_list_runs(port: int, key: str) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_huge_continued_statement_from_one_tenant_does_not_delay_another(
+    tenant_a, tenant_b, make_key
+):
+    from tests.live_server import serve_site
+
+    key_a, key_b = make_key(tenant_a), make_key(tenant_b)
+    terms = " &\n      + ".join(f"x({i % 7 + 1})" for i in range(2001))
+    huge = f"subroutine s(x, y)\n  real :: x(8), y\n  y = {terms}\nend subroutine s\n"
+    tiny = {"source": SAXPY, "verify": False}
+
+    def timed(port, host, key, body):
+        started = time.monotonic()
+        status, data = _request(port, "POST", "/api/v1/translate", key, body, host=host)
+        return status, data, time.monotonic() - started
+
+    with serve_site() as port:
+        timed(port, "b.localhost", key_b, tiny)  # warm up the parser and the engine
+        _, _, alone = timed(port, "b.localhost", key_b, tiny)
+        results: dict[str, tuple] = {}
+        attacker = threading.Thread(
+            target=lambda: results.setdefault(
+                "a", timed(port, "a.localhost", key_a, {"source": huge, "verify": False})
+            )
+        )
+        attacker.start()
+        time.sleep(0.05)
+        status_b, data_b, together = timed(port, "b.localhost", key_b, tiny)
+        attacker.join(60)
+    status_a, data_a, _ = results["a"]
+    assert status_b == 200 and data_b["kernels"][0]["status"] == "translated"
+    assert together - alone < 1.0, (alone, together)
+    assert status_a == 400 and "continuation lines" in data_a["message"]
+
+
+def test_with_the_database_down_every_host_and_mcp_answer_503_json_and_health_names_it(
+    tenant_a, make_key
+):
+    key = make_key(tenant_a)
+    dead = f"postgres://postgres@127.0.0.1:{free_port()}/fortranspire"
+    with web_process(DATABASE_URL=dead) as (_, port):
+        for host in ("a.localhost", "localhost"):
+            status, health = _request(port, "GET", "/health", key, host=host)
+            assert status == 503 and health["database"] == "down", host
+        for path in ("/api/v1/runs", "/api/v1/me", "/"):
+            status, body = _request(port, "GET", path, key)
+            assert status == 503, (path, body)
+            assert body["error"] == "unavailable" and body["part"] == "database"
+        assert _mcp_status(port, key) == 503
+
+
+def test_a_key_in_the_query_string_is_refused_and_not_logged(tenant_a, make_key, caplog):
+    import logging
+
+    from tests.live_server import serve_site
+
+    key = make_key(tenant_a)
+    with serve_site() as port, caplog.at_level(logging.INFO):
+        for path in (f"/api/v1/me?api_key={key}", f"/mcp?x={key}", f"/?token={key}"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", headers={"Host": "a.localhost"}
+            )
+            try:
+                urllib.request.urlopen(request, timeout=30)
+                raise AssertionError(f"{path} was accepted")
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 400, path
+                assert "Authorization header" in json.loads(exc.read())["message"]
+    assert key not in caplog.text
+
+
+def test_dashboard_pages_carry_a_content_security_policy(tenant_client, tenant_a):
+    response = tenant_client(tenant_a).get("/login/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy

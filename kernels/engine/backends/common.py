@@ -23,6 +23,7 @@ Stable API (the CPU and CUDA backends both build on it):
 
 from __future__ import annotations
 
+import builtins
 import keyword
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,39 +66,24 @@ class CodegenError(Exception):
 # --------------------------------------------------------------------------------------------
 # Names
 
-_RESERVED = set(keyword.kwlist) | {
-    "np",
-    "math",
-    "numba",
-    "njit",
-    "prange",
-    "cuda",
-    "range",
-    "min",
-    "max",
-    "abs",
-    "int",
-    "float",
-    "bool",
-    "len",
-    "print",
-    "sum",
-    "type",
-    "id",
-    "list",
-    "dict",
-    "str",
-    "object",
-    "input",
-    "round",
-    "pow",
-}
+_RESERVED = (
+    set(keyword.kwlist)
+    | set(keyword.softkwlist)
+    | set(dir(builtins))
+    | {"np", "math", "numba", "njit", "prange", "cuda"}
+)
 
 
 def py_name(name: str) -> str:
-    """A Python identifier for a Fortran name (already lower-cased by the frontend)."""
+    """A Python identifier for a Fortran name (already lower-cased by the frontend).
+
+    One-to-one: a reserved name, or one already ending in ``_``, gets one more ``_``; every
+    other name is kept. So ``np`` -> ``np_`` while ``np_`` -> ``np__``, and two Fortran names
+    never become one Python name (no reserved name ends in ``_``; Fortran names never start
+    with one, which keeps the ``_``-prefixed generated names apart).
+    """
     name = name.lower()
-    if name in _RESERVED or name.startswith("_f_"):
+    if name in _RESERVED or name.endswith("_") or name.startswith("_"):
         return name + "_"
     return name
 

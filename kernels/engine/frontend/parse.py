@@ -6,9 +6,11 @@ lines the user wrote.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -17,6 +19,20 @@ from kernels.engine.report import Diagnostic, EngineError, FortranSyntaxError
 
 _PARSER = None
 _PARSE_LOCK = threading.Lock()
+
+# fparser's cost grows with a statement's length (its expression matcher re-splits the rest of
+# the statement at every operator, and recurses per operand), not with the number of lines; the
+# continuation reader is linear. So statements are bounded before fparser sees them: the
+# standard's 255 continuation lines, and a length. The parse then has a time budget, checked
+# at each statement, so that many long statements cannot hold the parse lock for long.
+MAX_CONTINUATION_LINES = 255
+MAX_STATEMENT_CHARS = 20_000
+_FREE_CONTINUED = re.compile(r"&\s*(?:![^'\"]*)?$")
+
+
+def _parse_budget_s() -> float:
+    return float(os.environ.get("FORTRANSPIRE_PARSE_BUDGET_S", "20"))
+
 
 _FIXED_SUFFIXES = {".f", ".for", ".f77", ".ftn", ".fpp"}
 _CPP_SUFFIXES = {".F", ".F90", ".F95", ".F03", ".F08", ".FOR", ".FPP", ".FTN", ".F77"}
@@ -161,6 +177,57 @@ def realign_lines(
     return "\n".join(lines) + "\n"
 
 
+def check_statement_bounds(source: str, *, fixed: bool) -> None:
+    """Refuse (line, reason) a statement with too many continuation lines or too long."""
+    start = count = length = 0
+    for number, line in enumerate(source.splitlines(), start=1):
+        if fixed:
+            if line[:1] in ("c", "C", "*", "!") or not line.strip():
+                continue
+            if len(line) > 5 and line[5] not in " 0":
+                count += 1
+            else:
+                start, count, length = number, 0, 0
+        else:
+            if not line.strip() or line.lstrip().startswith("!"):
+                continue  # comment lines may sit between continued lines
+            if count == 0:
+                start, length = number, 0
+        length += len(line)
+        if count > MAX_CONTINUATION_LINES:
+            raise FortranSyntaxError(
+                f"the statement starting at line {start} has more than "
+                f"{MAX_CONTINUATION_LINES} continuation lines (the Fortran standard's limit)",
+                [Diagnostic(number, 1, "too many continuation lines")],
+            )
+        if length > MAX_STATEMENT_CHARS:
+            raise FortranSyntaxError(
+                f"the statement starting at line {start} is longer than "
+                f"{MAX_STATEMENT_CHARS} characters; split it",
+                [Diagnostic(number, 1, "statement too long")],
+            )
+        if not fixed:
+            count = count + 1 if _FREE_CONTINUED.search(line) else 0
+
+
+def _with_deadline(reader, budget_s: float) -> None:
+    """Make the reader stop the parse once ``budget_s`` is spent (checked per statement)."""
+    deadline = time.monotonic() + budget_s
+    get_item = reader.get_item
+
+    def get_item_in_time(*args, **kwargs):
+        if time.monotonic() > deadline:
+            line = max(1, int(getattr(reader, "linecount", 1) or 1))
+            raise FortranSyntaxError(
+                f"parsing took longer than {budget_s:g} s (stopped at line {line}); "
+                "send only the kernels you want ported",
+                [Diagnostic(line, 1, "parse time budget exceeded")],
+            )
+        return get_item(*args, **kwargs)
+
+    reader.get_item = get_item_in_time
+
+
 def _statements(lines: list[str]) -> list[str]:
     """Free-form lines as whole statements: comments dropped, continuation lines joined."""
     out: list[str] = []
@@ -200,12 +267,14 @@ def _parse_tree(source: str, fixed: bool):
     from fparser.two.symbol_table import SYMBOL_TABLES
     from fparser.two.utils import FparserException
 
+    check_statement_bounds(source, fixed=fixed)
     reader = FortranStringReader(source, ignore_comments=False)
     reader.set_format(FortranFormat(not fixed, False))
     # fparser's reader calls sys.exit(1) on some errors (a mismatched END name, say): in a
     # server that would end the worker thread. Report them as syntax errors instead.
     reader.exit_on_error = False
     reader.error = lambda message, item=None: _reader_error(message, item, reader)
+    _with_deadline(reader, _parse_budget_s())
     try:
         # fparser keeps module-level state (symbol tables): one parse at a time per process,
         # since the web service translates from several threads. The tables are cleared
