@@ -21,6 +21,7 @@ from fortranspire_site.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    ValidationFailed,
 )
 from kernels import selectors, services
 from tenants.auth import ApiKeyBearer, Caller, TenantSession
@@ -89,7 +90,18 @@ def _caller(request: HttpRequest, scope: str | None = None) -> Caller:
 
 
 class TranslateIn(Schema):
-    source: str = Field(..., description="Fortran source (free form), at most 1 MB")
+    source: str | None = Field(None, description="Fortran source (free form), at most 1 MB")
+    files: dict[str, str] | None = Field(
+        None,
+        description="instead of source, a project of several files {name: text}: modules are "
+        "visible across files; each kernel reports its file",
+    )
+    include_dirs: list[str] = Field(
+        default_factory=list, description="directories among the file names searched by #include"
+    )
+    defines: dict[str, str | None] = Field(
+        default_factory=dict, description='preprocessor macros, e.g. {"N": "64", "USE_X": null}'
+    )
     target: Literal["cpu", "gpu"] = "cpu"
     kernel: str | None = Field(None, description="translate only this subroutine")
     verify: bool = True
@@ -178,9 +190,14 @@ def runs_delete_all(request: HttpRequest) -> dict[str, Any]:
 @api.post("/translate", tags=["kernels"])
 def translate(request: HttpRequest, payload: TranslateIn) -> dict[str, Any]:
     caller = _caller(request, "translate")
+    if (payload.source is None) == (payload.files is None):
+        raise ValidationFailed("give either source or files")
     run, result = services.kernel_translate(
         tenant=caller.tenant,
         source=payload.source,
+        files=payload.files,
+        include_dirs=payload.include_dirs,
+        defines=payload.defines,
         target=payload.target,
         channel="api",
         kernel=payload.kernel,

@@ -44,6 +44,24 @@ def _check_source(source: Any) -> str:
     return source
 
 
+def _check_files(files: Any) -> dict[str, str]:
+    """``{name: Fortran text}`` of a multi-file project, within the same byte limit as a source."""
+    if not isinstance(files, dict) or not files:
+        raise ValidationFailed("files must be a non-empty object of NAME: Fortran text")
+    for name, text in files.items():
+        if not isinstance(name, str) or not name.strip() or not isinstance(text, str):
+            raise ValidationFailed("files must map file names to Fortran text")
+    limit = getattr(settings, "FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576)
+    if sum(len(t.encode("utf-8", errors="replace")) for t in files.values()) > limit:
+        raise PayloadTooLarge(f"the files are larger than {limit} bytes together")
+    return dict(files)
+
+
+def project_source_text(files: dict[str, str]) -> str:
+    """The files of a project as one text for the run record (each under a header comment)."""
+    return "\n".join(f"! ---- {name} ----\n{text}" for name, text in files.items())
+
+
 def _check_sizes(sizes: Any) -> dict[str, int] | None:
     if sizes is None:
         return None
@@ -147,14 +165,23 @@ def kernel_translate(
     progress=None,
     allow_llm: bool = False,
     filename: str = "input.f90",
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ):
     """Translate (and verify) ``source`` for ``tenant``; returns (KernelRun, TranslationResult).
 
+    ``files`` (``{name: text}``) instead of ``source`` translates a multi-file project, with
+    ``include_dirs`` (directories among the names) and ``defines`` for the preprocessor.
     Engine errors (syntax, forbidden statements, sandbox) are recorded as a failed run and raised
     as ValidationFailed carrying the diagnostics and the run id.
     """
     _check_tenant(tenant)
-    source = _check_source(source)
+    if files is not None:
+        files = _check_files(files)
+        source = project_source_text(files)
+    else:
+        source = _check_source(source)
     if target not in TARGETS:
         raise ValidationFailed(f"target must be one of {', '.join(TARGETS)}")
     if channel not in CHANNELS:
@@ -181,6 +208,9 @@ def kernel_translate(
             seed=seed,
             progress=progress,
             llm_fallback=llm_fallback,
+            files=files,
+            include_dirs=include_dirs,
+            defines=defines,
         )
     except engine_report.EngineError as exc:
         duration_ms = int((time.monotonic() - started) * 1000)

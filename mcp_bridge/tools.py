@@ -47,6 +47,21 @@ SourceArg = Annotated[
         description="Fortran 90+ source text (free form) holding one or more subroutines/functions."
     ),
 ]
+FilesArg = Annotated[
+    dict[str, str] | None,
+    Field(
+        description="Instead of source: a project of several files {name: text} (modules visible "
+        "across files, headers for #include); each kernel reports its file. Pass source='' then."
+    ),
+]
+IncludeDirsArg = Annotated[
+    list[str] | None,
+    Field(description="Directories among the file names searched by #include and include."),
+]
+DefinesArg = Annotated[
+    dict[str, str | None] | None,
+    Field(description='Preprocessor macros, e.g. {"N": "64", "USE_FAST_PATH": null}.'),
+]
 KernelArg = Annotated[
     str | None,
     Field(
@@ -311,6 +326,9 @@ async def _translate(
     kernel: str | None,
     verify: bool,
     sizes: dict | None,
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ) -> CallToolResult:
     async def body(token: TenantAccessToken) -> CallToolResult:
         from kernels.services import kernel_translate
@@ -319,6 +337,9 @@ async def _translate(
             return kernel_translate(
                 tenant=token.tenant,
                 source=source,
+                files=files,
+                include_dirs=include_dirs,
+                defines=defines,
                 target=target,
                 channel="mcp",
                 kernel=kernel,
@@ -336,6 +357,10 @@ async def _translate(
             structured_content=data,
         )
 
+    if files is not None:
+        from kernels.services import project_source_text
+
+        source = project_source_text(files)
     return await _guarded(ctx, tool, body, source=source, heavy=True)
 
 
@@ -345,6 +370,9 @@ async def translate_kernel(
     kernel: KernelArg = None,
     verify: VerifyArg = True,
     sizes: SizesArg = None,
+    files: FilesArg = None,
+    include_dirs: IncludeDirsArg = None,
+    defines: DefinesArg = None,
 ) -> CallToolResult:
     """Port Fortran kernels to Python with numba (CPU, @njit + prange) and verify the port.
 
@@ -357,7 +385,9 @@ async def translate_kernel(
     the outputs match and every DO loop ran in the reference (coverage.loops_run == coverage.loops),
     inconclusive that some loop never ran at the sizes tried (pass sizes so that it runs).
     """
-    return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
+    return await _translate(
+        ctx, "translate_kernel", "cpu", source, kernel, verify, sizes, files, include_dirs, defines
+    )
 
 
 async def translate_kernel_gpu(
@@ -366,13 +396,27 @@ async def translate_kernel_gpu(
     kernel: KernelArg = None,
     verify: VerifyArg = True,
     sizes: SizesArg = None,
+    files: FilesArg = None,
+    include_dirs: IncludeDirsArg = None,
+    defines: DefinesArg = None,
 ) -> CallToolResult:
     """Port Fortran kernels to numba.cuda GPU kernels (plus a host driver) and verify the port.
 
     Same inputs and result shape as translate_kernel; device says where verification ran
     (gpu, or simulator when the server has no GPU). Returns the CLI JSON shape plus run_id.
     """
-    return await _translate(ctx, "translate_kernel_gpu", "gpu", source, kernel, verify, sizes)
+    return await _translate(
+        ctx,
+        "translate_kernel_gpu",
+        "gpu",
+        source,
+        kernel,
+        verify,
+        sizes,
+        files,
+        include_dirs,
+        defines,
+    )
 
 
 def _profile_image(data: dict) -> tuple[dict, ImageContent | None]:
