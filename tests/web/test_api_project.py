@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "fortran" / "projects"
+PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
 
 
 def _post(client, payload, key):

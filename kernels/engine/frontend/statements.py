@@ -17,6 +17,7 @@ from kernels.engine.frontend.constants import _typed, const_value
 from kernels.engine.frontend.nodes import (
     _cls,
     _construct_name,
+    _end_line,
     _flatten,
     _lhs_construct,
     _line,
@@ -135,6 +136,7 @@ class _ProcBuilder(ArrayLowering):
         self.temps = 0
         self.extra_decls: dict[str, ir.Decl] = {}
         self.line_hint = 0  # line of the enclosing statement (one-line IF actions have none)
+        self.spans: dict[int, tuple[int, int]] = {}  # id(Loop/WhileLoop/If) -> (first, last line)
 
     # -- specification part ---------------------------------------------------------------------
     def spec(self, spec_node) -> None:
@@ -594,9 +596,15 @@ class _ProcBuilder(ArrayLowering):
         if handler is None:
             return [self._unsupported(_construct_name(cls), node, line)]
         try:
-            return handler(node)
+            out = handler(node)
         except ir.UnsupportedConstruct as u:
             return [self._unsupported(u.construct, node, u.line or line)]
+        # Line spans of constructs, so a program's inner nests can be extracted on their own.
+        end = _end_line(node)
+        for s in out:
+            if isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) and id(s) not in self.spans:
+                self.spans[id(s)] = (s.line or line, max(end, s.line or line))
+        return out
 
     def _stmt_Assignment_Stmt(self, node) -> list[ir.Stmt]:
         line = _line(node)
