@@ -326,6 +326,7 @@ class _FileBuilder:
                 spec = c
             elif _cls(c) == "Execution_Part":
                 exe = c
+        info.dummy_args = args  # type: ignore[attr-defined]
         if spec is not None:
             try:
                 b.spec(spec)
