@@ -421,6 +421,11 @@ _END = re.compile(
 )
 
 
+def logical_statements(lines: list[str], *, fixed_form: bool = False) -> list[_Stmt]:
+    """The file's logical statements (continuations joined), each with the lines it spans."""
+    return _fixed_statements(lines) if fixed_form else _free_statements(lines)
+
+
 def program_units(lines: list[str], *, fixed_form: bool = False) -> list[ProgramUnit]:
     """The top-level program units of the file, with their line ranges (best effort, textual)."""
     statements = _fixed_statements(lines) if fixed_form else _free_statements(lines)

@@ -58,3 +58,28 @@ def test_a_name_declared_both_character_and_integer_stays_a_unit():
     )
     (only,) = find_forbidden(src)
     assert only.line == 7
+
+
+def test_file_io_of_a_main_program_is_left_out_not_the_whole_program():
+    src = (FIXTURES / "seismogram_time_loop.f90").read_text()
+    src = src.replace(
+        "  do it = 1, nstep\n",
+        "  open(unit=20, file='seismo.dat', status='replace')\n  do it = 1, nstep\n",
+    ).replace("      print *,", "      write(20, *) it, seismo(it)\n      print *,")
+    ks = {k.name: k for k in find_kernels(src, filename="seismo.f90")}
+    assert len(ks) == 3 and all(not k.unsupported for k in ks.values())
+    (k,) = [k for k in ks.values() if k.line == 19]
+    assert "left out of the main program" in " ".join(k.notes)
+    assert "line 17: OPEN statement" in " ".join(k.notes)
+    assert "WRITE to unit 20" in " ".join(k.notes)
+    assert "open(" not in k.fortran_source.lower() and "write(20" not in k.fortran_source.lower()
+
+
+def test_file_io_in_a_subroutine_still_excludes_that_subroutine():
+    src = (
+        "subroutine dump(n, a)\n  integer :: n\n  real(8) :: a(n)\n  write(10, *) a\n"
+        "end subroutine\n"
+        "subroutine scale(n, a)\n  integer :: n\n  real(8) :: a(n)\n  integer :: i\n"
+        "  do i = 1, n\n    a(i) = 2 * a(i)\n  end do\nend subroutine\n"
+    )
+    assert [k.name for k in find_kernels(src, filename="two.f90")] == ["scale"]
