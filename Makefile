@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FORTRANSPIRE_HOME ?= $(CURDIR)/.fortranspire
 
-.PHONY: install system-deps run test lint format bench clean
+.PHONY: install system-deps run test lint format bench clean demo manifest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,16 @@ lint: install
 
 format: install
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+# A scripted Le Chat session: starts a server on a throw-away database (demo/.home), connects
+# with the mcp SDK client over OAuth 2.1, ports and profiles the CPML kernel, writes
+# demo/transcript.md and demo/roofline.png.
+demo: install
+	$(PY) -m mcp_bridge.demo --port $(or $(DEMO_PORT),8765)
+
+# Regenerates integration/le-chat-connector.json from the live tool registry.
+manifest: install
+	$(PY) -m mcp_bridge.manifest
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -1,10 +1,20 @@
-"""Load test of the MCP bridge: concurrent sessions on both transports.
+"""Load test of the MCP bridge: concurrent sessions on both transports, 1 and 2 workers.
 
     .venv/bin/python benchmarks/mcp_load.py            # full run, writes benchmarks/results/mcp-load.json
     .venv/bin/python benchmarks/mcp_load.py --quick    # smaller numbers, a smoke run
 
-What it does, against a real ``uvicorn fortranspire_site.asgi:application`` subprocess (one
-process, lifespan on, embedded PostgreSQL in a throw-away FORTRANSPIRE_HOME):
+Servers under test are ``fortranspire serve`` subprocesses (lifespan on, embedded PostgreSQL in a
+throw-away FORTRANSPIRE_HOME), started one after the other on the same database:
+
+- ``1 worker, stateful``: one process, Streamable HTTP with sessions (the default);
+- ``1 worker, stateless``: ``FORTRANSPIRE_MCP_STATELESS=1`` (no sessions, JSON answers for
+  non-streaming requests, cached tools/list);
+- ``2 workers, stateless``: ``serve --workers 2``.
+
+For each, Streamable HTTP tools/list latency at C clients (open loop, 1 request/s each: p99) and
+saturated throughput (closed loop), side by side in one run, with the load average recorded
+before and after each (client and server share the machine's cores; other work on the machine
+shows up there). Then, on the 1-worker stateful server only, the legacy figures:
 
 1. tools/list latency with C concurrent clients (Streamable HTTP and SSE), each an initialized
    MCP SDK ClientSession. Two regimes:
@@ -16,7 +26,7 @@ process, lifespan on, embedded PostgreSQL in a throw-away FORTRANSPIRE_HOME):
 3. SSE sessions held: open S sessions (GET /sse + initialize), keep them all open, then check a
    tools/list on the held sessions still answers; records the server's RSS.
 
-The per-key rate limit is disabled for the server under test (FORTRANSPIRE_MCP_RATE_LIMIT_PER_MINUTE=0)
+The per-key rate limit is disabled for the server under test (FORTRANSPIRE_RATE_LIMIT_PER_MINUTE=0)
 because every simulated client shares one key. Client and server share the machine's cores, so
 latencies include client-side overhead.
 """
@@ -118,29 +128,22 @@ print(raw)
     return done.stdout.strip().splitlines()[-1]
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+def start_server(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen:
+    """``fortranspire serve`` (uvicorn, keep-alive 30 s, access log off at level warning)."""
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "uvicorn",
-            "fortranspire_site.asgi:application",
+            "fortranspire_site.cli",
+            "serve",
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            "--lifespan",
-            "on",
+            "--workers",
+            str(workers),
             "--log-level",
             "warning",
-            "--no-access-log",
-            "--timeout-graceful-shutdown",
-            "3",
-            # Longer than the clients' own keep-alive expiry (httpx: 5 s), so the client closes an
-            # idle connection first; with equal timeouts a POST can race the server's close and
-            # fail with ReadError (seen with 500 SSE sessions).
-            "--timeout-keep-alive",
-            "30",
         ],
         cwd=ROOT,
         env=env,
@@ -404,6 +407,22 @@ async def run_transport(
     return await with_sessions(clients, transport, base, headers, body)
 
 
+async def run_tools_list(base: str, headers: dict[str, str], clients: int, seconds: float):
+    """Streamable HTTP tools/list at ``clients`` sessions: open loop (1/s each), then saturated."""
+
+    async def body(sessions, failures, opened_s):
+        return {
+            "clients": clients,
+            "sessions_opened": len(sessions),
+            "open_failures": failures,
+            "session_open_s": round(opened_s, 2),
+            "tools_list_open_loop_1rps": await open_loop(sessions, seconds, 1.0),
+            "tools_list_closed_loop": await closed_loop(sessions, seconds),
+        }
+
+    return await with_sessions(clients, "http", base, headers, body)
+
+
 async def hold_sse_sessions(
     base: str, headers: dict[str, str], target: int, server_pid: int
 ) -> dict[str, Any]:
@@ -458,6 +477,11 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="20 clients, 3 s phases, 100 SSE sessions"
     )
+    parser.add_argument(
+        "--tools-list-only",
+        action="store_true",
+        help="only the 1-vs-2-worker tools/list comparison (no translate burst, no SSE hold)",
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "mcp-load.json"))
     parser.add_argument(
         "--home", help="FORTRANSPIRE_HOME for the throw-away database (default: a temp dir)"
@@ -472,19 +496,13 @@ def main() -> int:
     env = {
         **os.environ,
         "FORTRANSPIRE_HOME": str(home),
-        "FORTRANSPIRE_MCP_RATE_LIMIT_PER_MINUTE": "0",
+        "FORTRANSPIRE_RATE_LIMIT_PER_MINUTE": "0",
         "DJANGO_SETTINGS_MODULE": "fortranspire_site.settings",
     }
     env.pop("DATABASE_URL", None)
     # SIGTERM (e.g. `timeout`) must still run the clean-up below: stop the server and its database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     key = prepare_database(env)
-    port = _free_port()
-    server = start_server(env, port)
-    # glibc does not resolve *.localhost: connect to loopback and send the tenant's Host header.
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {key}", "Host": f"{HOSTNAME}:{port}"}
-
     results: dict[str, Any] = {
         "benchmark": "mcp_load",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -499,31 +517,65 @@ def main() -> int:
             "sse_sessions": args.sse_sessions,
         },
         "targets": {"sse_sessions_held": 500, "tools_list_p99_ms_at_100_clients": 50},
+        "note": "client and server share this machine's cores; load_avg is os.getloadavg() "
+        "before and after each server's run (other work on the machine included)",
+        "workers": {},
     }
-    try:
-        for transport in ("http", "sse"):
-            results[transport] = asyncio.run(
-                run_transport(transport, base, headers, args.clients, args.seconds)
-            )
-        results["sse_hold"] = asyncio.run(
-            hold_sse_sessions(base, headers, args.sse_sessions, server.pid)
-        )
-    finally:
-        stop_server(server, home)
-        if not args.home:
-            shutil.rmtree(home, ignore_errors=True)
+    configs = [
+        ("1 worker, stateful", 1, False),
+        ("1 worker, stateless", 1, True),
+        ("2 workers, stateless", 2, True),
+    ]
+    for label, workers, stateless in configs:
+        server_env = {**env, "FORTRANSPIRE_MCP_STATELESS": "1" if stateless else "0"}
+        port = _free_port()
+        server = start_server(server_env, port, workers)
+        # glibc does not resolve *.localhost: connect to loopback and send the tenant's Host.
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {key}", "Host": f"{HOSTNAME}:{port}"}
+        load_before = os.getloadavg()
+        try:
+            row = asyncio.run(run_tools_list(base, headers, args.clients, args.seconds))
+            row["load_avg_before"] = [round(x, 2) for x in load_before]
+            row["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+            print(f"[{label}] {row}", flush=True)
+            results["workers"][label] = row
+            if label == "1 worker, stateful" and not args.tools_list_only:
+                for transport in ("http", "sse"):
+                    results[transport] = asyncio.run(
+                        run_transport(transport, base, headers, args.clients, args.seconds)
+                    )
+                results["sse_hold"] = asyncio.run(
+                    hold_sse_sessions(base, headers, args.sse_sessions, server.pid)
+                )
+        finally:
+            stop_server(server, home)
+    if not args.home:
+        shutil.rmtree(home, ignore_errors=True)
 
-    held = results["sse_hold"]
-    results["verdict"] = {
-        "sse_sessions_held": held["held"],
-        "sse_target_met": held["held"] >= 500 and held["all_answered_tools_list"],
-        "tools_list_p99_ms_open_loop": {
-            t: results[t]["tools_list_open_loop_1rps"]["p99_ms"] for t in ("http", "sse")
-        },
-        "tools_list_p99_target_met_open_loop": all(
-            (results[t]["tools_list_open_loop_1rps"]["p99_ms"] or 1e9) < 50 for t in ("http", "sse")
+    compared = {
+        label: {
+            "tools_list_p99_ms_open_loop": row["tools_list_open_loop_1rps"]["p99_ms"],
+            "tools_list_saturated_rps": row["tools_list_closed_loop"]["requests_per_s"],
+            "load_avg_before": row["load_avg_before"],
+        }
+        for label, row in results["workers"].items()
+    }
+    results["verdict"] = {"tools_list_http": compared}
+    if "sse_hold" in results:
+        held = results["sse_hold"]
+        results["verdict"].update(
+            {
+                "sse_sessions_held": held["held"],
+                "sse_target_met": held["held"] >= 500 and held["all_answered_tools_list"],
+                "tools_list_p99_ms_open_loop": {
+                    t: results[t]["tools_list_open_loop_1rps"]["p99_ms"] for t in ("http", "sse")
+                },
+            }
         )
-        and args.clients >= 100,
+    results["verdict"]["tools_list_p99_target_met_open_loop"] = {
+        label: (c["tools_list_p99_ms_open_loop"] or 1e9) < 50 and args.clients >= 100
+        for label, c in compared.items()
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

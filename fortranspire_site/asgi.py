@@ -43,3 +43,24 @@ def build_application():
 
 
 application = build_application()
+
+
+def _sweep_jobs_of_dead_processes() -> None:
+    """Runs a killed server left unfinished end ``interrupted`` (kernels.jobs)."""
+    import logging
+
+    from kernels.jobs import job_sweep_at_startup
+
+    try:
+        job_sweep_at_startup()
+    except Exception:  # noqa: BLE001 - a database still starting must not stop the server
+        logging.getLogger(__name__).warning("start-up sweep of jobs failed", exc_info=True)
+
+
+_sweep_jobs_of_dead_processes()
+
+from mcp_bridge.auth import forget_verified_keys  # noqa: E402
+from tenants.key_events import key_events_listen  # noqa: E402
+
+# Another process revoking a key clears this one's MCP key cache at once (with REDIS_URL).
+key_events_listen(forget_verified_keys)

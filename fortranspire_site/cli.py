@@ -12,7 +12,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fortranspire_site import cli_admin, cli_doctor, cli_engine, cli_profile
+    from fortranspire_site import cli_admin, cli_connector, cli_doctor, cli_engine, cli_profile
 
     parser = argparse.ArgumentParser(
         prog="fortranspire",
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_profile.add_commands(sub)
     cli_doctor.add_commands(sub)
     cli_admin.add_commands(sub)
+    cli_connector.add_commands(sub)
     return parser
 
 

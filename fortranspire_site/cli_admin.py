@@ -90,6 +90,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler the process
     # would die without running atexit hooks, leaving the embedded PostgreSQL running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        from mcp_bridge.app import STATELESS_ENV
+
+        # Read by every worker when it builds the MCP app: sessions in one process's memory
+        # cannot be shared, so Streamable HTTP must not need them.
+        os.environ[STATELESS_ENV] = "1"
+        print(
+            f"{args.workers} worker processes: /mcp (Streamable HTTP) runs stateless and any "
+            "worker answers any request. /sse + /messages/ (legacy SSE) stay bound to the worker "
+            "holding the session: behind more than one worker they need sticky routing on "
+            "session_id (or run SSE clients against a single-worker server).",
+            flush=True,
+        )
     print(
         f"fortranspire serving on http://{args.host}:{args.port} "
         f"(try: curl -H 'Host: {DEMO_DOMAIN}' http://{args.host}:{args.port}/health)",
@@ -102,6 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         log_level=args.log_level,
         proxy_headers=True,
+        workers=args.workers,
         # Longer than HTTP clients' own keep-alive expiry (httpx: 5 s), so an SSE client's POST
         # never races the server closing the idle connection under it.
         timeout_keep_alive=30,
@@ -330,6 +347,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=os.environ.get("FORTRANSPIRE_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("FORTRANSPIRE_PORT", 8000)))
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("FORTRANSPIRE_WORKERS", 1)),
+        help="uvicorn worker processes; above 1, /mcp runs stateless and SSE needs sticky routing",
+    )
     p.set_defaults(handler=_run(cmd_serve))
 
     p = sub.add_parser(

@@ -85,18 +85,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def parse_size(text: str) -> tuple[str, int | float]:
     """``n=37`` -> ('n', 37); a value with a point or exponent becomes a float (real scalars)."""
-    name, sep, value = text.partition("=")
-    name = name.strip().lower()
-    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    from fortranspire_site.errors import ValidationFailed
+    from kernels.inputs import size_item_parse
+
     try:
-        return name, int(value)
-    except ValueError:
-        pass
-    try:
-        return name, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
+        return size_item_parse(text)
+    except ValidationFailed as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def translate_command(args: argparse.Namespace) -> int:

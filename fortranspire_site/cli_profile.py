@@ -41,6 +41,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="value of a size argument (repeatable), e.g. --size n=512",
     )
+    p.add_argument(
+        "--target",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: add each kernel's modeled GPU traffic and launches per time step (gpu_model)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--plot", metavar="PATH", help="write a roofline + timings chart (PNG)")
     p.add_argument(
@@ -62,16 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
     """``["n=64", "m=32"]`` -> ``{"n": 64, "m": 32}``; raises ValueError on malformed items."""
-    sizes: dict[str, int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--size expects NAME=VALUE, got {item!r}")
-        try:
-            sizes[name.strip().lower()] = int(value)
-        except ValueError:
-            raise ValueError(f"--size {name.strip()}: {value!r} is not an integer") from None
-    return sizes
+    from fortranspire_site.errors import ValidationFailed
+    from kernels.inputs import sizes_parse
+
+    try:
+        return sizes_parse(items) or {}
+    except ValidationFailed as exc:
+        raise ValueError(f"--size: {exc.message}") from None
 
 
 def handle_profile(args: argparse.Namespace) -> int:
@@ -104,6 +107,7 @@ def handle_profile(args: argparse.Namespace) -> int:
                 repeats=args.repeats,
                 progress=progress,
                 timeout_s=args.timeout,
+                target=args.target,
             )
         except EngineError as exc:
             # Same shape as translate: diagnostics on stderr, an ``error`` object in the JSON.
@@ -242,7 +246,23 @@ def _print_table(data: dict[str, Any]) -> None:
                 )
         for note in k.get("notes", []):
             console.print(f"  note: {note}", highlight=False)
+        if k.get("gpu_model") is not None:
+            console.print(f"  {_gpu_model_text(k['gpu_model'])}", highlight=False)
     _print_measured(console, data)
+
+
+def _gpu_model_text(model: dict[str, Any]) -> str:
+    """One line of the GPU model (profile --target gpu)."""
+    if model.get("bytes_per_step") is None:
+        return f"gpu model: {model.get('reason', 'not available')}"
+    fraction = model.get("predicted_copy_bandwidth_fraction") or 0.0
+    return (
+        f"gpu model: {_fmt(model['bytes_per_step'])} B per step "
+        f"(minimum {_fmt(model['min_bytes_per_step'])}, ratio {model['bytes_ratio']}), "
+        f"{model['launches_per_step']} launch(es) per step, host launch cost "
+        f"{1e6 * model['host_launch_cost_per_step_s']:.0f} us ({model['launch_cost_source']}), "
+        f"predicted {100 * fraction:.0f}% of copy bandwidth"
+    )
 
 
 def _ms(seconds: float | None) -> str:
@@ -275,6 +295,8 @@ def _print_measured(console: Any, data: dict[str, Any]) -> None:
             + ("" if stream.get("exceeds_llc") else " (inside the last-level cache)"),
             highlight=False,
         )
+        for w in stream.get("warnings", []):
+            console.print(f"warning: {w}", highlight=False)
     sizes = Table(title="sizes timed")
     for col in ("kernel", "sizes", "working set", "of LLC", "OpenMP in original", "notes"):
         sizes.add_column(col)

@@ -62,6 +62,11 @@ def _persistent_secret_key(home: Path) -> str:
 
 
 SECRET_KEY = _persistent_secret_key(FORTRANSPIRE_HOME)
+# Rotation: the previous key(s) stay valid for sessions and for decrypting stored Mistral keys
+# until they are re-saved (docs/on-call.md).
+SECRET_KEY_FALLBACKS = [
+    k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()
+]
 DEBUG = _env_bool("DEBUG", False)
 
 # Tenants live on subdomains of localhost in development; production domains are added through
@@ -88,6 +93,10 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    # OAuth 2.1 for MCP clients. Its tables live in the public schema: accounts are public, one
+    # client (a Client ID Metadata Document URL) may connect to several tenants, and each token
+    # is bound to one tenant by its RFC 8707 resource (see tenants/oauth_views.py).
+    "oauth2_provider",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -188,6 +197,17 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Jobs (kernels.jobs): without REDIS_URL a pool of threads in each web process runs them; with
+# it, Celery workers over Redis do (queues cpu and gpu).
+FORTRANSPIRE_JOB_WORKERS = int(os.environ.get("FORTRANSPIRE_JOB_WORKERS", 2))
+# A translation's own budget (the engine's FORTRANSPIRE_MAX_RUN_S) plus queueing time.
+FORTRANSPIRE_JOB_WAIT_S = float(os.environ.get("FORTRANSPIRE_JOB_WAIT_S", 900))
+# Limits (kernels.limits), shared by REST, MCP and the dashboard.
+FORTRANSPIRE_RATE_LIMIT_PER_MINUTE = float(os.environ.get("FORTRANSPIRE_RATE_LIMIT_PER_MINUTE", 60))
+FORTRANSPIRE_RATE_LIMIT_BURST = float(os.environ.get("FORTRANSPIRE_RATE_LIMIT_BURST", 20))
+FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS = int(
+    os.environ.get("FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS", 4)
+)
 # Celery: the broker is Redis when REDIS_URL is set; otherwise tasks run in-process (eager).
 # Throttles (sign-up) count in the cache: shared by every process when Redis is there.
 if REDIS_URL:
@@ -201,7 +221,14 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or "cache+memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_TASK_ROUTES = {"kernels.tasks.translate_gpu": {"queue": "gpu"}}
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A job whose worker died unacknowledged is delivered again after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("FORTRANSPIRE_JOB_REDELIVER_S", 960))
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -209,6 +236,53 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+
+# django-oauth-toolkit: OAuth 2.1 authorization server on every tenant host (issuer = the
+# tenant's origin). Public clients register themselves (RFC 7591) or present a Client ID Metadata
+# Document URL; PKCE S256 only; access and refresh tokens stored as SHA-256 checksums only.
+OAUTH_SCOPE_DESCRIPTIONS = {
+    "translate": "Port Fortran kernels to numba CPU/GPU code and verify them (translate tools)",
+    "profile": "Rank the kernels of a Fortran file by estimated cost (profile_kernels)",
+    "agent": "Ask the porting agent, which may call the organisation's LLM (ask_agent)",
+    "history": "Read this organisation's earlier kernel runs (list_kernel_runs, get_kernel_run)",
+}
+OAUTH2_PROVIDER = {
+    "SCOPES": OAUTH_SCOPE_DESCRIPTIONS,
+    "DEFAULT_SCOPES": list(OAUTH_SCOPE_DESCRIPTIONS),
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("OAUTH_ACCESS_TOKEN_EXPIRE_SECONDS", 3600)),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": int(
+        os.environ.get("OAUTH_REFRESH_TOKEN_EXPIRE_SECONDS", 30 * 24 * 3600)
+    ),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # http is accepted for loopback redirect URIs only; tenants.oauth_views enforces that.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    "REQUEST_APPROVAL_PROMPT": "force",
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": [
+        "none",
+        "client_secret_basic",
+        "client_secret_post",
+    ],
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    "CIMD_ENABLED": True,
+}
+# Open registration is bounded: per-IP rate, a cap on stored clients, expiry of unused ones.
+OAUTH_REGISTRATIONS_PER_IP_PER_HOUR = int(os.environ.get("OAUTH_REGISTRATIONS_PER_IP_PER_HOUR", 20))
+OAUTH_MAX_REGISTERED_CLIENTS = int(os.environ.get("OAUTH_MAX_REGISTERED_CLIENTS", 5000))
+OAUTH_UNUSED_CLIENT_TTL_S = int(os.environ.get("OAUTH_UNUSED_CLIENT_TTL_S", 24 * 3600))
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 

@@ -2,13 +2,13 @@
 
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.views import serve as serve_static
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from fortranspire_site import views
 from kernels.admin import tenant_admin_site
 from kernels.api import api
 from kernels.views import connect, profile, runs, translate, usage
-from tenants import views_keys, views_llm, views_members, views_privacy, views_signup
+from tenants import oauth_views, views_keys, views_llm, views_members, views_privacy, views_signup
 
 handler404 = "fortranspire_site.views.page_not_found"
 handler500 = "fortranspire_site.views.server_error"
@@ -28,6 +28,11 @@ urlpatterns = [
     path("usage/", usage.usage, name="dashboard_usage"),
     path("connect/", connect.connect, name="dashboard_connect"),
     path("connect/test/", connect.connect_test, name="dashboard_connect_test"),
+    path(
+        "connect/oauth/<path:client_id>/revoke/",
+        connect.connect_oauth_revoke,
+        name="dashboard_oauth_revoke",
+    ),
     path("settings/keys/", views_keys.keys, name="dashboard_keys"),
     path("settings/keys/<int:key_id>/revoke/", views_keys.key_revoke, name="dashboard_key_revoke"),
     path("settings/members/", views_members.members, name="dashboard_members"),
@@ -53,4 +58,13 @@ urlpatterns = [
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
     path("api/v1/", api.urls),
     path("admin/", tenant_admin_site.urls),
+    # OAuth 2.1 authorization server (issuer = this origin) and the MCP server card.
+    path(
+        ".well-known/oauth-authorization-server",
+        oauth_views.TenantServerMetadataView.as_view(),
+        name="oauth-server-metadata",
+    ),
+    path(".well-known/openid-configuration", oauth_views.no_openid_configuration),
+    path(".well-known/mcp/server-card.json", views.mcp_server_card, name="mcp_server_card"),
+    path("oauth/", include("tenants.oauth_urls")),
 ]

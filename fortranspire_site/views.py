@@ -101,3 +101,20 @@ def privacy(request: HttpRequest) -> HttpResponse:
         {"notice": notice, "tenant": tenant},
         status=200 if notice else 404,
     )
+
+
+def mcp_server_card(request: HttpRequest) -> HttpResponse:
+    """The MCP Server Card of this host (/.well-known/mcp/server-card.json), public."""
+    from mcp_bridge.manifest import server_card
+
+    tenant = getattr(request, "tenant", None)
+    if tenant is None or tenant.pk is None:
+        return JsonResponse(
+            {"error": "not_found", "message": "Server cards are served on tenant hosts."},
+            status=404,
+        )
+    card = server_card(f"{request.scheme}://{request.get_host()}")
+    response = JsonResponse(card, json_dumps_params={"indent": 2})
+    response["Cache-Control"] = "public, max-age=300"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response

@@ -1,7 +1,5 @@
 """ask_agent and the LLM fallback, for one tenant: credentials in, KernelRun history out.
 
-- :func:`llm_fallback_for` gives ``kernels.services.kernel_translate`` the callable the engine
-  uses for kernels it cannot port (or None when the tenant has no key or turned it off).
 - :func:`agent_ask` runs the Mistral function-calling loop (``kernels.engine.llm.run_agent``)
   over local tools that go through the same services as every other edge, so each translation
   or profile the agent does is itself a KernelRun, and records the conversation as one more.
@@ -12,22 +10,21 @@ pass source, but never a tenant.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-
 from fortranspire_site.errors import (
     ApplicationError,
-    PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
     ValidationFailed,
 )
+from kernels import selectors, services
 from kernels.engine import llm
 from kernels.engine.report import ProgressCallback
-from tenants.llm_credentials import llm_config_for, llm_config_required
+from kernels.models import KernelRun
+from kernels.services import llm_fallback_for  # noqa: F401 - the agent's public neighbour
+from tenants.llm_credentials import llm_config_required
 from tenants.models import ApiKey, Tenant
 
 MAX_QUESTION_CHARS = 4000
@@ -41,14 +38,6 @@ class LlmProviderError(ApplicationError):
 
     status = 502
     code = "llm_provider_error"
-
-
-def llm_fallback_for(tenant: Tenant) -> llm.LlmFallback | None:
-    """The engine's ``llm_fallback`` for this tenant, or None (no key, or fallback switched off)."""
-    config = llm_config_for(tenant=tenant, purpose="fallback")
-    if config is None:
-        return None
-    return llm.make_llm_fallback(config)
 
 
 def llm_error_to_application_error(
@@ -67,6 +56,23 @@ def llm_error_to_application_error(
 # The service
 
 
+def ask_params(
+    *, question: Any, source: Any = None, run_id: Any = None
+) -> tuple[dict[str, Any], str]:
+    """The checked options of an ask_agent job: (params, source)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValidationFailed("question must be a non-empty string")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValidationFailed(f"question is longer than {MAX_QUESTION_CHARS} characters")
+    if source is not None and not (isinstance(source, str) and not source.strip()):
+        source = services.source_check(source)
+    else:
+        source = ""
+    if run_id is not None and not isinstance(run_id, str):
+        raise ValidationFailed("run_id must be a string")
+    return {"question": question, "run_id": run_id or None}, source
+
+
 def agent_ask(
     *,
     tenant: Tenant,
@@ -78,6 +84,7 @@ def agent_ask(
     channel: str = "mcp",
     user: Any = None,
     chat_factory: Callable[[llm.LlmConfig], llm.ChatClient] = llm.MistralChat,
+    run: KernelRun | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Answer ``question`` with Mistral function calling over the engine and the history.
 
@@ -85,31 +92,18 @@ def agent_ask(
     LlmNotConfigured (with how to configure a key) when the tenant has none, and maps provider
     failures to RateLimited / ServiceUnavailable / LlmProviderError after recording the run.
     """
-    from kernels.selectors import kernel_run_get
-    from kernels.services import kernel_run_record
-
-    if not isinstance(question, str) or not question.strip():
-        raise ValidationFailed("question must be a non-empty string")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise ValidationFailed(f"question is longer than {MAX_QUESTION_CHARS} characters")
-    if source is not None:
-        if not isinstance(source, str):
-            raise ValidationFailed("source must be Fortran text")
-        limit = getattr(settings, "FORTRANSPIRE_MAX_SOURCE_BYTES", 1_048_576)
-        if len(source.encode("utf-8", errors="replace")) > limit:
-            raise PayloadTooLarge(f"source is larger than {limit} bytes")
-        source = source if source.strip() else None
+    params, source = ask_params(question=question, source=source, run_id=run_id)
     config = llm_config_required(tenant=tenant, purpose="agent")
 
     context_lines = []
     if run_id:
-        earlier = kernel_run_get(tenant=tenant, run_id=run_id)  # NotFound for another tenant's id
+        earlier = selectors.kernel_run_get(tenant=tenant, run_id=run_id)  # NotFound elsewhere
         context_lines.append(
             f"The question is about kernel run {earlier.id} ({earlier.tool or earlier.channel}, "
             f"status {earlier.status}, kernels {', '.join(earlier.kernel_names or []) or '-'}); "
             "call get_kernel_run to read it."
         )
-        if source is None and earlier.source:
+        if not source and earlier.source:
             source = earlier.source
     if source:
         context_lines.append(
@@ -118,51 +112,63 @@ def agent_ask(
         )
 
     session = _AgentSession(
-        tenant=tenant, source=source, api_key=api_key, user=user, channel=channel
+        tenant=tenant, source=source or None, api_key=api_key, user=user, channel=channel
     )
     chat = chat_factory(config)
-    started = time.monotonic()
-    caller = {"api_key": api_key, "user": user}
-    try:
-        result = llm.run_agent(
-            chat,
-            question=question,
-            tools=session.tools(),
-            context="\n\n".join(context_lines),
-            max_steps=AGENT_MAX_STEPS,
-            progress=progress,
-            trace=session.trace_so_far,
-        )
-    except llm.LlmError as exc:
-        run = kernel_run_record(
-            tenant=tenant,
-            channel=channel,
-            tool="ask_agent",
-            status="failed",
-            source=source or "",
-            report={"question": question, "trace": session.trace_so_far, "model": config.model},
-            duration_ms=int((time.monotonic() - started) * 1000),
-            llm_calls=getattr(chat, "calls", 0),
-            llm_tokens=getattr(chat, "total_tokens", 0),
-            error=f"{exc.kind}: {exc.message}",
-            **caller,
-        )
-        raise llm_error_to_application_error(exc, extra={"run_id": str(run.id)}) from exc
-    data = result.to_dict()
-    run = kernel_run_record(
+    run = services.kernel_run_start_inline(
         tenant=tenant,
+        run=run,
+        kind="ask",
         channel=channel,
         tool="ask_agent",
-        status="ok",
         source=source or "",
-        kernel_names=sorted(session.kernel_names),
-        report={"question": question, "model": config.model, "context_run_id": run_id, **data},
-        duration_ms=int((time.monotonic() - started) * 1000),
-        llm_calls=result.llm_calls,
-        llm_tokens=result.llm_tokens,
-        **caller,
+        target="",
+        params=params,
+        api_key=api_key,
+        user=user,
     )
-    return run, {**data, "run_id": str(run.id)}
+
+    def call() -> llm.AgentResult:
+        try:
+            return llm.run_agent(
+                chat,
+                question=question,
+                tools=session.tools(),
+                context="\n\n".join(context_lines),
+                max_steps=AGENT_MAX_STEPS,
+                progress=progress,
+                trace=session.trace_so_far,
+            )
+        except llm.LlmError as exc:
+            services.kernel_run_finish(
+                tenant=tenant,
+                run=run,
+                status="failed",
+                source=source or "",
+                report={"question": question, "trace": session.trace_so_far, "model": config.model},
+                llm_calls=getattr(chat, "calls", 0),
+                llm_tokens=getattr(chat, "total_tokens", 0),
+                error=f"{exc.kind}: {exc.message}",
+            )
+            raise llm_error_to_application_error(exc, extra={"run_id": str(run.id)}) from exc
+
+    def outcome(result) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "source": source or "",
+            "kernel_names": sorted(session.kernel_names),
+            "report": {
+                "question": question,
+                "model": config.model,
+                "context_run_id": run_id,
+                **result.to_dict(),
+            },
+            "llm_calls": result.llm_calls,
+            "llm_tokens": result.llm_tokens,
+        }
+
+    result = services.engine_run_recorded(tenant=tenant, run=run, call=call, outcome=outcome)
+    return run, {**result.to_dict(), "run_id": str(run.id)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,10 +329,8 @@ class _AgentSession:
         return {"kernels": out}
 
     def _translate(self, args: dict[str, Any], *, tool: str, verify: bool) -> dict[str, Any]:
-        from kernels.services import kernel_translate
-
         target = args.get("target") or "cpu"
-        run, result = kernel_translate(
+        run, result = services.kernel_translate(
             tenant=self.tenant,
             source=self._source(args),
             target=target,
@@ -360,9 +364,7 @@ class _AgentSession:
         return out
 
     def profile(self, args: dict[str, Any]) -> dict[str, Any]:
-        from kernels.services import kernel_profile
-
-        run, data = kernel_profile(
+        run, data = services.kernel_profile(
             tenant=self.tenant,
             source=self._source(args),
             channel=self.channel,
@@ -374,9 +376,7 @@ class _AgentSession:
         return {"run_id": str(run.id), **(data if isinstance(data, dict) else {"profile": data})}
 
     def get_kernel_run(self, args: dict[str, Any]) -> dict[str, Any]:
-        from kernels.selectors import kernel_run_get
-
-        run = kernel_run_get(tenant=self.tenant, run_id=str(args.get("run_id") or ""))
+        run = selectors.kernel_run_get(tenant=self.tenant, run_id=str(args.get("run_id") or ""))
         data = run.to_dict(include_source=True, include_report=True)
         if run.source and not self.source:
             self.source = run.source  # later tools can work on the run's source by default
@@ -385,11 +385,13 @@ class _AgentSession:
         return data
 
     def list_kernel_runs(self, args: dict[str, Any]) -> dict[str, Any]:
-        from kernels.selectors import kernel_run_list
-
         limit = args.get("limit") or 10
         limit = max(1, min(int(limit), 20))
-        return {"runs": [r.to_dict() for r in kernel_run_list(tenant=self.tenant, limit=limit)]}
+        return {
+            "runs": [
+                r.to_dict() for r in selectors.kernel_run_list(tenant=self.tenant, limit=limit)
+            ]
+        }
 
 
 def _describe_kernel(k: Any) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fortranspire_site.errors import (
     ApplicationError,
@@ -21,11 +22,11 @@ from fortranspire_site.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    ValidationFailed,
 )
-from kernels import selectors, services
+from kernels import jobs, limits, selectors, services
 from tenants.auth import ApiKeyBearer, Caller, TenantSession
 from tenants.models import OWNER_SCOPE
+from tenants.oauth_api import router as oauth_router
 from tenants.selectors import privacy_notice_current
 
 api = NinjaAPI(
@@ -81,9 +82,24 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 def _caller(request: HttpRequest, scope: str | None = None) -> Caller:
     caller: Caller = request.auth  # type: ignore[attr-defined]
+    # First, so that refused calls count against the key too.
+    limits.rate_limit_check(key=rate_key(caller))
     if scope is not None:
         caller.require(scope)
     return caller
+
+
+def rate_key(caller: Caller) -> str:
+    if caller.api_key is not None:
+        return f"key:{caller.api_key.pk}"
+    return f"user:{caller.tenant.schema_name}:{caller.user.pk if caller.user else 0}"
+
+
+async def _job_result(caller: Caller, run) -> dict[str, Any]:
+    """Wait for the job's final state (the request's thread is not held meanwhile)."""
+    if not run.finished:
+        run = await jobs.job_wait(tenant=caller.tenant, run_id=str(run.id))
+    return jobs.job_outcome(run)
 
 
 # ---- schemas --------------------------------------------------------------------------------
@@ -108,6 +124,12 @@ class TranslateIn(Schema):
     sizes: dict[str, int] | None = Field(None, description='array extents, e.g. {"n": 64}')
     seed: int = 0
     allow_llm: bool = False
+
+    @model_validator(mode="after")
+    def _source_or_files(self) -> TranslateIn:
+        if (self.source is None) == (self.files is None):
+            raise ValueError("give either source or files")
+        return self
 
 
 class ProfileIn(Schema):
@@ -188,44 +210,51 @@ def runs_delete_all(request: HttpRequest) -> dict[str, Any]:
 
 
 @api.post("/translate", tags=["kernels"])
-def translate(request: HttpRequest, payload: TranslateIn) -> dict[str, Any]:
-    caller = _caller(request, "translate")
-    if (payload.source is None) == (payload.files is None):
-        raise ValidationFailed("give either source or files")
-    run, result = services.kernel_translate(
-        tenant=caller.tenant,
-        source=payload.source,
-        files=payload.files,
-        include_dirs=payload.include_dirs,
-        defines=payload.defines,
-        target=payload.target,
-        channel="api",
-        kernel=payload.kernel,
-        verify=payload.verify,
-        sizes=payload.sizes,
-        seed=payload.seed,
-        api_key=caller.api_key,
-        user=caller.user,
-        tool="translate_kernel_gpu" if payload.target == "gpu" else "translate_kernel",
-        allow_llm=payload.allow_llm,
-    )
-    return {**result.to_dict(), "run_id": str(run.id)}
+async def translate(request: HttpRequest, payload: TranslateIn) -> dict[str, Any]:
+    def submit():
+        caller = _caller(request, "translate")
+        run = jobs.job_translate_submit(
+            tenant=caller.tenant,
+            source=payload.source or "",
+            files=payload.files,
+            include_dirs=payload.include_dirs,
+            defines=payload.defines,
+            channel="api",
+            tool="translate_kernel_gpu" if payload.target == "gpu" else "translate_kernel",
+            target=payload.target,
+            kernel=payload.kernel,
+            verify=payload.verify,
+            sizes=payload.sizes,
+            seed=payload.seed,
+            allow_llm=payload.allow_llm,
+            api_key=caller.api_key,
+            user=caller.user,
+        )
+        return caller, run
+
+    # Submitting is quick (checks + one insert); the wait below holds no thread.
+    caller, run = await sync_to_async(submit)()
+    return await _job_result(caller, run)
 
 
 @api.post("/profile", tags=["kernels"])
-def profile(request: HttpRequest, payload: ProfileIn) -> dict[str, Any]:
-    caller = _caller(request, "profile")
-    run, data = services.kernel_profile(
-        tenant=caller.tenant,
-        source=payload.source,
-        channel="api",
-        sizes=payload.sizes,
-        measure=payload.measure,
-        api_key=caller.api_key,
-        user=caller.user,
-        tool="profile_kernels",
-    )
-    return {**data, "run_id": str(run.id)}
+async def profile(request: HttpRequest, payload: ProfileIn) -> dict[str, Any]:
+    def submit():
+        caller = _caller(request, "profile")
+        run = jobs.job_profile_submit(
+            tenant=caller.tenant,
+            source=payload.source,
+            channel="api",
+            tool="profile_kernels",
+            sizes=payload.sizes,
+            measure=payload.measure,
+            api_key=caller.api_key,
+            user=caller.user,
+        )
+        return caller, run
+
+    caller, run = await sync_to_async(submit)()
+    return await _job_result(caller, run)
 
 
 def _mount_optional_routers() -> None:
@@ -237,3 +266,4 @@ def _mount_optional_routers() -> None:
 
 
 _mount_optional_routers()
+api.add_router("/oauth", oauth_router)

@@ -109,25 +109,29 @@ def llm_usage_summary(*, tenant: Tenant, days: int | None = None) -> LlmUsage:
     since = timezone.now() - timedelta(days=days) if days else None
     usage = LlmUsage(since=since)
     with tenant_context(tenant):
-        # Profiles (status "ok") list kernels too, but nothing was translated.
-        runs = KernelRun.objects.exclude(status="ok").order_by("created_at")
+        runs = KernelRun.objects.order_by("created_at")
         if since is not None:
             runs = runs.filter(created_at__gte=since)
         rows = runs.values_list(
             "id",
             "created_at",
             "tool",
+            "status",
             "source_sha256",
             "llm_calls",
             "llm_tokens",
             "report",
         )
-        for run_id, created_at, tool, sha, calls, tokens, report in rows.iterator(chunk_size=200):
+        for run_id, created_at, tool, status, sha, calls, tokens, report in rows.iterator(
+            chunk_size=200
+        ):
             usage.runs += 1
             if tool == "ask_agent":  # its translate/verify tools are recorded as translations
                 usage.agent_runs += 1
                 usage.agent_calls += calls or 0
                 usage.agent_tokens += tokens or 0
+                continue
+            if status == "ok":  # a profile lists kernels too, but translated none
                 continue
             kernels = (report or {}).get("kernels") if isinstance(report, dict) else None
             if not isinstance(kernels, list):

@@ -10,7 +10,13 @@ from django.utils import timezone
 
 class KernelRun(models.Model):
     CHANNELS = [("cli", "CLI"), ("api", "API"), ("mcp", "MCP"), ("dashboard", "Dashboard")]
+    # Job states come first: a run is ``queued`` when accepted, ``running`` on a worker, then
+    # one of the outcomes below, or ``interrupted`` when the process running it died.
+    JOB_STATES = ("queued", "running")
     STATUSES = [
+        ("queued", "queued"),
+        ("running", "running"),
+        ("interrupted", "interrupted"),
         ("verified", "verified"),
         ("inconclusive", "inconclusive"),
         ("translated", "translated"),
@@ -41,6 +47,18 @@ class KernelRun(models.Model):
     llm_calls = models.PositiveIntegerField(default=0)
     llm_tokens = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # The job: what to run (kind + params, plain JSON for the broker) and how far it got.
+    KINDS = [("translate", "translate"), ("profile", "profile"), ("ask", "ask")]
+    kind = models.CharField(max_length=16, choices=KINDS, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    stage = models.CharField(max_length=32, blank=True)
+    progress = models.JSONField(default=dict, blank=True)  # {done, total, message, stages}
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # host:pid of the process that accepted (in-process pool) or runs (Celery worker) the job.
+    worker = models.CharField(max_length=128, blank=True, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
     # Set on a fresh, fully verified translation: the key under which kernels.result_cache serves
     # it again to an identical request of the same tenant (blank otherwise).
     cache_key = models.CharField(max_length=64, blank=True, db_index=True)
@@ -60,6 +78,10 @@ class KernelRun(models.Model):
             return f"user {self.username}"
         return self.channel
 
+    @property
+    def finished(self) -> bool:
+        return self.status not in self.JOB_STATES
+
     def to_dict(self, *, include_source: bool = False, include_report: bool = False) -> dict:
         """The JSON summary the API and MCP tools return."""
         data = {
@@ -76,6 +98,10 @@ class KernelRun(models.Model):
             "llm_calls": self.llm_calls,
             "llm_tokens": self.llm_tokens,
             "error": self.error,
+            "stage": self.stage,
+            "progress": dict(self.progress or {}),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
         if include_source:
             data["source"] = self.source

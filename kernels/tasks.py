@@ -1,7 +1,13 @@
-"""Celery tasks: the same services, run by a worker. Arguments are plain JSON (a tenant slug, not
-a Tenant) because they travel through the broker."""
+"""Celery tasks: workers of the job service (kernels.jobs) when REDIS_URL is set.
+
+A job travels as (tenant schema, run id): the queued KernelRun holds everything else, so the
+message is tiny and a job is never only in the broker. Queues: ``cpu`` and ``gpu`` (GPU nodes
+run ``celery -A fortranspire_site.celery worker -Q gpu``).
+"""
 
 from __future__ import annotations
+
+from celery.signals import worker_ready
 
 from fortranspire_site.celery import app
 
@@ -12,30 +18,30 @@ def ping() -> str:
     return "pong"
 
 
-def _translate(tenant_slug: str, source: str, *, target: str, tool: str, **options) -> dict:
-    """Runs kernels.services.kernel_translate for the tenant; options are its keyword arguments
-    (channel, kernel, verify, sizes, seed), all plain JSON."""
-    from kernels.services import kernel_translate
-    from tenants.selectors import tenant_get
+@app.task(
+    name="kernels.tasks.run_job",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
+def run_job(self, tenant_schema: str, run_id: str) -> str:
+    """Run one accepted job. Delivered again if this worker dies before it is done."""
+    from kernels import jobs
 
-    options.setdefault("channel", "api")
-    run, result = kernel_translate(
-        tenant=tenant_get(slug=tenant_slug), source=source, target=target, tool=tool, **options
-    )
-    return {**result.to_dict(), "run_id": str(run.id)}
+    decision = jobs.job_execute(tenant_schema=tenant_schema, run_id=run_id)
+    if decision == "busy":
+        # Another worker holds it and looked alive: look again once its heartbeat could be
+        # stale, so the job is taken over (or found finished) rather than dropped.
+        raise self.retry(countdown=jobs.HEARTBEAT_STALE_S)
+    return decision
 
 
-@app.task(name="kernels.tasks.translate")
-def translate(tenant_slug: str, source: str, *, tool: str = "translate_kernel", **options) -> dict:
-    return _translate(tenant_slug, source, target="cpu", tool=tool, **options)
+@worker_ready.connect
+def _sweep_on_worker_start(**_kwargs) -> None:
+    from kernels.jobs import job_sweep_at_startup
 
-
-@app.task(name="kernels.tasks.translate_gpu")
-def translate_gpu(
-    tenant_slug: str, source: str, *, tool: str = "translate_kernel_gpu", **options
-) -> dict:
-    """Routed to the ``gpu`` queue (settings.CELERY_TASK_ROUTES) so only GPU nodes take it."""
-    return _translate(tenant_slug, source, target="gpu", tool=tool, **options)
+    job_sweep_at_startup()
 
 
 @app.task(name="kernels.tasks.purge")

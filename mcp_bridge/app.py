@@ -4,13 +4,25 @@ Built from the SDK's own transports (StreamableHTTPSessionManager, SseServerTran
 pieces (BearerAuthBackend, AuthContextMiddleware); what is ours is the per-Host tenant
 resolution, the per-host 401/403 challenges and the protected-resource metadata, because every
 tenant is its own origin.
+
+**Scaling out.** With ``FORTRANSPIRE_MCP_STATELESS=1`` (what ``fortranspire serve --workers N``
+sets for N > 1) Streamable HTTP runs in the SDK's stateless mode: no ``Mcp-Session-Id``, every
+POST is served whole by whichever worker process receives it, so any number of processes behind
+one port (or a load balancer) can answer. Progress notifications still arrive, on the SSE stream
+that answers the tools/call POST itself; what stateless mode gives up is server-to-client
+requests (sampling, elicitation), which no fortranspire tool makes. The legacy SSE transport
+stays session-bound: the ``GET /sse`` stream and its ``POST /messages/?session_id=..`` must reach
+the same process, so behind several workers it needs sticky routing (by ``session_id``), e.g. one
+SSE worker or a proxy hashing on the session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,24 +60,150 @@ MESSAGE_PATH = "/messages/"
 SESSION_IDLE_TIMEOUT_S = 30 * 60
 
 
+STATELESS_ENV = "FORTRANSPIRE_MCP_STATELESS"
+
+
+def stateless_http_enabled() -> bool:
+    """Whether Streamable HTTP runs without sessions (see the module docstring)."""
+    return os.environ.get(STATELESS_ENV, "") not in ("", "0")
+
+
 def max_body_bytes() -> int:
     # JSON escaping can double a Fortran source (newlines, quotes): leave room so an oversized
     # source gets the clear tool error rather than a bare 413 from the transport.
     return max(4 * 1024 * 1024, int(2 * limit_setting("MCP_MAX_SOURCE_BYTES")) + 64 * 1024)
 
 
-class _StreamableHTTPEndpoint:
-    """Delegates to the session manager of the current lifespan.
+# Requests whose answer may carry notifications (progress) before the result: answered on an SSE
+# stream. Everything else can be one JSON body.
+STREAMED_METHODS = frozenset({"tools/call"})
+_PEEK_LIMIT = 64 * 1024  # larger bodies are tools/call sources: no need to parse them here
 
-    A StreamableHTTPSessionManager runs once; building a fresh one on every startup lets the
-    same ASGI application be served again (tests, ``uvicorn --reload``).
+
+def _peek(body: bytes) -> dict | None:
+    """The POSTed JSON-RPC message when it is one small object, else None."""
+    if len(body) > _PEEK_LIMIT:
+        return None
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None  # the streaming manager answers malformed input as it always did
+    return message if isinstance(message, dict) else None  # a batch: None
+
+
+def _streams_its_answer(message: dict | None) -> bool:
+    """Whether a POSTed JSON-RPC message needs the streaming (SSE) answer."""
+    if message is None:
+        return True
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return message.get("method") in STREAMED_METHODS or (
+        isinstance(meta, dict) and "progressToken" in meta
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class _ToolListCache:
+    """tools/list answers, serialised once per protocol version (stateless mode only).
+
+    The tool registry is fixed when the server starts, so the SDK's answer to tools/list never
+    changes; building and validating it again (six tools with large JSON schemas, three pydantic
+    passes) plus a per-request transport was most of the CPU a tools/list cost (profiled with
+    py-spy under benchmarks/mcp_load.py). The first tools/list of each protocol version goes
+    through the SDK and its result is kept; later ones are answered from it with their own id.
+    Only plain requests use it: no cursor, JSON accepted, and no Origin header (browsers send one;
+    those keep the SDK's DNS-rebinding checks). Auth and the tenant's Host check ran before.
+    """
+
+    def __init__(self) -> None:
+        self.results: dict[str | None, bytes] = {}
+
+    @staticmethod
+    def eligible(scope: Scope, message: dict | None) -> bool:
+        if message is None or message.get("method") != "tools/list" or "id" not in message:
+            return False
+        params = message.get("params")
+        if isinstance(params, dict) and params.get("cursor") is not None:
+            return False
+        accept = _header(scope, b"accept") or ""
+        content_type = _header(scope, b"content-type") or ""
+        return (
+            _header(scope, b"origin") is None
+            and "application/json" in accept
+            and content_type.split(";")[0].strip() == "application/json"
+        )
+
+    async def answer(self, scope: Scope, message: dict, send: Send) -> bool:
+        result = self.results.get(_header(scope, b"mcp-protocol-version"))
+        if result is None:
+            return False
+        body = b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (
+            json.dumps(message["id"]).encode(),
+            result,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+    def recording(self, scope: Scope, send: Send) -> Send:
+        """``send`` that keeps the SDK's successful tools/list result for this version."""
+        status = [0]
+        chunks: list[bytes] = []
+        version = _header(scope, b"mcp-protocol-version")
+
+        async def wrapped(event: dict) -> None:
+            if event["type"] == "http.response.start":
+                status[0] = event["status"]
+            elif event["type"] == "http.response.body" and status[0] == 200:
+                chunks.append(event.get("body", b""))
+                if not event.get("more_body"):
+                    try:
+                        answer = json.loads(b"".join(chunks))
+                    except ValueError:
+                        answer = None
+                    if isinstance(answer, dict) and "result" in answer and len(self.results) < 16:
+                        self.results[version] = json.dumps(
+                            answer["result"], separators=(",", ":")
+                        ).encode()
+            await send(event)
+
+        return wrapped
+
+
+class _StreamableHTTPEndpoint:
+    """Delegates to the session manager(s) of the current lifespan.
+
+    A StreamableHTTPSessionManager runs once; building fresh ones on every startup lets the same
+    ASGI application be served again (tests, ``uvicorn --reload``). In stateless mode there are
+    two: tools/call (and anything asking for progress) is answered on an SSE stream so progress
+    notifications reach the client; every other request (initialize, tools/list, ping) gets a
+    plain JSON body, which costs the server far less than opening and closing an SSE response.
+    Sessions do not exist in that mode, so either manager can take any request.
     """
 
     def __init__(self) -> None:
         self.manager: StreamableHTTPSessionManager | None = None
+        self.json_manager: StreamableHTTPSessionManager | None = None
+        self.tool_list = _ToolListCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.manager is None:
+        manager = self.manager
+        if manager is None:
             await JSONResponse(
                 {
                     "error": "unavailable",
@@ -74,7 +212,33 @@ class _StreamableHTTPEndpoint:
                 status_code=503,
             )(scope, receive, send)
             return
-        await self.manager.handle_request(scope, receive, send)
+        if self.json_manager is not None and scope.get("method") == "POST":
+            messages: list = []
+            body = bytearray()
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    break
+                body.extend(message.get("body", b""))
+                if not message.get("more_body") or len(body) > _PEEK_LIMIT:
+                    break
+
+            upstream = receive
+
+            async def replay() -> Any:
+                return messages.pop(0) if messages else await upstream()
+
+            message = _peek(bytes(body))
+            if not _streams_its_answer(message):
+                manager = self.json_manager
+            receive = replay
+            if self.tool_list.eligible(scope, message):
+                assert message is not None
+                if await self.tool_list.answer(scope, message, send):
+                    return
+                send = self.tool_list.recording(scope, send)
+        await manager.handle_request(scope, receive, send)
 
 
 def _protected_resource_metadata(request: Request) -> Response:
@@ -134,9 +298,18 @@ def warm_up_engine() -> None:
 
 
 def build_mcp_app(
-    server: MCPServer | None = None, directory: TenantDirectory | None = None
+    server: MCPServer | None = None,
+    directory: TenantDirectory | None = None,
+    *,
+    stateless: bool | None = None,
 ) -> Starlette:
-    """The Starlette app serving both MCP transports for every tenant host."""
+    """The Starlette app serving both MCP transports for every tenant host.
+
+    ``stateless`` (default: :func:`stateless_http_enabled`) runs Streamable HTTP without
+    sessions, so several worker processes can serve one endpoint.
+    """
+    if stateless is None:
+        stateless = stateless_http_enabled()
     if server is None:
         from mcp_bridge.server import mcp_server as server
     directory = directory or tenant_directory
@@ -169,18 +342,30 @@ def build_mcp_app(
         # measured under the load benchmark (they set the p99 of tools/list).
         gc.collect()
         gc.freeze()
-        manager = StreamableHTTPSessionManager(
-            app=lowlevel,
-            security_settings=directory.security,
-            max_request_body_size=body_limit,
-            session_idle_timeout=SESSION_IDLE_TIMEOUT_S,
-        )
-        async with manager.run():
-            streamable.manager = manager
+
+        def manager(json_response: bool = False) -> StreamableHTTPSessionManager:
+            return StreamableHTTPSessionManager(
+                app=lowlevel,
+                security_settings=directory.security,
+                max_request_body_size=body_limit,
+                session_idle_timeout=None if stateless else SESSION_IDLE_TIMEOUT_S,
+                stateless=stateless,
+                json_response=json_response,
+            )
+
+        async with contextlib.AsyncExitStack() as stack:
+            streaming = manager()
+            await stack.enter_async_context(streaming.run())
+            plain = None
+            if stateless:
+                plain = manager(json_response=True)
+                await stack.enter_async_context(plain.run())
+            streamable.manager, streamable.json_manager = streaming, plain
+            streamable.tool_list = _ToolListCache()
             try:
                 yield
             finally:
-                streamable.manager = None
+                streamable.manager = streamable.json_manager = None
 
     well_known = "/.well-known/oauth-protected-resource"
     routes: list[Any] = [

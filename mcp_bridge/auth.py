@@ -1,4 +1,8 @@
-"""Bearer-key auth for the MCP endpoints, bound to the tenant of the Host header.
+"""Bearer auth for the MCP endpoints, bound to the tenant of the Host header.
+
+Two kinds of bearer are accepted, with the same scope checks: API keys (``fsp_...``) and
+OAuth 2.1 access tokens issued by this tenant's authorization server (tenants/oauth_views.py),
+which must be bound to this tenant's resource (RFC 8707).
 
 The SDK's ``TokenVerifier.verify_token(token)`` sees only the token, not the request, so a thin
 ASGI middleware (:class:`TenantHostMiddleware`) resolves the tenant from the Host header first
@@ -45,10 +49,13 @@ class TenantAccessToken(AccessToken):
 
     tenant: Any = Field(default=None, exclude=True, repr=False)
     api_key: Any = Field(default=None, exclude=True, repr=False)
+    # OAuth access tokens act for a dashboard user through a client (no ApiKey row).
+    user: Any = Field(default=None, exclude=True, repr=False)
+    oauth_client_id: str | None = Field(default=None, exclude=True)
 
 
 class TenantKeyVerifier(TokenVerifier):
-    """Checks a raw API key against the tenant resolved from this request's Host header.
+    """Checks a raw API key or OAuth access token against the tenant of this request's Host.
 
     Successful checks are cached for MCP_AUTH_CACHE_S seconds (0 disables): every MCP message
     is its own HTTP request, and a database round trip per tools/list would dominate its cost.
@@ -88,7 +95,43 @@ class TenantKeyVerifier(TokenVerifier):
         try:
             key = await run_db(api_key_authenticate, raw_key=token, tenant=tenant)
         except ApplicationError:
+            access = await self._verify_oauth_token(token, tenant, digest)
+        else:
+            access = self._key_access(key, tenant, digest)
+        if access is None:
             return None
+        if ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[cache_key] = (access, now)
+        return access
+
+    @staticmethod
+    async def _verify_oauth_token(token: str, tenant: Any, digest: str) -> AccessToken | None:
+        from fortranspire_site.errors import ApplicationError
+        from tenants.oauth_services import oauth_token_authenticate
+
+        try:
+            row = await run_db(oauth_token_authenticate, raw_token=token, tenant=tenant)
+        except ApplicationError:
+            return None
+        tenant_id = getattr(tenant, "schema_name", None) or getattr(tenant, "pk", "")
+        client_id = row.application.client_id
+        return TenantAccessToken(
+            token=digest,
+            client_id=f"{tenant_id}:oauth:{client_id}",
+            subject=f"{tenant_id}:user:{row.user.pk}",
+            scopes=[s for s in (row.scope or "").split() if s in SCOPES],
+            expires_at=int(row.expires.timestamp()),
+            resource=(row.resource or [None])[0],
+            tenant=tenant,
+            api_key=None,
+            user=row.user,
+            oauth_client_id=client_id,
+        )
+
+    @staticmethod
+    def _key_access(key: Any, tenant: Any, digest: str) -> TenantAccessToken:
         scopes = [str(s) for s in (getattr(key, "scopes", None) or [])]
         expires = getattr(key, "expires_at", None)
         key_id = getattr(key, "pk", None) or "env"
@@ -104,10 +147,6 @@ class TenantKeyVerifier(TokenVerifier):
             # The API_KEY env key has no row (pk None); runs still record its "env" prefix.
             api_key=key,
         )
-        if ttl > 0:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[cache_key] = (access, now)
         return access
 
 
@@ -122,13 +161,15 @@ def forget_verified_keys(**_: Any) -> None:
 
 def connect_key_signals() -> None:
     from django.db.models.signals import post_delete, post_save
+    from oauth2_provider.settings import oauth2_settings
 
-    post_save.connect(
-        forget_verified_keys, sender="tenants.ApiKey", dispatch_uid="mcp_forget_keys_save"
-    )
-    post_delete.connect(
-        forget_verified_keys, sender="tenants.ApiKey", dispatch_uid="mcp_forget_keys_delete"
-    )
+    for sender in ("tenants.ApiKey", oauth2_settings.ACCESS_TOKEN_MODEL):
+        post_save.connect(
+            forget_verified_keys, sender=sender, dispatch_uid=f"mcp_forget_{sender}_save"
+        )
+        post_delete.connect(
+            forget_verified_keys, sender=sender, dispatch_uid=f"mcp_forget_{sender}_delete"
+        )
 
 
 def base_url(scope: Scope) -> str:
@@ -215,9 +256,10 @@ class RequireTenantAuth:
             presented = headers.get(b"authorization", b"").lower().startswith(b"bearer ")
             error = "invalid_token" if presented else "unauthorized"
             description = (
-                "The API key is unknown, revoked, expired or belongs to another organisation."
+                "The API key or access token is unknown, revoked, expired or belongs to "
+                "another organisation."
                 if presented
-                else "Send an API key as 'Authorization: Bearer <key>'."
+                else "Send an API key or an OAuth access token as 'Authorization: Bearer <token>'."
             )
             parts = ['realm="fortranspire"']
             if presented:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -25,12 +24,11 @@ from fortranspire_site.errors import (
     ApplicationError,
     AuthenticationFailed,
     PermissionDenied,
-    ServiceUnavailable,
     ValidationFailed,
 )
+from kernels.limits import rate_limit_check
 from mcp_bridge.auth import TOOL_SCOPES, TenantAccessToken
 from mcp_bridge.hosts import run_db
-from mcp_bridge.limits import check_source_size, job_slots, rate_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +45,18 @@ SourceArg = Annotated[
         description="Fortran 90+ source text (free form) holding one or more subroutines/functions."
     ),
 ]
+KernelArg = Annotated[
+    str | None,
+    Field(
+        description="Name of the one subroutine to port; all kernels in the source when omitted."
+    ),
+]
+VerifyArg = Annotated[
+    bool,
+    Field(
+        description="Run the port and the gfortran-compiled original on the same random inputs and compare."
+    ),
+]
 FilesArg = Annotated[
     dict[str, str] | None,
     Field(
@@ -61,18 +71,6 @@ IncludeDirsArg = Annotated[
 DefinesArg = Annotated[
     dict[str, str | None] | None,
     Field(description='Preprocessor macros, e.g. {"N": "64", "USE_FAST_PATH": null}.'),
-]
-KernelArg = Annotated[
-    str | None,
-    Field(
-        description="Name of the one subroutine to port; all kernels in the source when omitted."
-    ),
-]
-VerifyArg = Annotated[
-    bool,
-    Field(
-        description="Run the port and the gfortran-compiled original on the same random inputs and compare."
-    ),
 ]
 SizesArg = Annotated[
     dict[str, int] | None,
@@ -122,8 +120,8 @@ def _engine_error_to_application(exc: Exception) -> ApplicationError | None:
     return None
 
 
-class _ProgressBridge:
-    """Carries the engine's progress callback (a worker thread) to ctx.report_progress (the loop).
+class _ProgressReporter:
+    """Job progress (from kernels.jobs.job_wait) as MCP progress notifications.
 
     MCP requires progress to increase, so stage k of the four maps onto [k, k + 0.9] by its own
     done/total (total 4); an update that would not move forward is dropped.
@@ -131,57 +129,46 @@ class _ProgressBridge:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.send, self.receive = anyio.create_memory_object_stream[tuple[float, str]](
-            max_buffer_size=64
-        )
         self.last = -1.0
 
-    def callback(self, stage: str, done: int, total: int, message: str) -> None:
+    async def __call__(self, stage: str, done: int, total: int, message: str) -> None:
+        if not stage:
+            return
         index = STAGES.index(stage) if stage in STAGES else len(STAGES) - 1
         fraction = min(max((done / total) if total else 1.0, 0.0), 1.0)
-        # A finished stage stays below the start of the next one, so each stage shows up.
         value = index + 0.9 * fraction
-        text = f"{stage}: {message}" if message else stage
+        if value <= self.last:
+            return
+        self.last = value
         try:
-            anyio.from_thread.run_sync(self._offer, value, text)
-        except Exception:  # progress must never break the job (loop gone, stream closed)
-            pass
-
-    def _offer(self, value: float, text: str) -> None:
-        try:
-            self.send.send_nowait((value, text))
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # a slow client misses intermediate steps, not the result
-
-    async def forward(self) -> None:
-        async with self.receive:
-            async for value, text in self.receive:
-                if value <= self.last:
-                    continue
-                self.last = value
-                try:
-                    await self.ctx.report_progress(value, float(len(STAGES)), text)
-                except Exception:
-                    logger.debug("progress notification failed", exc_info=True)
+            await self.ctx.report_progress(
+                value, float(len(STAGES)), f"{stage}: {message}" if message else stage
+            )
+        except Exception:  # progress must never break the job (client gone)
+            logger.debug("progress notification failed", exc_info=True)
 
 
-async def _run_job(ctx: Context, job: Callable[[Callable | None], Any]) -> Any:
-    """Run ``job(progress)`` in a worker thread, streaming its progress to the client."""
-    bridge = _ProgressBridge(ctx)
-    outcome: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bridge.forward)
-        try:
-            outcome["result"] = await run_db(job, bridge.callback)
-        except Exception as exc:
-            # Raised after the task group closes, so callers see the service's own exception
-            # rather than an ExceptionGroup.
-            outcome["error"] = exc
-        finally:
-            bridge.send.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+async def _run_job(ctx: Context, submit: Callable[[], Any]) -> dict[str, Any]:
+    """Submit a job through the job service and wait for it, streaming progress."""
+    from kernels import jobs
+
+    run = await run_db(submit)
+    if not run.finished:
+        run = await jobs.job_wait(
+            tenant=run_tenant(ctx), run_id=str(run.id), on_progress=_ProgressReporter(ctx)
+        )
+    return jobs.job_outcome(run)
+
+
+def run_tenant(ctx: Context):
+    return caller(ctx).tenant
+
+
+def rate_key(token: TenantAccessToken) -> str:
+    """The same bucket as the key's REST calls (kernels.api.rate_key)."""
+    if token.api_key is not None:
+        return f"key:{token.api_key.pk}"
+    return f"client:{token.client_id}"
 
 
 def _record_refusal(
@@ -237,10 +224,12 @@ async def _guarded(
     body: Callable[[TenantAccessToken], Any],
     *,
     source: str | None = None,
-    heavy: bool = False,
     service_records: bool = True,
 ) -> CallToolResult:
-    """Scope, rate limit, size and job-cap checks around ``body``; errors become tool errors.
+    """Rate limit and scope checks around ``body``; errors become tool errors.
+
+    Jobs (translate, profile, ask) go through kernels.jobs, which checks the input and the
+    tenant's job cap and records the run from acceptance on.
 
     ``service_records``: the service called by ``body`` writes the KernelRun itself on success,
     and on engine failures (its error then carries ``run_id``). Every other outcome is recorded
@@ -251,21 +240,15 @@ async def _guarded(
     try:
         token = caller(ctx)
         # First, so that refused calls count against the key too.
-        rate_limiter.check(token.client_id)
+        await run_db(rate_limit_check, key=rate_key(token))
         needed = TOOL_SCOPES[tool]
         if needed not in token.scopes:
             raise PermissionDenied(
-                f"This API key lacks the '{needed}' scope that {tool} needs. "
-                "Create a key with that scope in the dashboard.",
+                f"This API key or access token lacks the '{needed}' scope that {tool} needs. "
+                "Create a key with that scope in the dashboard, or reconnect and approve it.",
                 extra={"scope": needed},
             )
-        if source is not None:
-            check_source_size(source)
-        if heavy:
-            async with job_slots.slot(token.tenant.pk):
-                result = await body(token)
-        else:
-            result = await body(token)
+        result = await body(token)
         if not service_records:
             await run_db(_record_success, token, tool, started)
         return result
@@ -287,31 +270,14 @@ def _json_text(data: Any) -> str:
     return json.dumps(data, indent=2, default=str)
 
 
-def _fmt_err(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return str(value)
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def render_translation(data: dict) -> str:
-    """A human/LLM-readable summary of the translate result; the full data is structured."""
-    lines = [
-        f"run_id: {data.get('run_id')}  file: {data.get('file')}  target: {data.get('target')}"
-    ]
-    for k in data.get("kernels", []):
-        lines.append(
-            f"- {k.get('name')}: {k.get('status')} on {k.get('device')}; "
-            f"max_abs_err={_fmt_err(k.get('max_abs_err'))} max_rel_err={_fmt_err(k.get('max_rel_err'))} "
-            f"max_ulp={_fmt_err(k.get('max_ulp'))}; parallel_loops={k.get('parallel_loops')}; "
-            f"llm_calls={k.get('llm_calls')}"
-        )
-        for d in k.get("diagnostics") or []:
-            lines.append(f"    line {d.get('line')}:{d.get('column')}: {d.get('message')}")
-        if k.get("code"):
-            lines.append(f"```python\n{k['code'].rstrip()}\n```")
-    return "\n".join(lines)
+def structured_result(data: dict, *extra: Any) -> CallToolResult:
+    """A successful result: ``data`` as structuredContent (it follows the tool's outputSchema)
+    and the same JSON as text, for clients that read only text; ``extra`` content (a chart)
+    goes after it."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=_json_text(data)), *extra],
+        structured_content=data,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,37 +297,32 @@ async def _translate(
     defines: dict[str, str | None] | None = None,
 ) -> CallToolResult:
     async def body(token: TenantAccessToken) -> CallToolResult:
-        from kernels.services import kernel_translate
+        from kernels.jobs import job_translate_submit
 
-        def job(progress):
-            return kernel_translate(
+        data = await _run_job(
+            ctx,
+            lambda: job_translate_submit(
                 tenant=token.tenant,
                 source=source,
                 files=files,
                 include_dirs=include_dirs,
                 defines=defines,
-                target=target,
                 channel="mcp",
+                tool=tool,
+                target=target,
                 kernel=kernel,
                 verify=verify,
                 sizes=sizes,
                 api_key=token.api_key,
-                tool=tool,
-                progress=progress,
-            )
-
-        run, result = await _run_job(ctx, job)
-        data = {**result.to_dict(), "run_id": str(run.pk)}
-        return CallToolResult(
-            content=[TextContent(type="text", text=render_translation(data))],
-            structured_content=data,
+            ),
         )
+        return structured_result(data)
 
     if files is not None:
         from kernels.services import project_source_text
 
         source = project_source_text(files)
-    return await _guarded(ctx, tool, body, source=source, heavy=True)
+    return await _guarded(ctx, tool, body, source=source)
 
 
 async def translate_kernel(
@@ -445,22 +406,6 @@ def _profile_chart(data: dict) -> bytes | None:
         return None
 
 
-def render_profile(data: dict) -> str:
-    lines = [f"run_id: {data.get('run_id')}"]
-    ranked = data.get("kernels") or data.get("ranking") or []
-    for i, k in enumerate(ranked, 1):
-        if isinstance(k, dict):
-            bits = [
-                f"{key}={k[key]}"
-                for key in ("flops", "bytes", "intensity", "estimated_s", "share")
-                if key in k
-            ]
-            lines.append(f"{i}. {k.get('name')}" + (f" ({', '.join(bits)})" if bits else ""))
-    if len(lines) == 1:
-        lines.append(_json_text({k: v for k, v in data.items() if k != "run_id"}))
-    return "\n".join(lines)
-
-
 async def profile_kernels(
     source: SourceArg, ctx: Context, sizes: SizesArg = None
 ) -> CallToolResult:
@@ -473,36 +418,28 @@ async def profile_kernels(
     """
 
     async def body(token: TenantAccessToken) -> CallToolResult:
-        from kernels.services import kernel_profile
+        from kernels.jobs import job_profile_submit
 
-        def job(progress):
-            run, data = kernel_profile(
+        data = await _run_job(
+            ctx,
+            lambda: job_profile_submit(
                 tenant=token.tenant,
                 source=source,
                 channel="mcp",
-                sizes=sizes,
-                measure=False,
-                api_key=token.api_key,
-                progress=progress,
                 tool="profile_kernels",
-            )
-            data = dict(data)
-            chart = None
-            if not any(k in data for k in ("chart_png", "plot_png", "png")):
-                chart = _profile_chart(data)
-            return run, data, chart
-
-        run, data, chart = await _run_job(ctx, job)
+                sizes=sizes,
+                api_key=token.api_key,
+            ),
+        )
+        chart = None
+        if not any(k in data for k in ("chart_png", "plot_png", "png")):
+            chart = await anyio.to_thread.run_sync(_profile_chart, data)
         data, image = _profile_image(data)
         if image is None and chart:
             _, image = _profile_image({"chart_png": chart})
-        data = {**data, "run_id": str(run.pk)}
-        content: list[Any] = [TextContent(type="text", text=render_profile(data))]
-        if image is not None:
-            content.append(image)
-        return CallToolResult(content=content, structured_content=data)
+        return structured_result(data, *([image] if image is not None else []))
 
-    return await _guarded(ctx, "profile_kernels", body, source=source, heavy=True)
+    return await _guarded(ctx, "profile_kernels", body, source=source)
 
 
 async def ask_agent(
@@ -525,30 +462,22 @@ async def ask_agent(
     """
 
     async def body(token: TenantAccessToken) -> CallToolResult:
-        try:
-            from kernels.agent import agent_ask
-        except ImportError as exc:
-            raise ServiceUnavailable(LLM_SETUP_HELP) from exc
+        from kernels.jobs import job_ask_submit
 
-        def job(progress):
-            return agent_ask(
+        answer = await _run_job(
+            ctx,
+            lambda: job_ask_submit(
                 tenant=token.tenant,
                 question=question,
                 source=source,
                 run_id=run_id,
+                channel="mcp",
                 api_key=token.api_key,
-                progress=progress,
-            )
-
-        run, answer = await _run_job(ctx, job)
-        answer = dict(answer) if isinstance(answer, dict) else {"answer": str(answer)}
-        data = {**answer, "run_id": str(run.pk)}
-        text = str(answer.get("answer") or answer.get("text") or _json_text(answer))
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
+            ),
         )
+        return structured_result(dict(answer))
 
-    return await _guarded(ctx, "ask_agent", body, source=source or "", heavy=True)
+    return await _guarded(ctx, "ask_agent", body, source=source or "")
 
 
 async def list_kernel_runs(
@@ -571,14 +500,8 @@ async def list_kernel_runs(
                 for r in kernel_run_list(tenant=token.tenant, limit=limit, offset=offset)
             ]
         )
-        data = {"runs": runs, "limit": limit, "offset": offset, "count": len(runs)}
-        lines = [f"{len(runs)} run(s)"] + [
-            f"- {r.get('id')} {r.get('created_at')} {r.get('tool') or r.get('channel')} "
-            f"{', '.join(r.get('kernel_names') or []) or '-'}: {r.get('status')}"
-            for r in runs
-        ]
-        return CallToolResult(
-            content=[TextContent(type="text", text="\n".join(lines))], structured_content=data
+        return structured_result(
+            {"runs": runs, "limit": limit, "offset": offset, "count": len(runs)}
         )
 
     return await _guarded(ctx, "list_kernel_runs", body, service_records=False)
@@ -602,14 +525,7 @@ async def get_kernel_run(
                 include_source=True, include_report=True
             )
         )
-        text = (
-            f"run {data.get('id')}: {data.get('tool') or data.get('channel')} {data.get('status')}"
-        )
-        if data.get("generated_code"):
-            text += f"\n```python\n{data['generated_code'].rstrip()}\n```"
-        return CallToolResult(
-            content=[TextContent(type="text", text=text)], structured_content=data
-        )
+        return structured_result(data)
 
     return await _guarded(ctx, "get_kernel_run", body, service_records=False)
 

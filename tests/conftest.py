@@ -181,3 +181,21 @@ def client_b(tenant_b, tenant_client):
 @pytest.fixture
 def public_client(tenant_client):
     return tenant_client("localhost")
+
+
+@pytest.fixture(autouse=True)
+def _jobs_inline_unless_committed(request, monkeypatch):
+    """Jobs run in the submitting thread for tests inside a rolled-back transaction (a worker
+    thread could not see their rows); tests with committed data (transactional_db, live
+    servers) get the real worker pool."""
+    marker = request.node.get_closest_marker("django_db")
+    committed = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction")
+    )
+    if not committed:
+        from kernels import jobs
+
+        monkeypatch.setattr(jobs, "RUN_INLINE", True)
+    from kernels import limits
+
+    limits.rate_limit_reset()

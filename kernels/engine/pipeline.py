@@ -278,6 +278,8 @@ def translate_project(
         kr.entry = generated.entry
         kr.parallel_loops = generated.parallel_loops
         kr.notes.extend(generated.notes)
+        if target == "gpu":
+            kr.gpu_model = gpu_model_report(k, generated, sizes)
         if not verify:
             kr.status = "translated"
             continue
@@ -347,6 +349,38 @@ def _generate(k: ir.Kernel, target: str, analysis):
     from kernels.engine.backends.cpu import generate_cpu
 
     return generate_cpu(k, analysis)
+
+
+def gpu_model_of(k: ir.Kernel, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """The GPU traffic model of ``k``'s CUDA port (analysed kernel), for ``profile --target gpu``."""
+    from kernels.engine.backends.common import CodegenError
+
+    try:
+        generated = _generate(k, "gpu", None)
+    except CodegenError as exc:
+        return {"reason": f"no GPU port: {exc.message} (line {exc.line})"}
+    return gpu_model_report(k, generated, sizes)
+
+
+def gpu_model_report(k: ir.Kernel, generated, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """The GPU traffic model of a port at the sizes its verification runs with."""
+    from kernels.engine import gpu_model
+    from kernels.engine.verify import PlanError, plan_run
+
+    plan = generated.launch_plan
+    try:
+        run = plan_run(k, sizes)
+    except PlanError as exc:
+        return gpu_model.evaluate(plan, {}, shapes={}).to_dict() | {"reason": str(exc)}
+    env: dict[str, int | float] = {
+        n: c.value
+        for n, c in k.constants.items()
+        if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
+    }
+    env.update(run.sizes)
+    env.update({key: v for key, v in run.scalars.items() if isinstance(v, (int, float))})
+    shapes = {a.name: a.shape for a in run.args if a.is_array}
+    return gpu_model.evaluate(plan, env, shapes=shapes).to_dict() | {"sizes": dict(run.sizes)}
 
 
 def _default_time_budget() -> float:

@@ -858,6 +858,7 @@ class KernelProfile:
     measured: dict[str, MeasuredTiming] | None = None
     measure_sizes: dict[str, Any] | None = None  # the sizes timed and their working set
     openmp: dict[str, Any] | None = None  # OpenMP directives found in the original
+    gpu_model: dict[str, Any] | None = None  # target gpu: kernels.engine.gpu_model figures
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -880,6 +881,8 @@ class KernelProfile:
             "sizes": dict(self.sizes),
             "notes": list(self.notes),
         }
+        if self.gpu_model is not None:
+            out["gpu_model"] = dict(self.gpu_model)
         if self.measured is not None:
             out["measured"] = {k: v.to_dict() for k, v in self.measured.items()}
             out["measure_sizes"] = dict(self.measure_sizes or {})
@@ -1288,7 +1291,7 @@ def probe_machine(
                 "task": "stream",
                 "elements": n,
                 "threads": threads,
-                "budget_s": min(20.0, max(2.0, deadline.left() / 10)),
+                "budget_s": min(10.0, max(1.5, deadline.left() / 20)),
                 "fma_lanes": FMA_LANES,
                 "fma_iterations": FMA_ITERATIONS,
             },
@@ -1302,6 +1305,17 @@ def probe_machine(
     llc = last_level_cache_bytes(read_cpu_caches())
     out["working_set_mib"] = round(24 * n / (1 << 20), 1)
     out["exceeds_llc"] = llc is not None and 24 * n > llc
+    out["warnings"] = []
+    if threads > 1 and (
+        out["fma_parallel_gflops"] < out["fma_serial_gflops"]
+        or out["triad_parallel_gbs"] < out["triad_serial_gbs"]
+    ):
+        # All threads slower than one: other processes hold the cores; say so next to the figures.
+        out["warnings"].append(
+            f"the {threads}-thread ceilings are below the 1-thread ones: other processes are "
+            f"using the cores (load average {os.getloadavg()[0]:.1f}); parallel timings are "
+            "not representative"
+        )
     return out
 
 
@@ -1425,10 +1439,29 @@ def _gpu_model_figures(
 ) -> MeasuredTiming | None:
     """The GPU model's predicted time, labelled "model", where no GPU was measured.
 
-    The single call site for :mod:`kernels.engine.gpu_model` (being built); until it lands
-    there is no modelled figure and the column stays absent.
+    Time per call = the model's time per step x the time loop's iterations at the profile's
+    sizes, with the default copy bandwidth of :mod:`kernels.engine.gpu_model`.
     """
-    return None
+    if _gpu_present():
+        return None
+    from kernels.engine.pipeline import gpu_model_of
+
+    model = prof.gpu_model or gpu_model_of(kernel, dict(prof.sizes))
+    t_step, steps = model.get("time_per_step_s"), model.get("steps")
+    if t_step is None or steps is None:
+        return None
+    moved = model.get("bytes_per_step") or 0
+    return MeasuredTiming(
+        "numba_cuda_model",
+        "model",
+        median_s=t_step * steps,
+        bandwidth_gbs=round(moved / t_step / 1e9, 2) if t_step else None,
+        message=(
+            f"modeled, not measured: {model['launches_per_step']} launch(es) and "
+            f"{moved} B per step, {100 * (model['predicted_copy_bandwidth_fraction'] or 0):.0f}%"
+            f" of {model['copy_bandwidth_Bps'] / 1e12:.1f} TB/s copy bandwidth"
+        ),
+    )
 
 
 def _working_set_bytes(kernel: ir.Kernel, sizes: Mapping[str, int]) -> int:
@@ -1817,12 +1850,20 @@ def profile_kernels(
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
     memory_cap_bytes: int | None = None,
+    target: str = "cpu",
 ) -> ProfileResult:
-    """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time."""
+    """Profile already-parsed kernels (loops annotated by analysis): model, rank, optionally time.
+
+    ``target="gpu"`` adds each kernel's GPU traffic and launch model (``gpu_model``).
+    """
     machine = machine_info()
     profiles = []
     for idx, kernel in enumerate(kernels):
         profiles.append(profile_kernel(kernel, sizes=sizes, machine=machine))
+        if target == "gpu":
+            from kernels.engine.pipeline import gpu_model_of
+
+            profiles[-1].gpu_model = gpu_model_of(kernel, dict(profiles[-1].sizes))
         if progress is not None:
             progress("analyse", idx + 1, len(kernels), f"cost model: {kernel.name}")
     stream: dict[str, Any] = {}
@@ -1873,6 +1914,7 @@ def profile_source(
     timeout_s: float = 300.0,
     stream_elements: int = DEFAULT_STREAM_ELEMENTS,
     memory_cap_bytes: int | None = None,
+    target: str = "cpu",
 ) -> ProfileResult:
     """Find the kernels of a Fortran file, rank them by estimated cost, optionally time them.
 
@@ -1898,6 +1940,7 @@ def profile_source(
         timeout_s=timeout_s,
         stream_elements=stream_elements,
         memory_cap_bytes=memory_cap_bytes,
+        target=target,
     )
 
 

@@ -81,13 +81,15 @@ class KernelResult:
     llm_tokens: int = 0  # prompt + completion tokens the LLM fallback spent on this kernel
     # {loops, loops_run, lines, lines_run} of the reference run; None when nothing was run.
     coverage: dict[str, int] | None = None
+    # GPU target: modeled traffic and launches per time step (kernels.engine.gpu_model).
+    gpu_model: dict[str, Any] | None = None
     # Milliseconds per stage of TIMING_STAGES that ran for this kernel (a stage that did not run
     # is absent). A cached answer reports only the lookup, under ``cache``.
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "file": self.file,
             "status": self.status,
@@ -109,6 +111,9 @@ class KernelResult:
             "timings_ms": dict(self.timings_ms),
             "cached": self.cached,
         }
+        if self.gpu_model is not None:
+            out["gpu_model"] = dict(self.gpu_model)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KernelResult:

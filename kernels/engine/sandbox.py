@@ -59,6 +59,7 @@ left behind. ``run_sandboxed`` refuses a ``cwd`` outside that parent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import math
 import os
@@ -299,7 +300,8 @@ def _privileged() -> bool:
     return os.geteuid() == 0
 
 
-def _python_binds() -> list[tuple[str, str]]:
+@functools.cache
+def _python_binds() -> tuple[tuple[str, str], ...]:
     """(host source, path inside) for the interpreter, the virtualenv and its site-packages."""
     import site
     import sysconfig
@@ -315,7 +317,7 @@ def _python_binds() -> list[tuple[str, str]]:
             continue
         binds = [b for b in binds if not _is_under(b[1], target)]
         binds.append((os.path.realpath(target), os.path.abspath(target)))
-    return binds
+    return tuple(binds)
 
 
 def _is_under(path: str, top: str) -> bool:
@@ -424,8 +426,7 @@ def bwrap_command(
     if os.path.isdir("/etc/alternatives"):
         cmd += ["--ro-bind", "/etc/alternatives", "/etc/alternatives"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    binds = _python_binds()
-    binds += [(os.path.realpath(p), os.path.abspath(p)) for p in ro_paths]
+    binds = [*_python_binds(), *((os.path.realpath(p), os.path.abspath(p)) for p in ro_paths)]
     _check_binds(binds)
     for src, dest in binds:
         cmd += _dirs_for(dest, made)

@@ -20,7 +20,7 @@ from datetime import timedelta
 import anyio
 import httpx2
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -28,9 +28,11 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from fortranspire_site.errors import NotFound
 from kernels.views.translate import CONNECTION_TEST_KEY
 from tenants import services as tenant_services
 from tenants.access import is_htmx, member_required, owner_required
+from tenants.oauth_services import oauth_client_list, oauth_client_revoke
 
 PROBE_TIMEOUT_S = 20
 PROBE_KEY_TTL = timedelta(minutes=5)
@@ -114,6 +116,7 @@ def _connect_context(request: HttpRequest) -> dict:
         "mcp_url": f"{origin}/mcp",
         "sse_url": f"{origin}/sse",
         "oauth_metadata_url": f"{origin}/.well-known/oauth-protected-resource/mcp",
+        "oauth_clients": oauth_client_list(tenant=request.tenant),
         "nav": "connect",
     }
 
@@ -143,3 +146,14 @@ def connect_test(request: HttpRequest) -> HttpResponse:
     if is_htmx(request):
         return render(request, "dashboard/_connect_result.html", context)
     return render(request, "dashboard/connect.html", {**_connect_context(request), "test": context})
+
+
+@owner_required
+@require_POST
+def connect_oauth_revoke(request: HttpRequest, client_id: str) -> HttpResponse:
+    """Revoke every token and code an OAuth client holds for this workspace."""
+    try:
+        oauth_client_revoke(tenant=request.tenant, client_id=client_id, actor=request.user)
+    except NotFound:
+        pass  # already gone (a second click): the list shows the truth
+    return redirect("dashboard_connect")

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from fortranspire_site.errors import ApplicationError, RateLimited
-from kernels import dashboard_jobs, selectors, services
+from kernels import dashboard_jobs, inputs, selectors, services
 from kernels.uploads import ARCHIVE_SUFFIXES, FORTRAN_SUFFIXES, sources_from_uploads
 from kernels.views.shaping import fmt_number, profile_context
 from tenants import selectors as tenant_selectors
@@ -35,7 +35,6 @@ from tenants.llm_credentials import llm_credential_status
 
 PAGE_SIZE = 25
 CONNECTION_TEST_KEY = "connection test"  # the name kernels.views.connect gives its probe key
-SIZE_ITEM = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=\s*([0-9]+)\s*$")
 
 
 def _max_source_bytes() -> int:
@@ -68,15 +67,10 @@ SIZES_HELP = "array extents for verification, NAME=VALUE, comma separated"
 
 def parse_sizes(text: str) -> dict[str, int] | None:
     """``"n=64, m=32"`` -> ``{"n": 64, "m": 32}``; forms.ValidationError on a bad item."""
-    if not (text or "").strip():
-        return None
-    sizes: dict[str, int] = {}
-    for item in re.split(r"[,;\s]+(?=[A-Za-z])", text.strip()):
-        match = SIZE_ITEM.match(item)
-        if not match:
-            raise forms.ValidationError(f"{item.strip()!r} is not NAME=VALUE (e.g. n=64)")
-        sizes[match.group(1).lower()] = int(match.group(2))
-    return sizes
+    try:
+        return inputs.sizes_parse(text or "")
+    except ApplicationError as exc:
+        raise forms.ValidationError(exc.message) from None
 
 
 class SourcesForm(forms.Form):

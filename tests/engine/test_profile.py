@@ -593,3 +593,45 @@ def test_scaling_rows_and_fair_ratios_are_computed_from_the_medians():
     assert m["numba_serial"].speedup_vs_gfortran == 0.8
     assert m["gfortran_omp"].compared_with == "gfortran -O3, serial build"
     assert m["gfortran"].speedup_vs_gfortran is None
+
+
+def test_measured_table_prints_sizes_intervals_scaling_and_warnings(capsys, monkeypatch):
+    from fortranspire_site.cli_profile import _print_table
+
+    monkeypatch.setenv("COLUMNS", "250")  # wide enough that no cell folds
+
+    row = {**_run(2, 0.004), "warnings": ["noisy timing: spread 30%"]}
+    timing = {
+        "status": "ok",
+        **row,
+        "gflops": 1.0,
+        "bandwidth_gbs": 2.0,
+        "stream_pct": 50.0,
+        "stream_ref": "triad, 2 threads",
+        "speedup_vs_gfortran": 1.25,
+        "compared_with": "gfortran -O3 -fopenmp, 2 threads",
+        "scaling": [
+            {"threads": 1, "median_s": 0.01, "speedup": 1.0, "efficiency": 1.0},
+            {"threads": 2, "median_s": 0.004, "speedup": 2.5, "efficiency": 1.25},
+        ],
+        "message": "",
+    }
+    kernel = profile_kernel(_kernel("k", [ir.Arg("n", ir.INTEGER, "in")], []), sizes={"n": 4})
+    data = ProfileResult("k.f90", [kernel], machine_info(), measured=True).to_dict()
+    data["kernels"][0].update(
+        measured={
+            "numba_prange": timing,
+            "numba_cuda": {"status": "skipped", "message": "no GPU present"},
+        },
+        measure_sizes={"source": "chosen for measuring", "sizes": {"n": 512}, "notes": []},
+        openmp={"directives": True, "lines": [13]},
+    )
+    data["kernels"][0]["measure_sizes"]["working_set_mib"] = 64.0
+    _print_table(data)
+    out = capsys.readouterr().out
+    assert "n=512" in out and "64.0 MiB" in out and "yes (line 13)" in out
+    assert "4 ms" in out and "3.8 ms..4.2 ms" in out  # the median and its interval
+    assert "2.5x" in out and "1.25x" in out  # scaling speed-up and the fair ratio
+    assert "gfortran -O3 -fopenmp, 2 threads" in out
+    assert "numba_prange: noisy timing: spread 30%" in out
+    assert "numba_cuda: skipped: no GPU present" in out

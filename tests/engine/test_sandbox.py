@@ -305,3 +305,47 @@ def test_sweep_removes_directories_of_dead_processes_only(work: Path) -> None:
     assert removed >= 1
     assert not dead.exists()
     assert work.exists()  # ours: this process is alive
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the command as another user")
+def test_the_unprivileged_command_line_gives_uid_65534_without_capabilities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a server not running as root gets: one unprivileged bwrap. Checked here by starting
+    # that command line as uid 1000 (without the interpreter, which lives in a 0700 /root).
+    import shutil
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(sandbox, "_privileged", lambda: False)
+    monkeypatch.setattr(sandbox, "_python_binds", lambda: ())
+    top = Path(tempfile.mkdtemp(prefix="fsp-unprivileged-", dir="/tmp"))  # uid 1000 must reach it
+    top.chmod(0o755)
+    work = top / "w"
+    work.mkdir(mode=0o700)
+    os.chown(work, 1000, 1000)
+    limits = sandbox._limit_args(
+        cpu_s=10, memory_bytes=1 << 30, use_data_limit=False, fsize=1 << 20, nofile=64, nproc=64
+    )
+    script = "id -u; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status; touch made; ls /proc"
+    cmd = sandbox.bwrap_command(["/bin/sh", "-c", script], workdir=str(work), limits=limits)
+    try:
+        out = subprocess.run(
+            ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *cmd],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+        made_by = (work / "made").stat().st_uid if (work / "made").exists() else None
+    finally:
+        shutil.rmtree(top)
+    lines = out.stdout.split()
+    assert out.returncode == 0, out.stderr
+    assert lines[0] == "65534"
+    assert "CapEff:" in lines and lines[lines.index("CapEff:") + 1] == "0000000000000000"
+    assert lines[lines.index("CapBnd:") + 1] == "0000000000000000"
+    assert lines[lines.index("NoNewPrivs:") + 1] == "1"
+    assert made_by == 1000  # the host sees the server's own uid
+    assert str(os.getpid()) not in lines  # host processes are invisible

@@ -11,6 +11,11 @@ A script is a list of steps, consumed one per HTTP request to ``/v1/chat/complet
 
 Every request is recorded (headers and JSON body) so tests can assert on what the SDK sent,
 e.g. which tenant's key was in the Authorization header.
+
+It also keeps a small stateful connectors API (``client.beta.connectors``): ``POST
+/v1/connectors`` creates one, ``GET /v1/connectors/{id or name}`` reads it back and ``GET
+/v1/connectors/{id or name}/tools`` answers ``connector_tools`` (what Mistral would list from
+the MCP server); these requests do not consume the script.
 """
 
 from __future__ import annotations
@@ -124,6 +129,55 @@ class FakeMistral:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.connectors: dict[str, dict[str, Any]] = {}
+        self.connector_tools: list[dict[str, Any]] = []
+
+    # -- connectors API ----------------------------------------------------------------------
+    def _connector(self, id_or_name: str) -> dict[str, Any] | None:
+        for connector in self.connectors.values():
+            if id_or_name in (connector["id"], connector["name"]):
+                return connector
+        return None
+
+    def connectors_route(self, method: str, path: str, body: Any) -> tuple[int, Any] | None:
+        """(status, JSON) for a connectors API request, or None when ``path`` is not one."""
+        parts = path.split("?", 1)[0].strip("/").split("/")
+        if parts[:2] != ["v1", "connectors"]:
+            return None
+        with self._lock:
+            if method == "POST" and len(parts) == 2:
+                if not isinstance(body, dict) or not body.get("name") or not body.get("server"):
+                    return 422, {"detail": [{"msg": "name and server are required"}]}
+                if self._connector(body["name"]) is not None:
+                    return 409, {"detail": f"connector {body['name']!r} exists"}
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                connector = {
+                    "id": f"conn-{next(_counter)}",
+                    "protocol": "mcp",
+                    "name": body["name"],
+                    "title": body.get("title"),
+                    "description": body.get("description", ""),
+                    "server": body["server"],
+                    "system_prompt": body.get("system_prompt"),
+                    "created_at": now,
+                    "modified_at": now,
+                    "owner_type": "workspace",
+                    "visibility": body.get("visibility", "private"),
+                    "private_tool_execution": False,
+                    "supports_mcp": True,
+                    "is_authenticated": False,
+                }
+                self.connectors[connector["id"]] = connector
+                return 201, connector
+            if method == "GET" and len(parts) in (3, 4):
+                connector = self._connector(parts[2])
+                if connector is None:
+                    return 404, {"detail": "connector not found"}
+                if len(parts) == 3:
+                    return 200, connector
+                if parts[3] == "tools":
+                    return 200, list(self.connector_tools)
+        return 404, {"detail": f"no route {method} {path}"}
 
     # -- scripting -------------------------------------------------------------------------
     def push(self, *steps: Step) -> None:
@@ -150,6 +204,31 @@ class FakeMistral:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def _answer(self, status: int, payload: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _connectors(self, method: str, parsed: Any) -> bool:
+                routed = fake.connectors_route(method, self.path, parsed)
+                if routed is None:
+                    return False
+                with fake._lock:
+                    fake.requests.append(
+                        RecordedRequest(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, parsed
+                        )
+                    )
+                status, body = routed
+                self._answer(status, json.dumps(body).encode(), "application/json")
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                if not self._connectors("GET", None):
+                    self._answer(404, b'{"detail": "not found"}', "application/json")
+
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 length = int(self.headers.get("content-length") or 0)
                 data = self.rfile.read(length) if length else b""
@@ -157,6 +236,8 @@ class FakeMistral:
                     parsed = json.loads(data) if data else None
                 except ValueError:
                     parsed = data.decode("utf-8", "replace")
+                if self._connectors("POST", parsed):
+                    return
                 with fake._lock:
                     fake.requests.append(
                         RecordedRequest(

@@ -17,14 +17,14 @@ from tests.mcp_bridge.support import LiveServer
 @pytest.fixture
 def mcp_live(transactional_db, tenant_a, tenant_b) -> Iterator[LiveServer]:
     """uvicorn on loopback serving the whole site (Django + MCP), with the lifespan on."""
+    from kernels.limits import rate_limit_reset
     from mcp_bridge.auth import forget_verified_keys
     from mcp_bridge.hosts import tenant_directory
-    from mcp_bridge.limits import rate_limiter
 
     # Tenant rows are re-created between transactional tests: forget cached ones.
     tenant_directory.clear()
     forget_verified_keys()
-    rate_limiter.reset()
+    rate_limit_reset()
     try:
         with serve_site(name="uvicorn-mcp-test") as port:
             yield LiveServer(port)

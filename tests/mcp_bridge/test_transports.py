@@ -168,8 +168,8 @@ def test_every_call_records_a_kernel_run_with_tool_key_status_and_duration(
 ):
     from kernels.selectors import kernel_run_list
 
-    settings.MCP_RATE_LIMIT_BURST = 3
-    settings.MCP_RATE_LIMIT_PER_MINUTE = 1
+    settings.FORTRANSPIRE_RATE_LIMIT_BURST = 3
+    settings.FORTRANSPIRE_RATE_LIMIT_PER_MINUTE = 1
     key = make_key(tenant_a, scopes=["translate", "history"])
 
     async def scenario():
@@ -198,12 +198,12 @@ def test_every_call_records_a_kernel_run_with_tool_key_status_and_duration(
     assert all(r.channel == "mcp" and r.api_key_prefix == key[:12] for r in runs)
     assert runs[1].status == "ok"
     assert runs[2].status == "failed" and "profile" in runs[2].error
-    assert runs[3].status == "failed" and "Rate limit" in runs[3].error
+    assert runs[3].status == "failed" and "rate limit" in runs[3].error
     assert all(r.duration_ms >= 0 and r.llm_calls == 0 for r in runs)
 
 
 def test_source_over_the_size_limit_is_a_clear_tool_error(mcp_live, tenant_a, make_key, settings):
-    settings.MCP_MAX_SOURCE_BYTES = 2_000
+    settings.FORTRANSPIRE_MAX_SOURCE_BYTES = 2_000
     key = make_key(tenant_a)
     big = SAXPY + "! padding\n" * 400
 
@@ -277,3 +277,180 @@ def test_gpu_tool_returns_the_cli_shape_for_the_gpu_target(mcp_live, tenant_a, m
     assert kernel["status"] == "translated"
     assert kernel["device"] in ("gpu", "simulator")
     assert "cuda" in kernel["code"]
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling out: stateless Streamable HTTP, several worker processes
+
+
+@pytest.fixture
+def mcp_live_stateless(monkeypatch, transactional_db, tenant_a, tenant_b):
+    """The in-thread live server, built with Streamable HTTP in stateless mode."""
+    from mcp_bridge.app import STATELESS_ENV
+    from mcp_bridge.auth import forget_verified_keys
+    from mcp_bridge.hosts import tenant_directory
+    from mcp_bridge.limits import rate_limiter
+    from tests.live_server import serve_site
+    from tests.mcp_bridge.support import LiveServer
+
+    monkeypatch.setenv(STATELESS_ENV, "1")
+    tenant_directory.clear()
+    forget_verified_keys()
+    rate_limiter.reset()
+    try:
+        with serve_site(name="uvicorn-mcp-stateless") as port:
+            yield LiveServer(port)
+    finally:
+        tenant_directory.clear()
+
+
+def _tools_list(http, request_id: int) -> dict:
+    response = http.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "id": request_id, "method": "tools/list"},
+        headers={
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Protocol-Version": "2025-06-18",
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert "mcp-session-id" not in response.headers  # stateless: no session
+    assert response.headers["content-type"].startswith("application/json")
+    return response.json()
+
+
+def test_stateless_tools_list_is_served_from_one_cached_answer_with_each_id(
+    mcp_live_stateless, tenant_a, make_key
+):
+    key = make_key(tenant_a)
+    with mcp_live_stateless.http("a.localhost", key) as http:
+        first = _tools_list(http, 7)  # through the SDK, kept
+        second = _tools_list(http, "abc")  # from the cache
+        third = _tools_list(http, 9)
+    assert first["id"] == 7 and second["id"] == "abc" and third["id"] == 9
+    assert first["result"] == second["result"] == third["result"]
+    assert {t["name"] for t in second["result"]["tools"]} == TOOL_NAMES
+    # Auth still runs first: the cached answer is no way around the key.
+    with mcp_live_stateless.http("a.localhost") as anonymous:
+        response = anonymous.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+    assert response.status_code == 401
+
+
+def test_sse_and_stateless_http_work_side_by_side(mcp_live_stateless, tenant_a, make_key):
+    key = make_key(tenant_a)
+
+    async def scenario():
+        out = {}
+        for transport in ("sse", "http"):
+            async with mcp_live_stateless.session(transport, "a.localhost", key) as session:
+                tools = await session.list_tools()
+                result = await session.call_tool("list_kernel_runs", {})
+                out[transport] = ({t.name for t in tools.tools}, result.is_error)
+        return out
+
+    out = anyio.run(scenario)
+    assert out == {"sse": (TOOL_NAMES, False), "http": (TOOL_NAMES, False)}
+
+
+def _database_url() -> str:
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    host = db["HOST"]
+    auth = quote(db["USER"] or "postgres") + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    if host.startswith("/"):  # the embedded server's Unix socket directory
+        return f"postgresql://{auth}@/{db['NAME']}?host={quote(host)}"
+    return f"postgresql://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def two_worker_server(transactional_db, tenant_a, tmp_path):
+    """``fortranspire serve --workers 2`` in a subprocess on the test database."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.live_server import free_port
+    from tests.mcp_bridge.support import LiveServer
+
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "FORTRANSPIRE_HOME": str(tmp_path / "home"),
+        "FORTRANSPIRE_MCP_RATE_LIMIT_PER_MINUTE": "0",
+        "PYTHONPATH": str(repo),
+    }
+    env.pop("FORTRANSPIRE_MCP_STATELESS", None)  # serve --workers 2 must turn it on itself
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fortranspire_site.cli", "serve", "--port", str(port)]
+        + ["--workers", "2", "--log-level", "warning"],
+        cwd=repo,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "serve --workers 2 did not start"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        yield LiveServer(port), tmp_path / "serve.log"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_serve_tool_calls_with_progress_statelessly(
+    two_worker_server, tenant_a, make_key
+):
+    if not engine_ready():
+        pytest.skip("engine (kernels.engine.translate_source) not merged yet")
+    server, log = two_worker_server
+    key = make_key(tenant_a, scopes=["translate", "history"])
+    updates: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(progress)
+
+    async def scenario():
+        async with server.session("http", "a.localhost", key) as session:
+            # Several requests: with two processes on one port, each may land on either.
+            names = [{t.name for t in (await session.list_tools()).tools} for _ in range(6)]
+            result = await session.call_tool(
+                "translate_kernel",
+                {"source": SAXPY, "sizes": {"n": 64}, "verify": False},
+                progress_callback=on_progress,
+            )
+            return names, result
+
+    names, result = anyio.run(scenario)
+    assert all(n == TOOL_NAMES for n in names)
+    assert not result.is_error, result.content
+    assert result.structured_content["kernels"][0]["status"] == "translated"
+    assert len(updates) >= 3 and updates == sorted(updates)
+    text = log.read_text()
+    assert "sticky routing" in text and "stateless" in text

@@ -192,8 +192,11 @@ def test_attribute_chain_answers_are_refused_before_anything_runs(
     from tenants import llm_credentials as creds
 
     settings.FORTRANSPIRE_LLM_ALLOW_PRIVATE_ENDPOINTS = True
+    from kernels.engine import verify
+
     ran = []
-    monkeypatch.setattr(sandbox, "run_sandboxed", lambda *a, **k: ran.append(a))
+    for module in (sandbox, verify):
+        monkeypatch.setattr(module, "run_sandboxed", lambda *a, **k: ran.append(a))
     chains = [
         "import numpy as np\n\ndef clamp_goto(n, x):\n"
         "    np.ctypeslib.ctypes.CDLL(None).system(b'id')\n",
@@ -357,3 +360,38 @@ def test_the_harness_runs_without_the_project_on_its_path() -> None:
             [sys.executable, "-I", "-c", "import kernels"], cwd=work, timeout_s=30, memory_mb=512
         )
     assert res.returncode == 1 and "ModuleNotFoundError" in res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# translate_kernel, through MCP
+
+
+@needs_gfortran
+def test_mcp_translate_of_a_file_with_a_libc_payload_runs_none_of_it(
+    mcp_live, tenant_a, make_key, monkeypatch, tmp_path
+) -> None:
+    import anyio
+
+    _scanner_misses_everything(monkeypatch)
+    outside = Outside(tmp_path)
+    try:
+        source = (FIXTURES / "heat2d_jacobi.f90").read_text() + "\n"
+        source += fortran_bind_c_kernel(outside.targets())
+        key = make_key(tenant_a, scopes=["translate"])
+
+        async def scenario():
+            async with mcp_live.session("http", "a.localhost", key) as session:
+                return await session.call_tool(
+                    "translate_kernel",
+                    {"source": source, "sizes": {"n": 12, "m": 10, "nstep": 2}},
+                )
+
+        result = anyio.run(scenario)
+        assert not result.is_error, result.content
+        statuses = {k["name"]: k["status"] for k in result.structured_content["kernels"]}
+        # The payload is not a kernel the translator supports: it is neither generated nor
+        # run; the supported kernel is verified with the payload compiled next to it.
+        assert statuses == {"heat2d_jacobi": "verified", "evil": "unsupported"}
+        outside.assert_untouched()
+    finally:
+        outside.close()

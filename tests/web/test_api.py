@@ -44,6 +44,9 @@ def fake_engine(monkeypatch):
         seed=0,
         progress=None,
         llm_fallback=None,
+        time_budget_s=None,
+        numba_cache_dir=None,
+        **project,
     ):
         calls.append({"target": target, "verify": verify, "sizes": sizes})
         if "syntax error" in source:

@@ -54,8 +54,8 @@ def test_include_dirs_and_defines_reach_the_preprocessor(client_a, tenant_a, mak
     assert "0.5" in k["code"]
 
 
-def test_source_and_files_together_or_neither_is_a_400(client_a, tenant_a, make_key):
+def test_source_and_files_together_or_neither_is_a_422(client_a, tenant_a, make_key):
     key = make_key(tenant_a, scopes=["translate", "history"])
-    assert _post(client_a, {"verify": False}, key).status_code == 400
+    assert _post(client_a, {"verify": False}, key).status_code == 422
     both = {"source": "x", "files": {"a.f90": "x"}, "verify": False}
-    assert _post(client_a, both, key).status_code == 400
+    assert _post(client_a, both, key).status_code == 422

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 import kernels.engine
-from kernels import dashboard_jobs, services
+from kernels import dashboard_jobs, jobs, services
 from kernels.engine.report import ArgError, KernelResult, TranslationResult
 from kernels.selectors import kernel_run_list
 from kernels.services import kernel_run_record
@@ -35,34 +35,27 @@ end subroutine saxpy
 """
 
 
-@pytest.fixture(autouse=True)
-def _fresh_jobs():
-    dashboard_jobs.job_forget_all()
-    yield
-    dashboard_jobs.job_forget_all()
-
-
 @pytest.fixture
 def inline_jobs(monkeypatch):
     """Jobs run in the request's thread, inside the test's rolled-back transaction."""
-    monkeypatch.setattr(dashboard_jobs, "RUN_INLINE", True)
+    monkeypatch.setattr(jobs, "RUN_INLINE", True)
 
 
-class DeferredExecutor:
-    """Keeps submitted jobs instead of running them, so a test sees them queued."""
+class DeferredDispatch:
+    """Keeps submitted jobs queued instead of handing them to a worker."""
 
     def __init__(self):
         self.submitted = []
 
-    def submit(self, fn, *args):
-        self.submitted.append((fn, args))
+    def __call__(self, tenant, run):
+        self.submitted.append(run.id)
 
 
 @pytest.fixture
-def deferred_jobs(monkeypatch) -> DeferredExecutor:
-    executor = DeferredExecutor()
-    monkeypatch.setattr(dashboard_jobs, "_executor", lambda: executor)
-    return executor
+def deferred_jobs(monkeypatch) -> DeferredDispatch:
+    dispatch = DeferredDispatch()
+    monkeypatch.setattr(jobs, "_dispatch", dispatch)
+    return dispatch
 
 
 def _fake_result(source, **kwargs) -> TranslationResult:
@@ -160,25 +153,20 @@ def test_htmx_post_answers_at_once_with_a_progress_card_that_polls_the_job(
     assert poll["Cache-Control"].startswith("max-age=0")
 
 
+@pytest.mark.django_db(transaction=True)
 def test_job_endpoint_shows_the_engine_stage_then_the_result_card(alice, tenant_a, monkeypatch):
     """A real worker thread: the progress card names the current stage while it runs."""
     reached_verify, release = threading.Event(), threading.Event()
 
-    class FakeRun:
-        id = "00000000-0000-0000-0000-000000000001"
-
-    def kernel_translate(*, progress, **kwargs):
-        # The service itself is replaced: a worker thread must not write outside the test's
-        # transaction. The views still go through dashboard_jobs exactly as in production.
+    def translate_source(source, *, progress, **kwargs):
         for stage in ("parse", "analyse", "generate"):
             progress(stage, 1, 1, f"{stage} done")
         progress("verify", 0, 1, "verifying saxpy against gfortran")
         reached_verify.set()
         assert release.wait(10)
-        source = kwargs.pop("source")
-        return FakeRun(), _fake_result(source, **kwargs)
+        return _fake_result(source, **kwargs)
 
-    monkeypatch.setattr(services, "kernel_translate", kernel_translate)
+    monkeypatch.setattr(kernels.engine, "translate_source", translate_source, raising=False)
     response = alice.post("/translate/", {"source": SAXPY, "target": "cpu", "verify": "on"}, **HTMX)
     job_id = _job_id(response.content.decode())
     assert reached_verify.wait(10)
@@ -194,7 +182,8 @@ def test_job_endpoint_shows_the_engine_stage_then_the_result_card(alice, tenant_
     deadline = time.monotonic() + 10
     job = dashboard_jobs.job_get(job_id=job_id, tenant=tenant_a, user=alice.user)
     while not job.finished and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.05)
+        job = dashboard_jobs.job_get(job_id=job_id, tenant=tenant_a, user=alice.user)
     done = alice.get(f"/jobs/{job_id}/", **HTMX).content.decode()
     assert "hx-trigger" not in done.split('id="runs-body"')[0]  # polling stops
     assert 'class="status big status-verified">verified' in done
@@ -343,14 +332,17 @@ def test_invalid_form_comes_back_as_an_error_card(alice, fake_engine, fields, me
     assert fake_engine == []
 
 
-def test_a_member_cannot_pile_up_running_jobs(alice, fake_engine, deferred_jobs):
-    for _ in range(dashboard_jobs.MAX_PENDING_PER_USER):
+def test_the_tenant_job_cap_refuses_a_third_queued_translation(
+    alice, fake_engine, deferred_jobs, settings
+):
+    settings.FORTRANSPIRE_TENANT_MAX_CONCURRENT_JOBS = 2
+    for _ in range(2):
         assert (
             alice.post("/translate/", {"source": SAXPY, "target": "cpu"}, **HTMX).status_code == 202
         )
     refused = alice.post("/translate/", {"source": SAXPY, "target": "cpu"}, **HTMX)
     assert refused.status_code == 429 and refused["Retry-After"] == "5"
-    assert "already have 2 translations running" in refused.content.decode()
+    assert "already has 2 jobs queued or running" in refused.content.decode()
 
 
 def test_unknown_job_is_a_404_card(alice):
@@ -397,24 +389,22 @@ def test_llm_fallback_checkbox_hands_the_tenants_fallback_to_the_engine(
     alice, fake_engine, monkeypatch
 ):
     fallback = object()
-    monkeypatch.setattr(services, "_llm_fallback_for", lambda tenant: fallback)
+    monkeypatch.setattr(services, "llm_fallback_for", lambda tenant: fallback)
     alice.post("/translate/", {"source": SAXPY, "target": "cpu"})
     alice.post("/translate/", {"source": SAXPY, "target": "cpu", "allow_llm": "on"})
     assert [call["llm_fallback"] for call in fake_engine] == [None, fallback]
 
 
-def test_finished_jobs_kept_in_memory_are_bounded(alice, tenant_a, fake_engine, monkeypatch):
-    monkeypatch.setattr(dashboard_jobs, "RUN_INLINE", True)
-    monkeypatch.setattr(dashboard_jobs, "MAX_KEPT_FINISHED", 2)
+def test_a_finished_job_is_its_run_in_the_history(alice, tenant_a, fake_engine):
     options = {"source": SAXPY, "target": "cpu", "kernel": None, "verify": False, "sizes": None}
-    jobs = [dashboard_jobs.job_start(tenant=tenant_a, user=alice.user, **options) for _ in range(4)]
-    assert all(job.state == "done" for job in jobs)
-    kept = [
-        job
-        for job in jobs
-        if dashboard_jobs.job_get(job_id=job.id, tenant=tenant_a, user=alice.user)
-    ]
-    assert kept == jobs[1:]  # the oldest finished job was dropped first
+    job = dashboard_jobs.job_start(tenant=tenant_a, user=alice.user, **options)
+    assert job.state == "done" and job.finished
+    again = dashboard_jobs.job_get(job_id=job.id, tenant=tenant_a, user=alice.user)
+    assert again.run_id == job.run_id
+    run = kernel_run_list(tenant=tenant_a, limit=1)[0]
+    assert str(run.id) == job.run_id and run.status == "verified"
+    assert run.progress["stages"] == ["parse", "analyse", "generate", "verify"]
+    assert run.started_at is not None and run.finished_at >= run.started_at
 
 
 def test_expired_session_on_an_htmx_poll_sends_the_whole_page_to_login(tenant_a, tenant_client):

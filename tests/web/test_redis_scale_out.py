@@ -75,22 +75,51 @@ end subroutine saxpy
 """
 
 
-def test_translate_task_on_a_worker_records_the_run_in_the_tenant(transactional_db, tenant_a):
+@pytest.fixture
+def celery_jobs(settings):
+    """The job service in scale-out mode: Celery over Redis, progress over channels_redis."""
+    from fortranspire_site.celery import app
+
+    settings.REDIS_URL = REDIS_URL
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    app.conf.update(broker_url=REDIS_URL, result_backend=REDIS_URL, task_always_eager=False)
+    yield app
+    app.conf.update(task_always_eager=True)
+
+
+def test_a_translation_job_runs_on_a_celery_worker_and_its_progress_reaches_the_waiter(
+    transactional_db, tenant_a, celery_jobs
+):
     from celery.contrib.testing.worker import start_worker
 
-    from fortranspire_site.celery import app
-    from kernels.selectors import kernel_run_get
-    from kernels.tasks import translate
+    from kernels import jobs
 
-    app.conf.update(broker_url=REDIS_URL, result_backend=REDIS_URL, task_always_eager=False)
-    try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
-            result = translate.delay(tenant_a.schema_name, SAXPY, sizes={"n": 37}).get(timeout=120)
-    finally:
-        app.conf.update(task_always_eager=True)
+    seen: list[str] = []
 
-    assert [k["status"] for k in result["kernels"]] == ["verified"]
-    run = kernel_run_get(tenant=tenant_a, run_id=result["run_id"])
-    assert run.status == "verified"
-    assert run.channel == "api"
-    assert run.kernel_names == ["saxpy"]
+    def on_progress(stage, done, total, message):
+        seen.append(stage)
+
+    with start_worker(
+        celery_jobs, pool="solo", perform_ping_check=False, loglevel="WARNING", queues=["cpu"]
+    ):
+        run = jobs.job_translate_submit(
+            tenant=tenant_a, source=SAXPY, channel="api", tool="translate_kernel", verify=False
+        )
+        assert run.status == "queued"
+        finished = asyncio.run(
+            jobs.job_wait(
+                tenant=tenant_a, run_id=str(run.id), timeout_s=60, on_progress=on_progress
+            )
+        )
+
+    assert finished.status == "translated", finished.error
+    assert finished.kernel_names == ["saxpy"] and finished.attempts == 1
+    assert finished.worker.endswith(f":{os.getpid()}")  # the worker thread of this process
+    assert finished.progress["stages"][:3] == ["parse", "analyse", "generate"]
+    assert "parse" in seen  # delivered through channels_redis, not read from the row
+    assert jobs.job_outcome(finished)["kernels"][0]["status"] == "translated"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import keyword
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,9 @@ class GeneratedCode:
     entry: str  # the function to call in ``code``
     parallel_loops: int = 0
     notes: list[str] = field(default_factory=list)
+    launch_plan: Any = field(
+        default=None, repr=False
+    )  # GPU: the driver's launches per time step (gpu_model.LaunchPlan)
 
 
 class CodegenError(Exception):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kernels.engine import ir
+from kernels.engine import gpu_model, ir
 from kernels.engine.backends.common import (
     CodegenError,
     ExprPrinter,
@@ -110,7 +110,11 @@ class _Serial:
 
 @dataclass
 class _Fused:
-    """Consecutive independent 1-D nests launched as one kernel (thread t runs each nest's t)."""
+    """Consecutive independent nests of the same rank launched as one kernel.
+
+    The grid covers the largest trip count of each axis; a thread runs, in order, the iteration
+    of each nest its grid position falls in (per-nest guards).
+    """
 
     index: int
     nests: list[_Nest]
@@ -119,6 +123,36 @@ class _Fused:
     def name(self) -> str:
         return f"_f{self.index}_line{self.nests[0].loops[0].line}"
 
+    @property
+    def rank(self) -> int:
+        return len(self.nests[0].loops)
+
+
+@dataclass
+class _Swap:
+    """A whole-array copy ``a = b`` in a host loop, replaced by exchanging the device buffers.
+
+    ``flag`` (``_sw<n>``) says the exchange has happened at least once in the current run of the
+    loop; ``copy`` is the copy nest, launched once after the loop (in the other direction) when
+    ``b``'s final contents are observable. See :meth:`_CudaModule._swap_copies`.
+    """
+
+    a: str
+    b: str
+    copy: _Nest
+    flag: str
+    line: int = 0
+    finish: bool = False  # b is an argument: redo the last copy into b after the loop
+
+
+@dataclass
+class _SwapStage:
+    """Host lines around a host loop with swaps: ``init`` before, ``prepare`` at the top of the
+    body, ``finish`` after the loop."""
+
+    stage: str
+    swaps: list[_Swap]
+
 
 @dataclass
 class _Launch:
@@ -126,6 +160,88 @@ class _Launch:
 
     region: _Nest | _Serial | _Fused
     line: int = 0
+
+
+def _numba_scalar(t: ir.FType) -> str:
+    return "boolean" if t.base == "logical" else t.numpy_dtype
+
+
+def _sig_array(t: ir.FType, ndim: int) -> str:
+    """numba signature text of a contiguous device array: F order (1-D: C, the same thing)."""
+    layout = ", ".join(["::1"] + [":"] * (ndim - 1))
+    return f"{_numba_scalar(t)}[{layout}]"
+
+
+def _itemsize(t: ir.FType) -> int:
+    return 1 if t.base == "logical" else t.kind
+
+
+def _array_refs(
+    stmts: list[ir.Stmt], loops: list[gpu_model.Bound], arrays: set[str]
+) -> tuple[dict[str, list], dict[str, list]]:
+    """(reads, writes): per array, the loops each reference's subscripts depend on (None: all).
+
+    The model's element counts come from these (see ``gpu_model``).
+    """
+    reads: dict[str, list] = {}
+    writes: dict[str, list] = {}
+
+    def loops_of(indices: list, stack: list) -> tuple | None:
+        names: set[str] = set()
+        for ix in indices:
+            if isinstance(ix, ir.Slice):
+                return None
+            names |= {x.name for x in ir.walk_expr(ix) if isinstance(x, ir.Var)}
+        if names and any(b is None for b in stack):
+            return None  # inside a DO WHILE: unknown trip count
+        return tuple(b for b in stack if b is not None and b.var in names)
+
+    def expr(e, stack: list) -> None:
+        for sub in ir.walk_expr(e):
+            if isinstance(sub, ir.ArrayRef) and sub.name in arrays:
+                reads.setdefault(sub.name, []).append(loops_of(sub.indices, stack))
+            elif isinstance(sub, ir.Var) and sub.name in arrays:
+                reads.setdefault(sub.name, []).append(None)
+
+    def visit(ss: list, stack: list) -> None:
+        for s in ss:
+            if isinstance(s, ir.Loop):
+                for e in (s.start, s.stop, s.step):
+                    if e is not None:
+                        expr(e, stack)
+                visit(s.body, stack + [gpu_model.Bound(s.var, s.start, s.stop, s.step)])
+            elif isinstance(s, ir.WhileLoop):
+                expr(s.cond, stack)
+                visit(s.body, stack + [None])
+            elif isinstance(s, ir.If):
+                for c, b in s.branches:
+                    expr(c, stack)
+                    visit(b, stack)
+                visit(s.orelse, stack)
+            elif isinstance(s, ir.Assign):
+                t = s.target
+                if isinstance(t, ir.ArrayRef) and t.name in arrays:
+                    writes.setdefault(t.name, []).append(loops_of(t.indices, stack))
+                    for ix in t.indices:
+                        if not isinstance(ix, ir.Slice):
+                            expr(ix, stack)
+                elif isinstance(t, ir.Var) and t.name in arrays:
+                    writes.setdefault(t.name, []).append(None)
+                expr(s.value, stack)
+            elif isinstance(s, ir.CallStmt):
+                for a in s.args:
+                    name = a.name if isinstance(a, (ir.Var, ir.ArrayRef)) else None
+                    if name in arrays:
+                        reads.setdefault(name, []).append(None)
+                        writes.setdefault(name, []).append(None)
+                    else:
+                        expr(a, stack)
+            else:
+                for e in stmt_exprs(s):
+                    expr(e, stack)
+
+    visit(stmts, list(loops))
+    return reads, writes
 
 
 class _Demote(Exception):
@@ -375,6 +491,10 @@ class _HostPrinter(StmtPrinter):
     def stmt(self, s, depth: int) -> list[str]:
         if isinstance(s, _Launch):
             return self.gen.launch_lines(s.region, depth)
+        if isinstance(s, _Swap):
+            return self.gen.swap_lines(s, depth)
+        if isinstance(s, _SwapStage):
+            return self.gen.swap_stage_lines(s, depth)
         return super().stmt(s, depth)
 
     def allocate(self, s: ir.Allocate) -> str:
@@ -396,8 +516,12 @@ class _HostPrinter(StmtPrinter):
 
 
 class _CudaModule:
-    def __init__(self, kernel: ir.Kernel):
+    def __init__(self, kernel: ir.Kernel, *, swap_buffers: bool = True, fuse_nests: bool = True):
         self.k = kernel
+        self.swap_buffers = swap_buffers
+        self.fuse_nests = fuse_nests
+        self.swaps: list[_Swap] = []
+        self.signatures: dict[str, str] = {}
         self.scope = Scope.from_kernel(kernel)
         self.arrays = set(self.scope.dims)
         self.scalars: dict[str, ir.FType] = {}
@@ -462,8 +586,12 @@ class _CudaModule:
                     return False
         return True
 
-    def plan(self, stmts: list[ir.Stmt], in_host_loop: bool) -> list:
-        """Rewrite a statement list for the host: launches replace the device work."""
+    def plan(self, stmts: list[ir.Stmt], in_host_loop: bool, loop: ir.Stmt | None = None) -> list:
+        """Rewrite a statement list for the host: launches replace the device work.
+
+        ``loop`` is the host loop whose body ``stmts`` is: its whole-array copies may become
+        buffer swaps (before fusion, so a copy fused with another nest is not lost).
+        """
         out: list = []
         pending: list[ir.Stmt] = []
 
@@ -504,7 +632,7 @@ class _CudaModule:
                     pending.append(s)
                     continue
                 flush()
-                out.append(host)
+                out.extend(host)
                 continue
             split = self._device_condition(s, in_host_loop)
             if split is not None:
@@ -519,6 +647,8 @@ class _CudaModule:
                 continue
             pending.append(s)
         flush()
+        if loop is not None and self.swap_buffers:
+            out = self._swap_copies(out, loop)
         return self._fuse(out)
 
     def _snapshot(self) -> tuple:
@@ -528,6 +658,7 @@ class _CudaModule:
             list(self.fused),
             list(self.host_loops),
             self.counter,
+            list(self.swaps),
         )
 
     def _restore(self, saved: tuple) -> None:
@@ -538,9 +669,168 @@ class _CudaModule:
             list(saved[3]),
             saved[4],
         )
+        self.swaps = list(saved[5])
+
+    # -- buffer swaps --------------------------------------------------------------------------
+    def _pure_copy(self, nest: _Nest) -> tuple[str, str] | None:
+        """(a, b) when the nest only does ``a(i, j, ..) = b(i, j, ..)`` over its whole grid."""
+        if len(nest.body) != 1 or nest.reductions or nest.private_arrays:
+            return None
+        s = nest.body[0]
+        if not (
+            isinstance(s, ir.Assign)
+            and isinstance(s.target, ir.ArrayRef)
+            and isinstance(s.value, ir.ArrayRef)
+            and s.target.name != s.value.name
+        ):
+            return None
+        a, b = s.target, s.value
+        loop_vars = [lp.var for lp in nest.loops]
+        idx = [x.name if isinstance(x, ir.Var) else None for x in a.indices]
+        if (
+            None in idx
+            or repr(a.indices) != repr(b.indices)
+            or sorted(idx) != sorted(loop_vars)
+            or len(self.scope.dims.get(a.name, [])) != len(idx)
+            or len(self.scope.dims.get(b.name, [])) != len(idx)
+        ):
+            return None
+        return a.name, b.name
+
+    @staticmethod
+    def _region(nest: _Nest, ref: ir.ArrayRef) -> list[str] | None:
+        """Bounds of the loop behind each subscript of ``ref`` (subscripts must be loop vars)."""
+        by_var = {lp.var: lp for lp in nest.loops}
+        out = []
+        for ix in ref.indices:
+            if not isinstance(ix, ir.Var) or ix.name not in by_var:
+                return None
+            lp = by_var[ix.name]
+            out.append(repr((lp.start, lp.stop, lp.step)))
+        return out
+
+    def _swap_copies(self, items: list, loop: ir.Stmt) -> list:
+        """Replace whole-array copies that only carry a step's result forward by buffer swaps.
+
+        Legal for a copy nest ``a(R) = b(R)`` in the body of host loop L (R: the copy's grid)
+        when all of these hold, checked on the Fortran statements of L:
+
+        1. L's body has no EXIT, CYCLE or RETURN (every iteration runs the whole body);
+        2. an earlier nest of the same body (the producer) assigns ``b(R)`` unconditionally, at
+           the top level of its body, over exactly the same region R, so the values of ``b``
+           inside R at the start of an iteration are dead;
+        3. ``b`` appears nowhere else in L (only as the producer's target and the copy's source):
+           nothing in L reads ``b`` outside R, or before the producer wrote it;
+        4. ``a`` is written nowhere else in L: outside R it keeps its entry values throughout;
+        5. the bounds of both nests use no variable L assigns (nor L's own variable);
+        6. ``a`` and ``b`` have the same declared type and bounds, neither is allocatable, the
+           copy's DO variables are not read after it, and a local ``b`` is not used after L.
+
+        Then the driver swaps the two device arrays where the copy was. At the top of the first
+        iteration it copies ``a`` into ``b``'s buffer (device to device, once), so both buffers
+        carry ``a``'s values outside R, which is all that is read there (3, 4). After L ran at
+        least once, the buffer named ``a`` holds exactly Fortran's ``a``; ``b`` (an argument)
+        is restored from the host's untouched input and the copy kernel runs once in the other
+        direction, ``b(R) = a(R)``, which is Fortran's final ``b`` whatever the parity of the
+        step count. A loop that runs zero times swaps nothing and changes nothing.
+        """
+        if not isinstance(loop, (ir.Loop, ir.WhileLoop)):
+            return items
+        body = loop.body
+        if any(isinstance(x, (ir.Exit, ir.Cycle, ir.Return)) for x in ir.walk(body)):
+            return items
+        _, assigned = _refs(body)
+        if isinstance(loop, ir.Loop):
+            assigned = assigned | {loop.var}
+        outside = _strip_loop(self.k.body, loop)
+        outside_reads, outside_writes = _refs(outside)
+        args = {a.name for a in self.k.args}
+        found: list[_Swap] = []
+        out = list(items)
+        for pos, item in enumerate(items):
+            if not (isinstance(item, _Launch) and isinstance(item.region, _Nest)):
+                continue
+            copy = item.region
+            pair = self._pure_copy(copy)
+            if pair is None:
+                continue
+            a, b = pair
+            if any(a in (s.a, s.b) or b in (s.a, s.b) for s in found):
+                continue
+            stmt = copy.body[0]
+            region = self._region(copy, stmt.value)
+            producer = None
+            for earlier in items[:pos]:
+                nest = earlier.region if isinstance(earlier, _Launch) else None
+                if not isinstance(nest, _Nest) or len(nest.loops) != len(copy.loops):
+                    continue
+                tops = [
+                    x
+                    for x in nest.body
+                    if isinstance(x, ir.Assign)
+                    and isinstance(x.target, ir.ArrayRef)
+                    and x.target.name == b
+                ]
+                if len(tops) == 1 and self._region(nest, tops[0].target) == region:
+                    producer = (nest, tops[0])
+            if producer is None or region is None:
+                continue
+            nest, target = producer
+            uses_b = [
+                sub
+                for x in ir.walk(body)
+                for e in [*stmt_exprs(x), *([x.target] if isinstance(x, ir.Assign) else [])]
+                for sub in ir.walk_expr(e)
+                if isinstance(sub, (ir.Var, ir.ArrayRef)) and sub.name == b
+            ]
+            if len(uses_b) != 2 or not any(u is target.target for u in uses_b):
+                continue
+            writes_a = [
+                x
+                for x in ir.walk(body)
+                if (isinstance(x, ir.Assign) and x.target.name == a)
+                or (
+                    isinstance(x, ir.CallStmt)
+                    and any(getattr(y, "name", None) == a for y in x.args)
+                )
+                or (isinstance(x, ir.Allocate) and x.name in (a, b))
+            ]
+            if writes_a != [stmt]:
+                continue
+            bound_names = {
+                sub.name
+                for lp in [*copy.loops, *nest.loops]
+                for e in (lp.start, lp.stop, lp.step)
+                if e is not None
+                for sub in ir.walk_expr(e)
+                if isinstance(sub, ir.Var)
+            }
+            if bound_names & assigned:
+                continue
+            da, db = self.scope.dims.get(a), self.scope.dims.get(b)
+            if repr(da) != repr(db) or self.scope.type(a) != self.scope.type(b):
+                continue
+            if any(
+                self.k.locals.get(n) is not None and self.k.locals[n].allocatable for n in (a, b)
+            ):
+                continue
+            if any(
+                _reads_unbound(_strip_loop(self.k.body, copy.loops[0]), lp.var) for lp in copy.loops
+            ):
+                continue
+            if b not in args and b in outside_reads | outside_writes:
+                continue
+            self.counter += 1
+            swap = _Swap(a, b, copy, f"_sw{self.counter}", item.line, finish=b in args)
+            found.append(swap)
+            out[pos] = swap
+        if not found:
+            return items
+        self.swaps.extend(found)
+        return [_SwapStage("prepare", found), *out]
 
     def _fuse(self, items: list) -> list:
-        """Merge runs of consecutive fusable 1-D nests into one launch each."""
+        """Merge runs of consecutive independent nests of the same rank into one launch each."""
         out: list = []
         run: list[_Nest] = []
 
@@ -559,7 +849,10 @@ class _CudaModule:
         for item in items:
             nest = item.region if isinstance(item, _Launch) else None
             if isinstance(nest, _Nest) and self._fusable(nest):
-                if run and not all(_independent(nest, other) for other in run):
+                if run and (
+                    len(run[0].loops) != len(nest.loops)
+                    or not all(_independent(nest, other) for other in run)
+                ):
                     close()
                 run.append(nest)
                 continue
@@ -569,7 +862,11 @@ class _CudaModule:
         return out
 
     def _fusable(self, nest: _Nest) -> bool:
-        return len(nest.loops) == 1 and not nest.reductions and not nest.private_arrays
+        """Nests a fused kernel can hold: no reduction, no per-thread array; 1-D only unless
+        ``fuse_nests`` (the generalised fusion) is on."""
+        if nest.reductions or nest.private_arrays:
+            return False
+        return len(nest.loops) == 1 or self.fuse_nests
 
     def _device_condition(self, s: ir.Stmt, in_host_loop: bool) -> list | None:
         """An IF whose conditions read device arrays but whose branches are host work (EXIT of
@@ -595,11 +892,14 @@ class _CudaModule:
                 self.uses_return = True
         return [_Launch(region, s.line), ir.If(branches, s.orelse, s.line)]
 
-    def _host_construct(self, s: ir.Stmt) -> ir.Stmt:
+    def _host_construct(self, s: ir.Stmt) -> list:
+        """The host version of a construct (plus the lines around it that its swaps need)."""
         if isinstance(s, ir.Loop):
-            new = ir.Loop(s.var, s.start, s.stop, s.step, self.plan(s.body, True), s.line, s.label)
+            body = self.plan(s.body, True, loop=s)
+            new = ir.Loop(s.var, s.start, s.stop, s.step, body, s.line, s.label)
         elif isinstance(s, ir.WhileLoop):
-            new = ir.WhileLoop(s.cond, self.plan(s.body, True), s.line, s.label)
+            body = self.plan(s.body, True, loop=s)
+            new = ir.WhileLoop(s.cond, body, s.line, s.label)
         else:
             assert isinstance(s, ir.If)
             branches = []
@@ -607,7 +907,10 @@ class _CudaModule:
                 branches.append((c, self.plan(b, False)))
             new = ir.If(branches, self.plan(s.orelse, False), s.line)
         self.host_loops.append((new, s))
-        return new
+        stage = new.body[0] if isinstance(new, (ir.Loop, ir.WhileLoop)) and new.body else None
+        if isinstance(stage, _SwapStage):
+            return [_SwapStage("init", stage.swaps), new, _SwapStage("finish", stage.swaps)]
+        return [new]
 
     def _new_serial(self, stmts: list[ir.Stmt], in_host_loop: bool) -> _Serial:
         self.counter += 1
@@ -768,6 +1071,23 @@ class _CudaModule:
         scalars = sorted(n for n in names if n in self.scalars and n not in exclude)
         return arrays, scalars
 
+    def _nest_params(self, nest: _Nest) -> tuple[list[str], list[str]]:
+        """(arrays, scalars) a nest kernel takes before its loop bounds and reduction slots."""
+        red_vars = {r.var for r in nest.reductions} | {
+            v for r in nest.reductions for v in r.index_vars
+        }
+        loop_vars = {lp.var for lp in nest.loops}
+        arrays, scalars = self._kernel_params(nest.body, set())
+        _, written = _refs(nest.body)
+        scalars = [s for s in scalars if s not in written | loop_vars | red_vars]
+        arrays = [a for a in arrays if a not in set(nest.private_arrays)]
+        return arrays, scalars
+
+    def _param_types(self, arrays: list[str], scalars: list[str]) -> list[str]:
+        """numba types of a kernel's array and scalar parameters (its explicit signature)."""
+        out = [_sig_array(self.scope.type(a), len(self.scope.dims[a])) for a in arrays]
+        return out + [_numba_scalar(self.scope.type(x)) for x in scalars]
+
     def _device_body(self, stmts: list[ir.Stmt], depth: int, returns: str = "return") -> list:
         p = self._expr_printer()
         printer = _DevicePrinter(p, returns=returns, all_stmts=self.k.body)
@@ -790,25 +1110,21 @@ class _CudaModule:
     # -- kernels -------------------------------------------------------------------------------
     def nest_kernel(self, nest: _Nest) -> list[str]:
         nd = len(nest.loops)
-        red_vars = {r.var for r in nest.reductions} | {
-            v for r in nest.reductions for v in r.index_vars
-        }
-        loop_vars = {lp.var for lp in nest.loops}
-        arrays, scalars = self._kernel_params(nest.body, set())
-        _, written = _refs(nest.body)
-        scalars = [s for s in scalars if s not in written and s not in loop_vars]
-        scalars = [s for s in scalars if s not in red_vars]
-        private_arrays = set(nest.private_arrays)
-        arrays = [a for a in arrays if a not in private_arrays]
+        arrays, scalars = self._nest_params(nest)
         params = [py_name(a) for a in arrays] + [py_name(s) for s in scalars]
+        sig = self._param_types(arrays, scalars)
         for k in range(nd):
             params += [f"_lo{k}", f"_st{k}", f"_n{k}"]
+            sig += ["int64"] * 3
         red_params = []
         for r in nest.reductions:
             red_params.append(f"_r_{py_name(r.var)}")
             red_params += [f"_r_{py_name(v)}" for v in r.index_vars]
+            sig += [_numba_scalar(self.scope.type(n)) for n in [r.var, *r.index_vars]]
         partials = self._partial_names(nest)
+        sig += [_sig_array(t, 1) for _, _, t in self._slots(nest)]
         params += red_params + partials
+        self.signatures[nest.name] = f"void({', '.join(sig)})"
         lines = ["@cuda.jit", f"def {nest.name}({', '.join(params)}):"]
         axes = "xyz"
         doc = [
@@ -850,30 +1166,43 @@ class _CudaModule:
     def _fused_params(self, fused: _Fused) -> tuple[list[str], list[str]]:
         arrays: set[str] = set()
         scalars: set[str] = set()
+        loop_vars = {lp.var for n in fused.nests for lp in n.loops}
         for nest in fused.nests:
             a, sc = self._kernel_params(nest.body, set())
             _, written = _refs(nest.body)
             arrays |= set(a)
-            scalars |= {x for x in sc if x not in written and x != nest.loops[0].var}
-        loop_vars = {n.loops[0].var for n in fused.nests}
+            scalars |= {x for x in sc if x not in written}
         return sorted(arrays), sorted(scalars - loop_vars)
 
     def fused_kernel(self, fused: _Fused) -> list[str]:
         arrays, scalars = self._fused_params(fused)
+        nd = fused.rank
         params = [py_name(a) for a in arrays] + [py_name(x) for x in scalars]
+        sig = [_sig_array(self.scope.type(a), len(self.scope.dims[a])) for a in arrays]
+        sig += [_numba_scalar(self.scope.type(x)) for x in scalars]
         for q in range(len(fused.nests)):
-            params += [f"_lo{q}", f"_st{q}", f"_n{q}"]
+            for k in range(nd):
+                params += [f"_lo{q}_{k}", f"_st{q}_{k}", f"_n{q}_{k}"]
+                sig += ["int64"] * 3
+        self.signatures[fused.name] = f"void({', '.join(sig)})"
         lines = ["@cuda.jit", f"def {fused.name}({', '.join(params)}):"]
         lines.append(
-            f"{_IND}# {len(fused.nests)} independent 1-D nests in one launch (thread _t runs "
-            "iteration _t of each)"
+            f"{_IND}# {len(fused.nests)} independent {nd}-D nests in one launch (a thread runs "
+            "its grid point of each)"
         )
-        lines.append(f"{_IND}_t = cuda.grid(1)")
+        axes = [f"_g{p}" for p in range(nd)]
+        lines.append(
+            f"{_IND}{', '.join(axes)} = cuda.grid({nd})" if nd > 1 else f"{_IND}_g0 = cuda.grid(1)"
+        )
         for q, nest in enumerate(fused.nests):
-            lp = nest.loops[0]
-            lines.append(f"{_IND}# line {lp.line}: do {lp.var}")
-            lines.append(f"{_IND}if _t < _n{q}:")
-            lines.append(f"{_IND * 2}{py_name(lp.var)} = _lo{q} + _t * _st{q}")
+            heads = ", ".join(f"do {lp.var}" for lp in nest.loops)
+            lines.append(f"{_IND}# line {nest.loops[0].line}: {heads}")
+            # Loop k of nest q runs on the grid axis its own plan gave it.
+            guard = " and ".join(f"{axes[nest.grid_order.index(k)]} < _n{q}_{k}" for k in range(nd))
+            lines.append(f"{_IND}if {guard}:")
+            for k, lp in enumerate(nest.loops):
+                g = axes[nest.grid_order.index(k)]
+                lines.append(f"{_IND * 2}{py_name(lp.var)} = _lo{q}_{k} + {g} * _st{q}_{k}")
             lines += self._device_body(nest.body, 2)
         return lines
 
@@ -986,6 +1315,13 @@ class _CudaModule:
             inits.append(f"_i_{py_name(r.var)}")
             inits += [f"_i_{py_name(v)}" for v in r.index_vars]
         params = parts + ["_nb", "_box"] + inits
+        sig = [_sig_array(t, 1) for _, _, t in slots] + ["int64", "float64[::1]"]
+        sig += [
+            _numba_scalar(self.scope.type(n))
+            for r in nest.reductions
+            for n in [r.var, *r.index_vars]
+        ]
+        self.signatures[f"{nest.name}_finish"] = f"void({', '.join(sig)})"
         lines = ["@cuda.jit", f"def {nest.name}_finish({', '.join(params)}):"]
         lines.append(f"{_IND}_tid = cuda.threadIdx.x")
         lines.append(f"{_IND}_nt = cuda.blockDim.x")
@@ -1054,6 +1390,8 @@ class _CudaModule:
         region.box = self._box_for(region)
         arrays, scalars = self._kernel_params(region.stmts, set())
         params = [py_name(a) for a in arrays] + [py_name(s) for s in scalars] + ["_box"]
+        sig = self._param_types(arrays, scalars) + ["float64[::1]"]
+        self.signatures[region.name] = f"void({', '.join(sig)})"
         lines = ["@cuda.jit", f"def {region.name}({', '.join(params)}):"]
         why = region.reason or "statements that touch arrays outside a parallel loop"
         lines.append(f"{_IND}# One thread runs these statements in Fortran order: {why}")
@@ -1068,6 +1406,8 @@ class _CudaModule:
     def _condition_kernel(self, region: _Serial) -> list[str]:
         arrays, scalars = self._kernel_params(region.stmts, set())
         params = [py_name(a) for a in arrays] + [py_name(x) for x in scalars] + ["_box"]
+        sig = self._param_types(arrays, scalars) + ["float64[::1]"]
+        self.signatures[region.name] = f"void({', '.join(sig)})"
         lines = ["@cuda.jit", f"def {region.name}({', '.join(params)}):"]
         lines.append(f"{_IND}# IF conditions that read device arrays, evaluated for the host")
         p = self._expr_printer()
@@ -1144,14 +1484,18 @@ class _CudaModule:
         return lines
 
     # -- host ----------------------------------------------------------------------------------
-    def launch_lines(self, region: _Nest | _Serial, depth: int) -> list[str]:
+    def launch_lines(
+        self, region: _Nest | _Serial | _Fused, depth: int, rename: dict[str, str] | None = None
+    ) -> list[str]:
+        """Host lines launching ``region``; ``rename`` passes other device arrays for some of a
+        nest's array parameters (the reverse copy after a loop with swaps)."""
         ind = _IND * depth
         p = self._expr_printer()
         if isinstance(region, _Serial) and region.conds:
             arrays, scalars = self._kernel_params(region.stmts, set())
             args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(x) for x in scalars]
             lines = [f"{ind}_box = cuda.device_array({len(region.conds)}, np.float64)"]
-            lines.append(f"{ind}{region.name}[1, 1]({', '.join([*args, '_box'])})")
+            lines.append(f"{ind}_launch({region.name}, 1, 1)({', '.join([*args, '_box'])})")
             lines.append(f"{ind}_h = _box.copy_to_host()")
             for j, name in enumerate(region.cond_names):
                 lines.append(f"{ind}{name} = _h[{j}] != 0")
@@ -1164,7 +1508,7 @@ class _CudaModule:
                 lines = [f"{ind}_box = cuda.to_device(np.zeros({nbox}))"]
             else:
                 lines = [f"{ind}_box = cuda.device_array({max(nbox, 1)}, np.float64)"]
-            lines.append(f"{ind}{region.name}[1, 1]({', '.join([*args, '_box'])})")
+            lines.append(f"{ind}_launch({region.name}, 1, 1)({', '.join([*args, '_box'])})")
             if nbox:
                 lines.append(f"{ind}_h = _box.copy_to_host()")
                 for j, n in enumerate(region.box):
@@ -1185,16 +1529,9 @@ class _CudaModule:
             st = self._host_int(p, lp.step) if lp.step is not None else "1"
             lines.append(f"{ind}_lo{k}, _st{k} = {lo}, {st}")
             lines.append(f"{ind}_n{k} = _trip(_lo{k}, {hi}, _st{k})")
-        red_vars = {r.var for r in nest.reductions} | {
-            v for r in nest.reductions for v in r.index_vars
-        }
-        loop_vars = {lp.var for lp in nest.loops}
-        arrays, scalars = self._kernel_params(nest.body, set())
-        _, written = _refs(nest.body)
-        scalars = [s for s in scalars if s not in written and s not in loop_vars]
-        scalars = [s for s in scalars if s not in red_vars]
-        arrays = [a for a in arrays if a not in set(nest.private_arrays)]
-        args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(s) for s in scalars]
+        arrays, scalars = self._nest_params(nest)
+        rename = rename or {}
+        args = [rename.get(a, f"_d_{py_name(a)}") for a in arrays] + [py_name(s) for s in scalars]
         for k in range(nd):
             args += [f"_lo{k}", f"_st{k}", f"_n{k}"]
         block = f"_block{nd}"
@@ -1205,7 +1542,7 @@ class _CudaModule:
             lines += self._reduction_launch(nest, args, block, guard, ind)
         else:
             lines.append(f"{ind}if {guard}:")
-            lines.append(f"{ind}{_IND}{nest.name}[_grid, {block}]({', '.join(args)})")
+            lines.append(f"{ind}{_IND}_launch({nest.name}, _grid, {block})({', '.join(args)})")
         # The DO variables keep Fortran's final values for any later use on the host.
         outside = _strip_loop(self.k.body, nest.loops[0])
         for k, lp in enumerate(nest.loops):
@@ -1214,32 +1551,169 @@ class _CudaModule:
                 lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{k} + _n{k} * _st{k})")
         return lines
 
+    def swap_lines(self, swap: _Swap, depth: int) -> list[str]:
+        ind = _IND * depth
+        a, b = py_name(swap.a), py_name(swap.b)
+        return [
+            f"{ind}# line {swap.line}: {swap.a} = {swap.b} carries the step's result: the device "
+            "buffers are swapped, no copy is launched",
+            f"{ind}_d_{a}, _d_{b} = _d_{b}, _d_{a}",
+        ]
+
+    def swap_stage_lines(self, stage: _SwapStage, depth: int) -> list[str]:
+        ind = _IND * depth
+        lines: list[str] = []
+        for swap in stage.swaps:
+            a, b = py_name(swap.a), py_name(swap.b)
+            if stage.stage == "init":
+                lines.append(f"{ind}{swap.flag} = False  # {swap.a}/{swap.b} not swapped yet")
+            elif stage.stage == "prepare":
+                lines += [
+                    f"{ind}if not {swap.flag}:",
+                    f"{ind}{_IND}# Once: {swap.b}'s buffer takes {swap.a}'s values, so both "
+                    f"carry {swap.a}'s edges outside the copied region",
+                    f"{ind}{_IND}_d_{b}.copy_to_device(_d_{a})",
+                    f"{ind}{_IND}{swap.flag} = True",
+                ]
+            elif swap.finish:
+                lines += [
+                    f"{ind}if {swap.flag}:",
+                    f"{ind}{_IND}# Fortran's final {swap.b}: its entry values, then the last "
+                    f"copy's region from {swap.a}",
+                    f"{ind}{_IND}_d_{b}.copy_to_device(np.asfortranarray({b}))",
+                ]
+                rename = {swap.a: f"_d_{b}", swap.b: f"_d_{a}"}
+                lines += self.launch_lines(swap.copy, depth + 1, rename=rename)
+        return lines or [f"{ind}pass"]
+
+    # -- the model's view of the driver ----------------------------------------------------------
+    def launch_plan(self, body: list) -> gpu_model.LaunchPlan:
+        """What one time step launches (see ``gpu_model``), from the planned host body."""
+
+        def count(items: list) -> int:
+            n = 0
+            for x in items:
+                if isinstance(x, _Launch):
+                    n += 1
+                elif isinstance(x, (ir.Loop, ir.WhileLoop)):
+                    n += count(x.body)
+                elif isinstance(x, ir.If):
+                    n += sum(count(b) for _, b in x.branches) + count(x.orelse)
+            return n
+
+        loops = [x for x in body if isinstance(x, (ir.Loop, ir.WhileLoop)) and count(x.body)]
+        time_loop = max(loops, key=lambda x: count(x.body)) if loops else None
+        per_step: list[gpu_model.Launch] = []
+
+        def collect(items: list, repeat: tuple) -> None:
+            for x in items:
+                if isinstance(x, _Launch):
+                    per_step.append(self._model_launch(x.region, repeat))
+                elif isinstance(x, ir.Loop):
+                    collect(x.body, (*repeat, gpu_model.Bound(x.var, x.start, x.stop, x.step)))
+                elif isinstance(x, ir.WhileLoop):
+                    collect(x.body, (*repeat, None))
+                elif isinstance(x, ir.If):
+                    for _, b in x.branches:
+                        collect(b, repeat)
+                    collect(x.orelse, repeat)
+
+        collect(time_loop.body if time_loop is not None else body, ())
+        arrays = {
+            name: gpu_model.ArrayInfo(_itemsize(self.scope.type(name)), list(dims))
+            for name, dims in self.scope.dims.items()
+        }
+        bound = None
+        if isinstance(time_loop, ir.Loop):
+            bound = gpu_model.Bound(time_loop.var, time_loop.start, time_loop.stop, time_loop.step)
+        return gpu_model.LaunchPlan(
+            arrays,
+            per_step,
+            bound,
+            time_loop.line if time_loop is not None else 0,
+            [(x.a, x.b) for x in self.swaps],
+            eager_signatures=True,
+        )
+
+    def _model_launch(self, region, repeat: tuple) -> gpu_model.Launch:
+        arrays = self.arrays
+        if isinstance(region, _Serial):
+            r, w = _array_refs(region.stmts, [], arrays)
+            a, sc = self._kernel_params(region.stmts, set())
+            return gpu_model.Launch(
+                region.name,
+                "condition" if region.conds else "serial",
+                {name: [refs] for name, refs in r.items()},
+                {name: [refs] for name, refs in w.items()},
+                len(a) + 1,
+                len(sc),
+                waits=bool(region.conds or region.box or region.has_return),
+                repeat=repeat,
+            )
+        nests = region.nests if isinstance(region, _Fused) else [region]
+        reads: dict[str, list] = {}
+        writes: dict[str, list] = {}
+        for nest in nests:
+            bounds = [gpu_model.Bound(lp.var, lp.start, lp.stop, lp.step) for lp in nest.loops]
+            r, w = _array_refs(nest.body, bounds, arrays - set(nest.private_arrays))
+            for src, dst in ((r, reads), (w, writes)):
+                for name, refs in src.items():
+                    dst.setdefault(name, []).append(refs)
+        if isinstance(region, _Fused):
+            a, sc = self._fused_params(region)
+            nscalar = len(sc) + 3 * region.rank * len(region.nests)
+            return gpu_model.Launch(
+                region.name, "fused", reads, writes, len(a), nscalar, repeat=repeat
+            )
+        a, sc = self._nest_params(region)
+        slots = len(self._slots(region))
+        return gpu_model.Launch(
+            region.name,
+            "nest",
+            reads,
+            writes,
+            len(a) + slots,
+            len(sc) + 3 * len(region.loops) + slots,
+            pure_copy=self._pure_copy(region) is not None,
+            waits=bool(region.reductions),
+            extra_launches=1 if region.reductions else 0,
+            repeat=repeat,
+        )
+
     def _fused_launch(self, fused: _Fused, depth: int) -> list[str]:
         ind = _IND * depth
         p = self._expr_printer()
+        nd = fused.rank
         lines = []
+        per_axis: list[list[str]] = [[] for _ in range(nd)]
         for q, nest in enumerate(fused.nests):
-            lp = nest.loops[0]
-            lo, hi = self._host_int(p, lp.start), self._host_int(p, lp.stop)
-            st = self._host_int(p, lp.step) if lp.step is not None else "1"
-            lines.append(f"{ind}_lo{q}, _st{q} = {lo}, {st}")
-            lines.append(f"{ind}_n{q} = _trip(_lo{q}, {hi}, _st{q})")
-        trips = ", ".join(f"_n{q}" for q in range(len(fused.nests)))
-        lines.append(f"{ind}_nmax = max({trips})")
+            for k, lp in enumerate(nest.loops):
+                lo, hi = self._host_int(p, lp.start), self._host_int(p, lp.stop)
+                st = self._host_int(p, lp.step) if lp.step is not None else "1"
+                lines.append(f"{ind}_lo{q}_{k}, _st{q}_{k} = {lo}, {st}")
+                lines.append(f"{ind}_n{q}_{k} = _trip(_lo{q}_{k}, {hi}, _st{q}_{k})")
+                per_axis[nest.grid_order.index(k)].append(f"_n{q}_{k}")
+        for g, trips in enumerate(per_axis):
+            lines.append(f"{ind}_m{g} = max({', '.join(trips)})")
         arrays, scalars = self._fused_params(fused)
         args = [f"_d_{py_name(a)}" for a in arrays] + [py_name(x) for x in scalars]
         for q in range(len(fused.nests)):
-            args += [f"_lo{q}", f"_st{q}", f"_n{q}"]
-        lines.append(f"{ind}if _nmax > 0:")
+            for k in range(nd):
+                args += [f"_lo{q}_{k}", f"_st{q}_{k}", f"_n{q}_{k}"]
+        sizes = ", ".join(f"_m{g}" for g in range(nd))
+        lines.append(f"{ind}if {' and '.join(f'_m{g} > 0' for g in range(nd))}:")
         lines.append(
-            f"{ind}{_IND}{fused.name}[_grid_for((_nmax,), _block1), _block1]({', '.join(args)})"
+            f"{ind}{_IND}_launch({fused.name}, _grid_for(({sizes},), _block{nd}), _block{nd})"
+            f"({', '.join(args)})"
         )
         outside = _without(self.k.body, {id(n.loops[0]) for n in fused.nests})
         for q, nest in enumerate(fused.nests):
-            lp = nest.loops[0]
-            if _reads_unbound(outside, lp.var):
-                t = _np_type(self.scope.type(lp.var))
-                lines.append(f"{ind}{py_name(lp.var)} = {t}(_lo{q} + _n{q} * _st{q})")
+            for k, lp in enumerate(nest.loops):
+                if _reads_unbound(outside, lp.var):
+                    t = _np_type(self.scope.type(lp.var))
+                    lines.append(
+                        f"{ind}{py_name(lp.var)} = {t}(_lo{q}_{k} + _n{q}_{k} * _st{q}_{k})"
+                    )
         return lines
 
     def _reduction_launch(self, nest: _Nest, args, block: str, guard: str, ind: str) -> list:
@@ -1273,10 +1747,11 @@ class _CudaModule:
         lines.append(f"{ind}_box = cuda.device_array({nbox}, np.float64)")
         lines.append(f"{ind}if {guard}:")
         lines.append(
-            f"{ind}{_IND}{nest.name}[_grid, {block}]({', '.join([*args, *red_args, *parts])})"
+            f"{ind}{_IND}_launch({nest.name}, _grid, {block})"
+            f"({', '.join([*args, *red_args, *parts])})"
         )
         lines.append(
-            f"{ind}{_IND}{nest.name}_finish[1, _FINISH_THREADS]"
+            f"{ind}{_IND}_launch({nest.name}_finish, 1, _FINISH_THREADS)"
             f"({', '.join([*parts, '_nb', '_box', *inits])})"
         )
         lines.append(f"{ind}{_IND}_h = _box.copy_to_host()")
@@ -1322,6 +1797,8 @@ class _CudaModule:
         lines.append(f"{_IND}_block1 = tuple(block_1d or BLOCK_1D)")
         lines.append(f"{_IND}_block2 = tuple(block_2d or BLOCK_2D)")
         lines.append(f"{_IND}_block3 = tuple(block_3d or BLOCK_3D)")
+        if self.nests or self.serials or self.fused:
+            lines.append(f"{_IND}_compile_all()")
         for a in k.args:
             if not a.dims:
                 lines.append(f"{_IND}{py_name(a.name)} = {_np_type(a.type)}({py_name(a.name)})")
@@ -1385,6 +1862,7 @@ class _CudaModule:
         for region in self.serials:
             region.box = self._box_for(region)
         driver = self.driver(body)
+        plan = self.launch_plan(body)
         kernels: list[str] = []
         for nest in self.nests:
             kernels += self.nest_kernel(nest) + ["", ""]
@@ -1463,11 +1941,50 @@ class _CudaModule:
             host = re.sub(r"\bdef _f_", "def _host_f_", host)
             helpers.append(host.replace("\n\ndef ", "\ndef ").lstrip("\n"))
             helpers += ["", ""]
-        code_lines = head + helpers + functions + kernels + driver
+        launch = []
+        if self.signatures:
+            launch = [
+                "# Explicit signatures: each kernel is compiled once per process for these types",
+                "# (at the entry's first call), so a launch skips typing its arguments.",
+                "_SIGNATURES = {",
+                *[f"    {name!r}: {sig!r}," for name, sig in sorted(self.signatures.items())],
+                "}",
+                "_COMPILED = {}",
+                "_LAUNCHERS = {}",
+                "",
+                "",
+                "def _compile_all():",
+                '    """Compile every kernel for its signature (once per process; not in the simulator)."""',
+                "    if numba.config.ENABLE_CUDASIM:",
+                "        return",
+                "    for name, sig in _SIGNATURES.items():",
+                "        if name not in _COMPILED:",
+                "            _COMPILED[name] = cuda.jit(sig)(globals()[name].py_func)",
+                "",
+                "",
+                "def _launch(kernel, grid, block):",
+                '    """kernel[grid, block], compiled for its signature and cached per launch shape."""',
+                "    key = (kernel, grid, block)",
+                "    launcher = _LAUNCHERS.get(key)",
+                "    if launcher is None:",
+                "        name = kernel.py_func.__name__",
+                "        if numba.config.ENABLE_CUDASIM:",
+                "            # The simulator configures a kernel object in place: one object per shape.",
+                "            launcher = cuda.jit(_SIGNATURES[name])(kernel.py_func)[grid, block]",
+                "        else:",
+                "            if name not in _COMPILED:",
+                "                _COMPILED[name] = cuda.jit(_SIGNATURES[name])(kernel.py_func)",
+                "            launcher = _COMPILED[name][grid, block]",
+                "        _LAUNCHERS[key] = launcher",
+                "    return launcher",
+                "",
+                "",
+            ]
+        code_lines = head + helpers + launch + functions + kernels + driver
         code = "\n".join(code_lines).rstrip() + "\n"
         code = re.sub(r"\n{4,}", "\n\n\n", code)
         loops = len(self.nests) + sum(len(f.nests) for f in self.fused)
-        return GeneratedCode(code, py_name(k.name), loops, list(self.notes))
+        return GeneratedCode(code, py_name(k.name), loops, list(self.notes), launch_plan=plan)
 
     def _notes(self) -> None:
         notes = []
@@ -1498,8 +2015,14 @@ class _CudaModule:
         for fused in self.fused:
             lines = ", ".join(str(n.loops[0].line) for n in fused.nests)
             notes.append(
-                f"lines {lines}: {len(fused.nests)} independent 1-D nests fused into kernel "
-                f"{fused.name} (one launch instead of {len(fused.nests)})"
+                f"lines {lines}: {len(fused.nests)} independent {fused.rank}-D nests fused into "
+                f"kernel {fused.name} (one launch instead of {len(fused.nests)})"
+            )
+        for swap in self.swaps:
+            notes.append(
+                f"line {swap.line}: the copy {swap.a} = {swap.b} only carries the step's result: "
+                f"the device buffers of {swap.a} and {swap.b} are swapped instead (no launch, "
+                "no bytes moved per step)"
             )
         for region in self.serials:
             line = getattr(region.stmts[0], "line", 0)
@@ -1535,7 +2058,7 @@ def _independent(a: _Nest, b: _Nest) -> bool:
     """
     ra, wa = _refs(a.body)
     rb, wb = _refs(b.body)
-    own = {a.loops[0].var, b.loops[0].var}
+    own = {lp.var for lp in [*a.loops, *b.loops]}
     # Subscript reads are reads: only values read from the other's writes matter.
     if (ra - own) & (wb - own) or (rb - own) & (wa - own):
         return False
@@ -1573,9 +2096,16 @@ def _last_occurrence(body: list[ir.Stmt], r: ir.Reduction) -> bool:
     return False
 
 
-def generate_cuda(kernel: ir.Kernel) -> GeneratedCode:
-    """Print ``kernel`` (analysed) as a numba.cuda module with a host driver; see module doc."""
+def generate_cuda(
+    kernel: ir.Kernel, *, swap_buffers: bool = True, fuse_nests: bool = True
+) -> GeneratedCode:
+    """Print ``kernel`` (analysed) as a numba.cuda module with a host driver; see module doc.
+
+    ``swap_buffers`` and ``fuse_nests`` switch the traffic-saving transformations off (the
+    before/after figures of ``benchmarks/gpu_model.py``); with both off the 1-D edge fusion
+    remains. The result's ``launch_plan`` feeds :mod:`kernels.engine.gpu_model`.
+    """
     if kernel.unsupported:
         first = kernel.unsupported[0]
         raise CodegenError(f"unsupported construct: {first.construct}", first.line)
-    return _CudaModule(kernel).build()
+    return _CudaModule(kernel, swap_buffers=swap_buffers, fuse_nests=fuse_nests).build()
