@@ -88,7 +88,7 @@ def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
         project = project_from_texts(files, include_dirs=include_dirs, defines=defines)
         result = translate_project(project, target="cpu", time_budget_s=budget_s)
     except EngineError as exc:
-        out["error"] = {"type": type(exc).__name__, "message": exc.message[:500]}
+        out["error"] = {"type": type(exc).__name__, "message": _reason(exc.message)}
         out["seconds"] = round(time.monotonic() - started, 1)
         return out
     out["seconds"] = round(time.monotonic() - started, 1)
@@ -99,11 +99,16 @@ def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
             "status": k.status,
             "coverage": k.coverage,
             "sizes": k.sizes,
-            "first_diagnostic": k.diagnostics[0].message[:300] if k.diagnostics else "",
+            # The reason only: quoted source text (third-party code) is cut off.
+            "first_diagnostic": _reason(k.diagnostics[0].message) if k.diagnostics else "",
         }
         for k in result.kernels
     ]
     return out
+
+
+def _reason(message: str) -> str:
+    return message.split(" (")[0].split("\n")[0][:160]
 
 
 def summarise(cases: list[dict]) -> dict:

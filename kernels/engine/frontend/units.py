@@ -452,7 +452,7 @@ class _FileBuilder:
             dims = list(d.dims)
             if any(dd.upper is None for dd in dims):
                 dims = _infer_assumed_extents(a, dims, proc)
-            args.append(ir.Arg(a, d.type, intent, dims))
+            args.append(ir.Arg(a, d.type, intent, dims, allocatable=bool(d.allocatable and dims)))
         locals_ = {
             n: d for n, d in proc.decls.items() if n not in proc.args and d.parameter is None
         }
