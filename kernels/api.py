@@ -14,7 +14,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fortranspire_site.errors import (
     ApplicationError,
@@ -106,13 +106,30 @@ async def _job_result(caller: Caller, run) -> dict[str, Any]:
 
 
 class TranslateIn(Schema):
-    source: str = Field(..., description="Fortran source (free form), at most 1 MB")
+    source: str | None = Field(None, description="Fortran source (free form), at most 1 MB")
+    files: dict[str, str] | None = Field(
+        None,
+        description="instead of source, a project of several files {name: text}: modules are "
+        "visible across files; each kernel reports its file",
+    )
+    include_dirs: list[str] = Field(
+        default_factory=list, description="directories among the file names searched by #include"
+    )
+    defines: dict[str, str | None] = Field(
+        default_factory=dict, description='preprocessor macros, e.g. {"N": "64", "USE_X": null}'
+    )
     target: Literal["cpu", "gpu"] = "cpu"
     kernel: str | None = Field(None, description="translate only this subroutine")
     verify: bool = True
     sizes: dict[str, int] | None = Field(None, description='array extents, e.g. {"n": 64}')
     seed: int = 0
     allow_llm: bool = False
+
+    @model_validator(mode="after")
+    def _source_or_files(self) -> TranslateIn:
+        if (self.source is None) == (self.files is None):
+            raise ValueError("give either source or files")
+        return self
 
 
 class ProfileIn(Schema):
@@ -198,7 +215,10 @@ async def translate(request: HttpRequest, payload: TranslateIn) -> dict[str, Any
         caller = _caller(request, "translate")
         run = jobs.job_translate_submit(
             tenant=caller.tenant,
-            source=payload.source,
+            source=payload.source or "",
+            files=payload.files,
+            include_dirs=payload.include_dirs,
+            defines=payload.defines,
             channel="api",
             tool="translate_kernel_gpu" if payload.target == "gpu" else "translate_kernel",
             target=payload.target,

@@ -119,6 +119,9 @@ def job_translate_submit(
     filename: str = "input.f90",
     api_key: ApiKey | None = None,
     user: Any = None,
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ) -> KernelRun:
     params = services.translate_params(
         target=target,
@@ -128,7 +131,12 @@ def job_translate_submit(
         seed=seed,
         allow_llm=allow_llm,
         filename=filename,
+        files=files,
+        include_dirs=include_dirs,
+        defines=defines,
     )
+    if params["files"] is not None:
+        source = services.project_source_text(params["files"])
     return job_submit(
         tenant=tenant,
         kind="translate",

@@ -35,6 +35,7 @@ from django_tenants.utils import tenant_context
 
 from kernels import engine
 from kernels.engine.pipeline import device_for
+from kernels.engine.project import project_from_texts
 from kernels.engine.report import ProgressCallback, TranslationResult
 from kernels.engine.version import ENGINE_VERSION
 from kernels.models import KernelRun
@@ -101,6 +102,9 @@ def cached_or_run(
     seed: int,
     progress: ProgressCallback | None = None,
     llm_fallback: Any = None,
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ) -> tuple[TranslationResult, str]:
     """Answer from the tenant's stored proof when there is one, else run the engine.
 
@@ -108,16 +112,20 @@ def cached_or_run(
     every kernel is verified, and the caller stores it on the run it records so the next
     identical request finds it. Engine errors propagate unchanged.
     """
+    options: dict[str, Any] = {
+        "kernel": (kernel or "").lower(),
+        "verify": verify,
+        "llm": llm_fallback is not None,
+    }
+    if include_dirs or defines:
+        options["include_dirs"] = sorted(include_dirs or [])
+        options["defines"] = dict(sorted((defines or {}).items()))
     key = result_cache_key(
-        sources={filename: source},
+        sources=files if files is not None else {filename: source},
         target=target,
         sizes=sizes,
         seed=seed,
-        options={
-            "kernel": (kernel or "").lower(),
-            "verify": verify,
-            "llm": llm_fallback is not None,
-        },
+        options=options,
     )
     if verify:
         started = time.perf_counter()
@@ -127,18 +135,21 @@ def cached_or_run(
             if progress is not None:
                 progress("verify", 1, 1, f"answered from verified run {stored.pk} (cached)")
             return result, ""
-    result = engine.translate_source(
-        source,
-        filename=filename,
-        target=target,
-        kernel=kernel,
-        verify=verify,
-        sizes=sizes,
-        seed=seed,
-        progress=progress,
-        llm_fallback=llm_fallback,
-        numba_cache_dir=numba_cache_dir(tenant) if verify and target == "cpu" else None,
-    )
+    run_options: dict[str, Any] = {
+        "target": target,
+        "kernel": kernel,
+        "verify": verify,
+        "sizes": sizes,
+        "seed": seed,
+        "progress": progress,
+        "llm_fallback": llm_fallback,
+        "numba_cache_dir": numba_cache_dir(tenant) if verify and target == "cpu" else None,
+    }
+    if files is not None:
+        project = project_from_texts(files, include_dirs=include_dirs or [], defines=defines)
+        result = engine.translate_project(project, **run_options)
+    else:
+        result = engine.translate_source(source, filename=filename, **run_options)
     proven = verify and bool(result.kernels) and all(k.status == "verified" for k in result.kernels)
     return result, key if proven else ""
 

@@ -422,6 +422,22 @@ def kernel_run_start_inline(
     return run
 
 
+def project_files_check(files: Any) -> dict[str, str]:
+    """``{name: Fortran text}`` of a multi-file project, within the same byte limit as a source."""
+    if not isinstance(files, dict) or not files:
+        raise ValidationFailed("files must be a non-empty object of NAME: Fortran text")
+    for name, text in files.items():
+        if not isinstance(name, str) or not name.strip() or not isinstance(text, str):
+            raise ValidationFailed("files must map file names to Fortran text")
+    source_check(project_source_text(files))  # the byte limit, on all the files together
+    return dict(files)
+
+
+def project_source_text(files: dict[str, str]) -> str:
+    """The files of a project as one text for the run record (each under a header comment)."""
+    return "\n".join(f"! ---- {name} ----\n{text}" for name, text in files.items())
+
+
 def translate_params(
     *,
     target: str,
@@ -431,11 +447,30 @@ def translate_params(
     seed: int = 0,
     allow_llm: bool = False,
     filename: str = "input.f90",
+    files: Any = None,
+    include_dirs: Any = None,
+    defines: Any = None,
 ) -> dict[str, Any]:
-    """The checked, JSON-ready options of a translation (what a worker receives)."""
+    """The checked, JSON-ready options of a translation (what a worker receives).
+
+    ``files`` (``{name: text}``) makes it a multi-file project, with ``include_dirs`` (folders
+    among the names) and ``defines`` (``{NAME: value or None}``) for the preprocessor.
+    """
     if kernel is not None and (not isinstance(kernel, str) or len(kernel) > 63):
         raise ValidationFailed("kernel must be a subroutine name")
+    if include_dirs is not None and (
+        not isinstance(include_dirs, list) or not all(isinstance(d, str) for d in include_dirs)
+    ):
+        raise ValidationFailed("include_dirs must be a list of folder names")
+    if defines is not None and (
+        not isinstance(defines, dict)
+        or not all(isinstance(v, str | None) for v in defines.values())
+    ):
+        raise ValidationFailed("defines must map macro names to a value or null")
     return {
+        "files": project_files_check(files) if files is not None else None,
+        "include_dirs": list(include_dirs or []),
+        "defines": dict(defines or {}),
         "target": inputs.target_check(target),
         "kernel": kernel or None,
         "verify": bool(verify),
@@ -463,8 +498,14 @@ def kernel_translate(
     allow_llm: bool = False,
     filename: str = "input.f90",
     run: KernelRun | None = None,
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ):
     """Translate (and verify) ``source`` for ``tenant``; returns (KernelRun, TranslationResult).
+
+    ``files`` (``{name: text}``) instead of ``source`` translates a multi-file project (its text
+    for the record is :func:`project_source_text`), with ``include_dirs`` and ``defines``.
 
     ``run``: the job's row when a worker runs it; without it, one is created (inline callers
     such as the agent's tools). Engine errors (syntax, forbidden statements, sandbox) are
@@ -472,6 +513,8 @@ def kernel_translate(
     """
     _check_tenant(tenant)
     _check_channel(channel)
+    if files is not None:
+        source = project_source_text(files)
     source = source_check(source)
     params = translate_params(
         target=target,
@@ -481,6 +524,9 @@ def kernel_translate(
         seed=seed,
         allow_llm=allow_llm,
         filename=filename,
+        files=files,
+        include_dirs=include_dirs,
+        defines=defines,
     )
     from kernels.result_cache import cached_or_run
 
@@ -510,6 +556,9 @@ def kernel_translate(
             seed=params["seed"],
             progress=progress,
             llm_fallback=llm_fallback_for(tenant) if params["allow_llm"] else None,
+            files=params["files"],
+            include_dirs=params["include_dirs"],
+            defines=params["defines"],
         )
 
     def outcome(value) -> dict[str, Any]:

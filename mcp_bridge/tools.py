@@ -57,6 +57,21 @@ VerifyArg = Annotated[
         description="Run the port and the gfortran-compiled original on the same random inputs and compare."
     ),
 ]
+FilesArg = Annotated[
+    dict[str, str] | None,
+    Field(
+        description="Instead of source: a project of several files {name: text} (modules visible "
+        "across files, headers for #include); each kernel reports its file. Pass source='' then."
+    ),
+]
+IncludeDirsArg = Annotated[
+    list[str] | None,
+    Field(description="Directories among the file names searched by #include and include."),
+]
+DefinesArg = Annotated[
+    dict[str, str | None] | None,
+    Field(description='Preprocessor macros, e.g. {"N": "64", "USE_FAST_PATH": null}.'),
+]
 SizesArg = Annotated[
     dict[str, int] | None,
     Field(
@@ -277,6 +292,9 @@ async def _translate(
     kernel: str | None,
     verify: bool,
     sizes: dict | None,
+    files: dict[str, str] | None = None,
+    include_dirs: list[str] | None = None,
+    defines: dict[str, str | None] | None = None,
 ) -> CallToolResult:
     async def body(token: TenantAccessToken) -> CallToolResult:
         from kernels.jobs import job_translate_submit
@@ -286,6 +304,9 @@ async def _translate(
             lambda: job_translate_submit(
                 tenant=token.tenant,
                 source=source,
+                files=files,
+                include_dirs=include_dirs,
+                defines=defines,
                 channel="mcp",
                 tool=tool,
                 target=target,
@@ -297,6 +318,10 @@ async def _translate(
         )
         return structured_result(data)
 
+    if files is not None:
+        from kernels.services import project_source_text
+
+        source = project_source_text(files)
     return await _guarded(ctx, tool, body, source=source)
 
 
@@ -306,6 +331,9 @@ async def translate_kernel(
     kernel: KernelArg = None,
     verify: VerifyArg = True,
     sizes: SizesArg = None,
+    files: FilesArg = None,
+    include_dirs: IncludeDirsArg = None,
+    defines: DefinesArg = None,
 ) -> CallToolResult:
     """Port Fortran kernels to Python with numba (CPU, @njit + prange) and verify the port.
 
@@ -318,7 +346,9 @@ async def translate_kernel(
     the outputs match and every DO loop ran in the reference (coverage.loops_run == coverage.loops),
     inconclusive that some loop never ran at the sizes tried (pass sizes so that it runs).
     """
-    return await _translate(ctx, "translate_kernel", "cpu", source, kernel, verify, sizes)
+    return await _translate(
+        ctx, "translate_kernel", "cpu", source, kernel, verify, sizes, files, include_dirs, defines
+    )
 
 
 async def translate_kernel_gpu(
@@ -327,13 +357,27 @@ async def translate_kernel_gpu(
     kernel: KernelArg = None,
     verify: VerifyArg = True,
     sizes: SizesArg = None,
+    files: FilesArg = None,
+    include_dirs: IncludeDirsArg = None,
+    defines: DefinesArg = None,
 ) -> CallToolResult:
     """Port Fortran kernels to numba.cuda GPU kernels (plus a host driver) and verify the port.
 
     Same inputs and result shape as translate_kernel; device says where verification ran
     (gpu, or simulator when the server has no GPU). Returns the CLI JSON shape plus run_id.
     """
-    return await _translate(ctx, "translate_kernel_gpu", "gpu", source, kernel, verify, sizes)
+    return await _translate(
+        ctx,
+        "translate_kernel_gpu",
+        "gpu",
+        source,
+        kernel,
+        verify,
+        sizes,
+        files,
+        include_dirs,
+        defines,
+    )
 
 
 def _profile_image(data: dict) -> tuple[dict, ImageContent | None]:

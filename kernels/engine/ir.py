@@ -144,6 +144,7 @@ class Arg:
     type: FType
     intent: str  # 'in' | 'out' | 'inout' (inferred from use when the source does not say)
     dims: list[Dim] = field(default_factory=list)
+    allocatable: bool = False  # an ALLOCATABLE dummy: the caller passes an allocated array
 
     @property
     def is_array(self) -> bool:

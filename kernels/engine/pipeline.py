@@ -66,6 +66,8 @@ def find_project_kernels_and_exclusions(
     parsed = parse_project(prepared)
     for k in parsed.kernels:
         k.notes = list(parsed.notes.get(k.name, k.notes))
+        if k.origin == "extracted":
+            k.notes.extend(project.notes.get(k.file, []))
     return parsed.kernels, excluded
 
 

@@ -59,6 +59,7 @@ class Project:
     sources: list[str]
     include_dirs: list[str] = field(default_factory=list)
     defines: dict[str, str | None] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # per source, set while preparing
 
     @property
     def label(self) -> str:
@@ -156,10 +157,15 @@ def prepared_sources(
         raw = project.files[name]
         fixed = is_fixed_form(name)
         targets = _resolved_targets(project, name, raw)
-        try:
-            scan = security.scan_units(
-                raw, fixed_form=fixed, allowed_includes=set(targets) | set(allowed_includes)
+        allowed = set(targets) | set(allowed_includes)
+        raw, left_out = _without_program_io(raw, fixed, allowed)
+        if left_out:
+            project.notes.setdefault(name, []).append(
+                "left out of the main program before its nests were extracted (never compiled "
+                "or run): " + "; ".join(left_out)
             )
+        try:
+            scan = security.scan_units(raw, fixed_form=fixed, allowed_includes=allowed)
         except ForbiddenStatementError as exc:
             exc.diagnostics = [_unresolved_include(d, raw) for d in exc.diagnostics]
             _refuse(project, name, exc.diagnostics)
@@ -187,6 +193,37 @@ def prepared_sources(
             )
         out.append((name, text))
     return out, excluded
+
+
+def _without_program_io(raw: str, fixed: bool, allowed: set[str]) -> tuple[str, list[str]]:
+    """A main program's forbidden statements blanked out (lines kept), with what was removed.
+
+    A main program is never compiled as a whole: only its loop nests are, each as a subroutine
+    of its own lines. Its file I/O (seismograms, snapshots, OPEN of a parameter file) must not
+    cost the nests around it, so those statements are removed (not just skipped): no kernel can
+    contain them. In other units a forbidden statement still excludes the unit.
+    """
+    found = security.find_forbidden(raw, fixed_form=fixed, allowed_includes=allowed)
+    if not found:
+        return raw, []
+    lines = raw.split("\n")
+    programs = [u for u in security.program_units(lines, fixed_form=fixed) if u.kind == "program"]
+    statements = security.logical_statements(lines, fixed_form=fixed)
+    blank: set[int] = set()
+    removed: list[str] = []
+    for d in found:
+        unit = next((u for u in programs if u.first_line <= d.line <= u.last_line), None)
+        if unit is None or d.line in (unit.first_line, unit.last_line):
+            continue
+        stmt = next((s for s in statements if s.first_line <= d.line <= s.last_line), None)
+        if stmt is None:
+            continue
+        blank.update(range(stmt.first_line, stmt.last_line + 1))
+        removed.append(f"line {d.line}: {d.message.removeprefix('forbidden: ')}")
+    if not blank:
+        return raw, []
+    kept = ["" if n in blank else text for n, text in enumerate(lines, start=1)]
+    return "\n".join(kept), removed
 
 
 def _resolved_targets(project: Project, name: str, text: str) -> list[str]:

@@ -24,9 +24,10 @@ Refused:
   (``st = kill(pid, 9)``) and when named in ``EXTERNAL``/``INTRINSIC`` or after ``=>``;
 - the file statements ``open``, ``close``, ``inquire``, ``rewind``, ``backspace``, ``endfile``,
   ``flush``, ``wait``;
-- ``read`` / ``write`` with a unit other than ``*`` (a numbered unit or an internal file: we
-  cannot tell a unit variable from a character variable without types, so both are refused);
-  ``read *``, ``read(*, ...)``, ``write(*, ...)`` and ``print`` are allowed;
+- ``read`` / ``write`` with a unit other than ``*``; ``read *``, ``read(*, ...)``,
+  ``write(*, ...)`` and ``print`` are allowed, and so is an *internal* READ/WRITE, whose unit is a
+  variable declared CHARACTER in the file (and never INTEGER): it reads or writes that string,
+  no file;
 - ``bind(c)``: it lets a kernel call any libc function (``system``, ``kill``, ``open``);
 - every file-reading preprocessor form, unless it names a file the user uploaded
   (``allowed_includes``): ``#include``, ``#include_next``, ``#import``, ``#embed``, also spelled
@@ -256,8 +257,11 @@ def _find(
 ) -> list[Diagnostic]:
     allowed = {name.strip() for name in allowed_includes}
     diagnostics: list[Diagnostic] = list(_directive_diagnostics(source, allowed))
+    strings = _character_variables(statements)
     for stmt in statements:
-        diagnostics.extend(_check_statement(stmt, lines, allowed, fixed_form=fixed_form))
+        diagnostics.extend(
+            _check_statement(stmt, lines, allowed, fixed_form=fixed_form, strings=strings)
+        )
     if not diagnostics and _has_directives(source):
         # A macro can assemble a forbidden call (#define RUN call system): scan what the
         # preprocessor makes of the text too, at the original line numbers.
@@ -266,7 +270,9 @@ def _find(
             exp_lines = expanded.splitlines()
             statements = _fixed_statements(exp_lines) if fixed_form else _free_statements(exp_lines)
             for stmt in statements:
-                for d in _check_statement(stmt, exp_lines, allowed, fixed_form=fixed_form):
+                for d in _check_statement(
+                    stmt, exp_lines, allowed, fixed_form=fixed_form, strings=strings
+                ):
                     diagnostics.append(
                         Diagnostic(d.line, d.column, d.message + " (after preprocessing)")
                     )
@@ -436,6 +442,11 @@ _CONTAINER = re.compile(r"^(program|module|submodule\s*\([^()]*\)|block\s*data)\
 _END = re.compile(
     r"^end\s*(?:(program|module|submodule|subroutine|function|block\s*data)\s*\w*)?\s*$"
 )
+
+
+def logical_statements(lines: list[str], *, fixed_form: bool = False) -> list[_Stmt]:
+    """The file's logical statements (continuations joined), each with the lines it spans."""
+    return _statements(lines, fixed_form)
 
 
 def program_units(lines: list[str], *, fixed_form: bool = False) -> list[ProgramUnit]:
@@ -623,8 +634,30 @@ def _fixed_statements(lines: list[str]) -> list[_Stmt]:
 # Matching
 
 
+def _character_variables(statements: list[_Stmt]) -> set[str]:
+    """Names declared CHARACTER somewhere in the file and INTEGER nowhere (internal files)."""
+    declared: dict[str, set[str]] = {"character": set(), "integer": set()}
+    for stmt in statements:
+        low = stmt.text.lower().strip()
+        for kind in declared:
+            m = re.match(rf"{kind}\b(?:\s*\*\s*\(?[\w*:]+\)?|\s*\([^)]*\))?(.*)$", low)
+            if m is None:
+                continue
+            names = m.group(1).split("::", 1)[-1]
+            for item in _split_top(names):
+                name = re.match(r"\s*([a-z_]\w*)", item)
+                if name:
+                    declared[kind].add(name.group(1))
+    return declared["character"] - declared["integer"]
+
+
 def _check_statement(
-    stmt: _Stmt, lines: list[str], allowed: set[str], *, fixed_form: bool
+    stmt: _Stmt,
+    lines: list[str],
+    allowed: set[str],
+    *,
+    fixed_form: bool,
+    strings: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     low = stmt.text.lower()
@@ -682,6 +715,9 @@ def _check_statement(
     for kw in _IO_STATEMENTS:
         if _is_statement(rest, kw, fixed_form):
             unit = _io_unit(rest[len(kw) :].lstrip())
+            internal = unit is not None and re.match(r"[a-z_]\w*", unit)
+            if internal and internal.group(0) in strings:
+                continue  # an internal file: a CHARACTER variable, not a unit
             if unit is not None and unit != "*":
                 hit(head, f"{kw.upper()} to unit {unit!s} (file I/O) is not allowed; only * is")
     return out

@@ -141,6 +141,9 @@ def candidates(
     out: list[Candidate] = []
     for upper_values in plans:
         values = build(upper_values)
+        for key, extent in assumed_extents(kernel, values).items():
+            if key not in fixed:
+                values[key] = extent
         if values in seen:
             continue
         seen.append(values)
@@ -148,6 +151,50 @@ def candidates(
     # Stable: the first (distinct sizes in argument order) wins ties.
     order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
     return [out[k] for k in order][:MAX_CANDIDATES]
+
+
+def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
+    """``dim1``, ``dim2``...: extents of assumed-shape dimensions large enough for every affine
+    subscript the kernel uses on them (``fields(FIELD_DENSITY1)`` with a constant 14 needs 14)."""
+    env: dict[str, int] = dict(values)
+    for name, c in kernel.constants.items():
+        if isinstance(c.value, int) and not isinstance(c.value, bool):
+            env.setdefault(name, c.value)
+    open_dims = {
+        a.name: [k for k, d in enumerate(a.dims) if d.upper is None] for a in kernel.args if a.dims
+    }
+    lowers = {a.name: a.dims for a in kernel.args if a.dims}
+    need: dict[str, int] = {}
+
+    def visit(stmts: list[ir.Stmt], ranges: dict[str, tuple[int, int]]) -> None:
+        for s in stmts:
+            for e in _exprs(s):
+                for sub in ir.walk_expr(e):
+                    if not (isinstance(sub, ir.ArrayRef) and open_dims.get(sub.name)):
+                        continue
+                    for k in open_dims[sub.name]:
+                        if k >= len(sub.indices) or isinstance(sub.indices[k], ir.Slice):
+                            continue
+                        r = _interval(sub.indices[k], ranges, env)
+                        lo = _interval(lowers[sub.name][k].lower, {}, env)
+                        if r is not None and lo is not None:
+                            key = f"dim{k + 1}"
+                            need[key] = max(need.get(key, 0), r[1] - lo[0] + 1)
+            if isinstance(s, ir.Loop):
+                lo, hi = _interval(s.start, ranges, env), _interval(s.stop, ranges, env)
+                inner = dict(ranges)
+                if lo is not None and hi is not None:
+                    inner[s.var] = (min(lo[0], hi[0]), max(lo[1], hi[1]))
+                visit(s.body, inner)
+            elif isinstance(s, ir.WhileLoop):
+                visit(s.body, ranges)
+            elif isinstance(s, ir.If):
+                for _, body in s.branches:
+                    visit(body, ranges)
+                visit(s.orelse, ranges)
+
+    visit(kernel.body, {})
+    return {k: v for k, v in need.items() if v > 0}
 
 
 def infer(

@@ -146,6 +146,7 @@ class ArgPlan:
     shape: tuple[int, ...] = ()
     bounds: tuple[tuple[int, int], ...] = ()  # declared (lower, upper) per dimension
     assumed_shape: bool = False
+    allocatable: bool = False  # the wrapper passes an allocated copy (ALLOCATABLE dummy)
 
     @property
     def is_array(self) -> bool:
@@ -251,7 +252,9 @@ def plan_run(kernel: ir.Kernel, sizes: Mapping[str, int | float] | None = None) 
                     ) from exc
             bounds.append((lower, max(upper, lower - 1)))
         shape = tuple(hi - lo + 1 for lo, hi in bounds)
-        plans.append(ArgPlan(a.name, a.type, a.intent, shape, tuple(bounds), assumed))
+        plans.append(
+            ArgPlan(a.name, a.type, a.intent, shape, tuple(bounds), assumed, a.allocatable)
+        )
     scalars = {k: v for k, v in given.items() if not k.startswith("dim")}
     return RunPlan(plans, used_sizes, scalars, _result_type(kernel))
 
@@ -343,8 +346,11 @@ def _bounds_text(bounds: tuple[tuple[int, int], ...]) -> str:
 
 
 def needs_module_wrapping(kernel: ir.Kernel, plan: RunPlan) -> bool:
-    """Assumed-shape dummies need an explicit interface: put a module-less source in a module."""
-    return kernel.fortran_module is None and any(a.assumed_shape for a in plan.args)
+    """Assumed-shape and ALLOCATABLE dummies need an explicit interface: put a module-less
+    source in a module."""
+    return kernel.fortran_module is None and any(
+        a.assumed_shape or a.allocatable for a in plan.args
+    )
 
 
 WRAP_MODULE = "fsp_orig_mod"
@@ -376,7 +382,17 @@ def fortran_wrapper(
     for a in plan.args:
         dims = f"({_bounds_text(a.bounds)})" if a.is_array else ""
         lines.append(f"  {_c_decl(a.type)}, intent(inout) :: {a.name}{dims}")
-        if a.type.base == "logical":
+        if a.allocatable and a.type.base != "logical":
+            # An ALLOCATABLE dummy needs an allocatable actual: an allocated copy, copied back.
+            local = f"fsp_a_{a.name}"
+            lines.append(f"  {_fortran_type(a.type)}, allocatable :: {local}({_deferred(a)})")
+            pre.append(f"  allocate({local}({_bounds_text(a.bounds)}))")
+            pre.append(f"  {local} = {a.name}")
+            post.append(f"  if (allocated({local})) then")
+            post.append(f"    if (all(shape({local}) == shape({a.name}))) {a.name} = {local}")
+            post.append("  end if")
+            actual.append(local)
+        elif a.type.base == "logical":
             local = f"fsp_l_{a.name}"
             lines.append(f"  {_fortran_type(a.type)} :: {local}{dims}")
             pre.append(f"  {local} = {a.name} /= 0")
@@ -399,6 +415,10 @@ def fortran_wrapper(
         call = f"  call {kernel.fortran_entry}({call_args})"
     lines += pre + [call] + post + [f"  {x}" for x in after_call] + [f"end subroutine {symbol}", ""]
     return "\n".join(lines)
+
+
+def _deferred(a: ArgPlan) -> str:
+    return ", ".join(":" for _ in a.bounds)
 
 
 def looks_fixed_form(source: str) -> bool:

@@ -70,3 +70,44 @@ end subroutine
     (stmt,) = k.body
     assert isinstance(stmt, ir.If) and len(stmt.branches) == 2 and len(stmt.orelse) == 1
     assert [b[1][0].value.value for b in stmt.branches] == [1.0, 2.0]
+
+
+def test_do_concurrent_becomes_a_loop_nest_with_the_first_index_innermost():
+    k = only(
+        """
+subroutine s(n, m, a)
+  integer, intent(in) :: n, m
+  real(8), intent(inout) :: a(n, m)
+  integer :: i, j
+  do concurrent (i = 1:n, j = 1:m)
+    a(i, j) = 0
+  end do
+end subroutine
+"""
+    )
+    outer = k.body[0]
+    assert outer.var == "j" and outer.body[0].var == "i"
+
+
+def test_select_case_becomes_an_if_chain_with_ranges_and_default():
+    k = only(
+        """
+subroutine s(k, r)
+  integer, intent(in) :: k
+  integer, intent(out) :: r
+  select case (k)
+  case (1, 3:5)
+    r = 1
+  case (:-1)
+    r = 2
+  case default
+    r = 3
+  end select
+end subroutine
+"""
+    )
+    (stmt,) = k.body
+    assert isinstance(stmt, ir.If) and len(stmt.branches) == 2
+    assert stmt.orelse[0].value == ir.Const(3, ir.INTEGER)
+    first = stmt.branches[0][0]
+    assert first.op == "or" and first.right.op == "and"

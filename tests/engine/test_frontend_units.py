@@ -8,8 +8,6 @@ import subprocess
 import pytest
 
 from kernels.engine import ir
-from kernels.engine.frontend import parse_file
-from kernels.engine.report import FortranSyntaxError
 from tests.engine.frontend_ir import kernels_of, only
 
 HEAT = """
@@ -167,42 +165,6 @@ end program p
     assert proc.returncode == 0, proc.stderr
 
 
-def test_unsupported_construct_is_reported_with_line_and_column():
-    k = only(
-        """subroutine s(n, a)
-  integer, intent(in) :: n
-  real(8), intent(inout) :: a(n)
-  integer :: i
-  i = 1
-10 continue
-  a(i) = 2 * a(i)
-  i = i + 1
-  if (i <= n) goto 10
-end subroutine
-"""
-    )
-    (u,) = k.unsupported
-    assert u.construct == "GOTO" and u.line == 9 and u.column > 1
-    assert [a.name for a in k.args] == ["n", "a"]  # the kernel still has its interface
-
-
-def test_malformed_fortran_raises_syntax_error_with_position():
-    with pytest.raises(FortranSyntaxError) as info:
-        parse_file("subroutine s(a)\n  real :: a\n  a = (1.0 + \nend subroutine\n")
-    (d,) = info.value.diagnostics
-    assert d.line == 3 and d.column >= 1
-
-
-def test_capitalised_suffix_goes_through_the_preprocessor():
-    k = only(
-        "#define SCALE 2.0d0\nsubroutine s(x)\n  real(8), intent(inout) :: x\n"
-        "#ifdef UNDEFINED_FLAG\n  x = 0\n#else\n  x = SCALE * x\n#endif\nend subroutine\n",
-        filename="s.F90",
-    )
-    (assign,) = k.body
-    assert isinstance(assign.value, ir.BinOp) and assign.value.left.value == 2.0
-
-
 def test_assumed_shape_dummy_takes_its_extent_from_a_loop_bound():
     k = only(
         """
@@ -222,51 +184,6 @@ end module
     assert k.arg("a").dims[0].upper == ir.Var("n")
 
 
-def test_preprocessed_source_keeps_the_original_line_numbers():
-    k = only(
-        "#define A 1\n#define B 2\n\nsubroutine s(n, x)\n  integer :: n\n  real(8) :: x\n"
-        "#ifdef Z\n  x = 0\n#endif\n  go to 10\n10 continue\nend subroutine\n",
-        filename="s.F90",
-    )
-    assert k.line == 4
-    assert [u.line for u in k.unsupported] == [10]
-
-
-def test_do_concurrent_becomes_a_loop_nest_with_the_first_index_innermost():
-    k = only(
-        """
-subroutine s(n, m, a)
-  integer, intent(in) :: n, m
-  real(8), intent(inout) :: a(n, m)
-  integer :: i, j
-  do concurrent (i = 1:n, j = 1:m)
-    a(i, j) = 0
-  end do
-end subroutine
-"""
-    )
-    outer = k.body[0]
-    assert outer.var == "j" and outer.body[0].var == "i"
-
-
-def test_strided_section_copy_maps_both_sides_with_the_same_stride():
-    k = only(
-        """
-subroutine s(n, a, b)
-  integer, intent(in) :: n
-  real(8), intent(in) :: b(n)
-  real(8), intent(inout) :: a(n)
-  a(2:n:2) = b(1:n-1:2)
-end subroutine
-"""
-    )
-    (loop,) = k.body
-    assert loop.step == ir.Const(2, ir.INTEGER)
-    assign = loop.body[0]
-    # b's element: 1 + (v - 2) = v - 1 for the target element a(v).
-    assert assign.value.indices[0] == ir.BinOp("-", ir.Var(loop.var), ir.Const(1, ir.INTEGER))
-
-
 def test_assumed_size_dummies_get_an_open_last_dimension_and_a_loop_bound_extent():
     k = only(
         """
@@ -284,59 +201,6 @@ def test_assumed_size_dummies_get_an_open_last_dimension_and_a_loop_bound_extent
     assert k.arg("dx").dims[0].upper == ir.Var("n")
     w = k.arg("w")
     assert len(w.dims) == 2 and w.dims[0].upper == ir.Var("n") and w.dims[1].upper is None
-
-
-def test_select_case_becomes_an_if_chain_with_ranges_and_default():
-    k = only(
-        """
-subroutine s(k, r)
-  integer, intent(in) :: k
-  integer, intent(out) :: r
-  select case (k)
-  case (1, 3:5)
-    r = 1
-  case (:-1)
-    r = 2
-  case default
-    r = 3
-  end select
-end subroutine
-"""
-    )
-    (stmt,) = k.body
-    assert isinstance(stmt, ir.If) and len(stmt.branches) == 2
-    assert stmt.orelse[0].value == ir.Const(3, ir.INTEGER)
-    first = stmt.branches[0][0]
-    assert first.op == "or" and first.right.op == "and"
-
-
-def test_where_elsewhere_lowers_to_masked_loops_and_rejects_mask_writes():
-    k = only(
-        """
-subroutine s(n, a, c)
-  integer, intent(in) :: n
-  real(8), intent(in) :: a(n)
-  real(8), intent(out) :: c(n)
-  where (a > 0)
-    c = a
-  elsewhere
-    c = 0
-  end where
-end subroutine
-"""
-    )
-    first, second = k.body
-    guard = second.body[0]
-    assert isinstance(guard, ir.If) and guard.branches[0][0].op == "not"
-    clip = only(
-        "subroutine s(n, a)\n  integer :: n\n  real(8) :: a(n)\n  where (a > 0) a = -a\nend subroutine\n"
-    )
-    assert not clip.unsupported  # one assignment reading its own element: elementwise is exact
-    bad = only(
-        "subroutine s(n, a, b)\n  integer :: n\n  real(8) :: a(n), b(n)\n"
-        "  where (a > 0)\n    a = -a\n    b = a\n  end where\nend subroutine\n"
-    )
-    assert "mask" in bad.unsupported[0].construct
 
 
 def test_program_internal_procedures_travel_with_the_extracted_kernel():

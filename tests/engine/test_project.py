@@ -16,7 +16,7 @@ from fortranspire_site.cli import main
 from kernels.engine.project import parse_defines, project_from_texts
 from kernels.engine.report import EngineError
 
-PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "fortran" / "projects"
+PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
 TWO = PROJECTS / "two_file_module"
 BENCH = PROJECTS / "bench_include"
 

@@ -71,3 +71,22 @@ end subroutine
     best = sizes.candidates(k)[0]
     assert best.out_of_bounds == [] and best.empty_loops == []
     assert best.values["m"] <= best.values["n"]
+
+
+def test_assumed_shape_extents_cover_the_constant_subscripts_used():
+    src = """subroutine pick(fields, a)
+  integer, parameter :: field_energy = 14
+  integer, intent(in) :: fields(:)
+  real(8), intent(inout) :: a(:)
+  integer :: i
+  if (fields(field_energy) == 1) then
+    do i = 1, 3
+      a(i) = 0
+    end do
+  end if
+end subroutine
+"""
+    (k,) = parse_file(src).kernels
+    assert sizes.assumed_extents(k, {})["dim1"] == 14
+    assert sizes.infer(k)["dim1"] == 14
+    assert sizes.infer(k, {"dim1": 20})["dim1"] == 20

@@ -17,6 +17,7 @@ from kernels.engine.frontend.constants import _typed, const_value
 from kernels.engine.frontend.nodes import (
     _cls,
     _construct_name,
+    _end_line,
     _flatten,
     _lhs_construct,
     _line,
@@ -70,6 +71,8 @@ class _Scope:
         self.implicit_none = False
         self.procedures: dict[str, object] = dict(parent.procedures) if parent else {}
         self.pointers: set[str] = set()
+        # CHARACTER locals: fine to declare (a message buffer, ERRMSG=), unsupported to use.
+        self.strings: set[str] = set()
 
     def implicit_type(self, name: str) -> ir.FType:
         scope: _Scope | None = self
@@ -135,6 +138,7 @@ class _ProcBuilder(ArrayLowering):
         self.temps = 0
         self.extra_decls: dict[str, ir.Decl] = {}
         self.line_hint = 0  # line of the enclosing statement (one-line IF actions have none)
+        self.spans: dict[int, tuple[int, int]] = {}  # id(Loop/WhileLoop/If) -> (first, last line)
 
     # -- specification part ---------------------------------------------------------------------
     def spec(self, spec_node) -> None:
@@ -293,6 +297,16 @@ class _ProcBuilder(ArrayLowering):
     def _type_decl(self, node) -> None:
         line = _line(node)
         tnode, attrs, entities = node.items
+        names = [_name(ent.items[0]) for ent in entities.children]
+        dummies = getattr(self.info, "dummy_args", ())
+        if (
+            _cls(tnode) == "Intrinsic_Type_Spec"
+            and str(tnode.items[0]).lower() == "character"
+            and not set(names) & set(dummies)
+        ):
+            for nm in names:
+                self.scope.strings.add(nm)
+            return
         try:
             t = self._type_spec(tnode, line)
         except ir.UnsupportedConstruct as u:
@@ -437,6 +451,8 @@ class _ProcBuilder(ArrayLowering):
         name = _name(node)
         if name in self.scope.pointers:
             raise ir.UnsupportedConstruct("POINTER variable", 0, name)
+        if any(name in s.strings for s in _scope_chain(self.scope)):
+            raise ir.UnsupportedConstruct("CHARACTER variable", 0, name)
         return ir.Var(name)
 
     def _expr_Int_Literal_Constant(self, node) -> ir.Expr:
@@ -594,9 +610,15 @@ class _ProcBuilder(ArrayLowering):
         if handler is None:
             return [self._unsupported(_construct_name(cls), node, line)]
         try:
-            return handler(node)
+            out = handler(node)
         except ir.UnsupportedConstruct as u:
             return [self._unsupported(u.construct, node, u.line or line)]
+        # Line spans of constructs, so a program's inner nests can be extracted on their own.
+        end = _end_line(node)
+        for s in out:
+            if isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) and id(s) not in self.spans:
+                self.spans[id(s)] = (s.line or line, max(end, s.line or line))
+        return out
 
     def _stmt_Assignment_Stmt(self, node) -> list[ir.Stmt]:
         line = _line(node)
@@ -847,8 +869,19 @@ class _ProcBuilder(ArrayLowering):
 
     def _stmt_Allocate_Stmt(self, node) -> list[ir.Stmt]:
         line = _line(node)
-        if node.items[0] is not None or (len(node.items) > 2 and node.items[2] is not None):
-            raise ir.UnsupportedConstruct("ALLOCATE with type spec or options", line, str(node))
+        if node.items[0] is not None:
+            raise ir.UnsupportedConstruct("ALLOCATE with a type spec", line, str(node))
+        # STAT= and ERRMSG=: the port's allocation cannot fail, so STAT is 0 and ERRMSG is left
+        # as it was, which is what Fortran does when the allocation succeeds.
+        stat: ir.Expr | None = None
+        options = node.items[2].children if len(node.items) > 2 and node.items[2] else ()
+        for opt in options:
+            keyword = str(opt.items[0]).lower()
+            if keyword == "stat":
+                stat = self.expr(opt.items[1])
+                self._declare_names(stat, line)
+            elif keyword != "errmsg":
+                raise ir.UnsupportedConstruct(f"ALLOCATE with {keyword.upper()}=", line, str(node))
         out: list[ir.Stmt] = []
         for alloc in node.items[1].children:
             name = _name(alloc.items[0])
@@ -872,6 +905,8 @@ class _ProcBuilder(ArrayLowering):
             self.info.allocations[name] = dims
             decl.dims = dims
             out.append(ir.Allocate(name, dims, line))
+        if isinstance(stat, (ir.Var, ir.ArrayRef)):
+            out.append(ir.Assign(stat, ir.Const(0, ir.INTEGER), line))
         return out
 
     def _stmt_Stop_Stmt(self, node) -> list[ir.Stmt]:

@@ -10,6 +10,7 @@ import re
 
 from kernels.engine import ir
 from kernels.engine.dataflow import (
+    continuation,
     names_in,
     names_in_expr,
     read_before_write,
@@ -325,6 +326,7 @@ class _FileBuilder:
                 spec = c
             elif _cls(c) == "Execution_Part":
                 exe = c
+        info.dummy_args = args  # type: ignore[attr-defined]
         if spec is not None:
             try:
                 b.spec(spec)
@@ -450,7 +452,7 @@ class _FileBuilder:
             dims = list(d.dims)
             if any(dd.upper is None for dd in dims):
                 dims = _infer_assumed_extents(a, dims, proc)
-            args.append(ir.Arg(a, d.type, intent, dims))
+            args.append(ir.Arg(a, d.type, intent, dims, allocatable=bool(d.allocatable and dims)))
         locals_ = {
             n: d for n, d in proc.decls.items() if n not in proc.args and d.parameter is None
         }
@@ -499,21 +501,60 @@ class _FileBuilder:
             stmts = b.stmt(node)
             new_notes = prog.notes[before_notes:]
             items.append((node, stmts, _line(node), _end_line(node), new_notes))
-        kernels = []
-        count = 0
-        for k, (_node, stmts, start, end, notes) in enumerate(items):
-            loops = [s for s in stmts if isinstance(s, (ir.Loop, ir.WhileLoop))]
-            if not loops:
+        body = [st for _, stmts, *_ in items for st in stmts]
+        kernels: list[ir.Kernel] = []
+
+        def build(stmts: list[ir.Stmt], start: int, end: int, notes: list[str], name: str):
+            later = continuation(body, stmts[-1])
+            return self._program_kernel(prog, name, stmts, start, end, later, notes)
+
+        def accept(stmts, start, end, notes, extra_notes=()) -> None:
+            name = f"{prog.name}_loop{len(kernels) + 1}"
+            # Notes about lines outside this nest (a PRINT elsewhere in the time loop) stay out.
+            notes = [x for x in notes if not _note_line(x) or start <= _note_line(x) <= end]
+            kernel = build(stmts, start, end, notes, name)
+            self.notes[name].extend(extra_notes)
+            kernel.notes = list(self.notes[name])
+            kernels.append(kernel)
+
+        def visit(stmt: ir.Stmt, notes: list[str], why: list[str]) -> None:
+            """``stmt`` whole when it translates; else each nest inside it, recursively."""
+            span = b.spans.get(id(stmt))
+            if span is None:
+                return
+            inner = [c for c in _children(stmt) if _has_loop(c)]
+            if isinstance(stmt, ir.If):
+                # Each branch's nests on their own: a kernel holding the whole IF would leave
+                # the branches not taken unrun, so never verified.
+                reason = f"extracted from a branch of the IF/SELECT CASE at line {span[0]}"
+                for child in inner:
+                    visit(child, notes, [*why, reason])
+                return
+            trial = build([stmt], span[0], span[1], notes, f"{prog.name}_probe")
+            self.notes.pop(f"{prog.name}_probe", None)
+            if not trial.unsupported or not inner:
+                accept([stmt], span[0], span[1], notes, why)
+                return
+            first = trial.unsupported[0]
+            reason = (
+                f"extracted from inside the loop at line {span[0]}, which cannot be a kernel "
+                f"as a whole (line {first.line}: {first.construct})"
+            )
+            for child in inner:
+                visit(child, notes, [*why, reason])
+
+        for _node, stmts, start, end, notes in items:
+            if not any(_has_loop(st) for st in stmts):
                 continue
-            count += 1
-            later: list[ir.Stmt] = []
-            for _, st, *_ in items[k + 1 :]:
-                later.extend(st)
-            earlier: list[ir.Stmt] = []
-            for _, st, *_ in items[:k]:
-                earlier.extend(st)
-            name = f"{prog.name}_loop{count}"
-            kernels.append(self._program_kernel(prog, name, stmts, start, end, later, notes))
+            if any(isinstance(st, (ir.Loop, ir.WhileLoop)) for st in stmts):
+                trial = build(stmts, start, end, notes, f"{prog.name}_probe")
+                self.notes.pop(f"{prog.name}_probe", None)
+                if not trial.unsupported or len(stmts) != 1:
+                    accept(stmts, start, end, notes)
+                    continue
+            for st in stmts:
+                if _has_loop(st):
+                    visit(st, notes, [])
         if not kernels:
             self.notes.setdefault(prog.name, []).append("program has no loop nest to extract")
         return kernels
@@ -530,12 +571,13 @@ class _FileBuilder:
         loop_vars = {s.var for s in ir.walk(stmts) if isinstance(s, ir.Loop)}
         unsupported = [s for s in ir.walk(stmts) if isinstance(s, ir.Unsupported)]
         unsupported.extend(_callee_problems(functions, self.procs, constants_of(scope)))
-        # Declaration problems only matter when they concern names this nest uses.
+        # Declaration problems only matter when they concern names this nest uses. Statements
+        # run before the nest (a READ of a size, say) do not: what they compute is an argument.
+        first_exec = min((_line(n) for n in prog.exec_nodes), default=start)
         for u in prog.unsupported:
-            if u.line < start or u.line > end:
+            if u.line < min(start, first_exec) and u not in unsupported:
                 if any(re.search(rf"\b{re.escape(n)}\b", u.text.lower()) for n in used):
-                    if u not in unsupported and not isinstance(u, ir.Unsupported) or u.line < start:
-                        unsupported.append(u)
+                    unsupported.append(u)
         unsupported.extend(_call_problems(stmts, functions, decls))
         written = written_names(stmts)
         args: list[ir.Arg] = []
@@ -682,6 +724,24 @@ class _FileBuilder:
         header_lines = [0] * sum(h.count("\n") + 1 for h in header)
         text = lib + "\n".join(header + body + [footer]) + "\n"
         return text, lib_lines + header_lines + body_lines + [0] * (footer.count("\n") + 1)
+
+
+def _note_line(note: str) -> int:
+    m = re.match(r"line (\d+):", note)
+    return int(m.group(1)) if m else 0
+
+
+def _has_loop(stmt: ir.Stmt) -> bool:
+    return any(isinstance(s, (ir.Loop, ir.WhileLoop)) for s in ir.walk([stmt]))
+
+
+def _children(stmt: ir.Stmt) -> list[ir.Stmt]:
+    """The statements directly inside a loop or an IF (all branches)."""
+    if isinstance(stmt, (ir.Loop, ir.WhileLoop)):
+        return list(stmt.body)
+    if isinstance(stmt, ir.If):
+        return [s for _, body in stmt.branches for s in body] + list(stmt.orelse)
+    return []
 
 
 def constants_of(scope: _Scope) -> dict[str, ir.Const]:
