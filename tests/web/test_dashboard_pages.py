@@ -9,6 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
+from kernels import dashboard_jobs
 from kernels.services import kernel_run_record
 from kernels.views import connect as connect_views
 from tenants import selectors as tenant_selectors
