@@ -9,8 +9,11 @@ Each round runs, interleaved (so load from other processes hits both alike):
 - ``python -I -c pass`` both ways, the smallest step a verification runs.
 
 The overhead is the median of the sandboxed wall times minus the median of the bare ones, over
-``ROUNDS`` rounds (20). Target: under 50 ms. The load average at start and end is recorded: on a
-shared machine the absolute figures move, the difference much less.
+``ROUNDS`` rounds (20). Target: under 50 ms. The load average at start and end is recorded: on an
+oversubscribed machine the wall time is mostly waiting for a core at each of the sandbox's process
+hand-offs (bwrap, its pid 1, setpriv, the inner bwrap, prlimit), so the figure grows with the load.
+(The children's CPU time is not reported: processes reaped inside the sandbox's pid namespace are
+not all accounted to us, which makes it misleading.)
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ import glob
 import math
 import os
 import secrets
+import selectors
 import shutil
 import signal
 import subprocess
@@ -834,21 +835,26 @@ def _launch(
     finally:
         if seccomp_r is not None:
             os.close(seccomp_r)
-    out = _CappedReader(proc.stdout, max_output_bytes)
-    err = _CappedReader(proc.stderr, max_output_bytes)
     if data is not None:
         threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # Both pipes are drained here, in this thread (no reader threads to start and schedule):
+    # they reach EOF when every process of the sandbox has gone, which its pid namespace ensures.
+    out, err = _Capped(max_output_bytes), _Capped(max_output_bytes)
+    deadline = time.monotonic() + timeout_s
+    timed_out = not _drain({proc.stdout: out, proc.stderr: err}, deadline)
+    if not timed_out:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    if timed_out:
         # Killing bwrap kills the sandbox's pid 1 (--die-with-parent), which ends its namespace.
         _kill_group(proc)
         proc.wait()
     _kill_group(proc)
-    out.join(5)
-    err.join(5)
+    for pipe in (proc.stdout, proc.stderr):
+        with contextlib.suppress(OSError):
+            pipe.close()
     return SandboxResult(
         returncode=_signal_status(proc.returncode),
         stdout=out.text(),
@@ -857,6 +863,24 @@ def _launch(
         duration_s=time.monotonic() - start,
         output_truncated=out.truncated or err.truncated,
     )
+
+
+def _drain(pipes: dict, deadline: float) -> bool:
+    """Read every pipe to EOF into its :class:`_Capped`; False when ``deadline`` passes first."""
+    with selectors.DefaultSelector() as sel:
+        for pipe, sink in pipes.items():
+            sel.register(pipe, selectors.EVENT_READ, sink)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+    return True
 
 
 def _signal_status(code: int) -> int:
@@ -878,35 +902,22 @@ def _feed(pipe, data: bytes) -> None:
         pipe.close()
 
 
-class _CappedReader:
-    """Drains a pipe in a thread, keeping the first ``cap`` bytes (so a chatty child cannot fill memory)."""
+class _Capped:
+    """Keeps the first ``cap`` bytes of a stream (so a chatty child cannot fill memory)."""
 
-    def __init__(self, pipe, cap: int):
-        self._pipe = pipe
+    def __init__(self, cap: int):
         self._cap = cap
         self._chunks: list[bytes] = []
         self._kept = 0
         self.truncated = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            while True:
-                chunk = self._pipe.read1(65536) if hasattr(self._pipe, "read1") else b""
-                if not chunk:
-                    break
-                room = self._cap - self._kept
-                if room > 0:
-                    self._chunks.append(chunk[:room])
-                    self._kept += min(room, len(chunk))
-                if len(chunk) > max(room, 0):
-                    self.truncated = True
-        with contextlib.suppress(OSError):
-            self._pipe.close()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+    def add(self, chunk: bytes) -> None:
+        room = self._cap - self._kept
+        if room > 0:
+            self._chunks.append(chunk[:room])
+            self._kept += min(room, len(chunk))
+        if len(chunk) > max(room, 0):
+            self.truncated = True
 
     def text(self) -> str:
         text = b"".join(self._chunks).decode("utf-8", errors="replace")

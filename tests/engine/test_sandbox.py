@@ -87,22 +87,29 @@ def test_files_the_child_writes_belong_to_the_sandbox_user(work: Path) -> None:
 def test_wall_timeout_kills_the_whole_sandbox(work: Path) -> None:
     # The child starts a grandchild in its own session that would outlive it: the timeout ends
     # the sandbox's pid namespace, so nothing of it is left on the host.
+    token = _unique_sleep()
     code = (
         "import subprocess, time\n"
-        "p = subprocess.Popen(['setsid', 'sleep', '300'])\n"
+        f"p = subprocess.Popen(['setsid', 'sleep', '{token}'])\n"
         "time.sleep(300)\n"
     )
     result = _py(code, work, timeout_s=2)
     assert result.timed_out
     assert result.duration_s < 10
-    assert _wait_until_no_process_runs("sleep 300")
+    assert _wait_until_no_process_runs(f"sleep {token}")
 
 
 def test_children_die_with_the_run_when_it_exits_normally(work: Path) -> None:
-    code = "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '301'])\nprint('left')\n"
+    token = _unique_sleep()
+    code = f"import subprocess\nsubprocess.Popen(['setsid', 'sleep', '{token}'])\nprint('left')\n"
     result = _py(code, work)
     assert result.ok and result.stdout.strip() == "left"
-    assert _wait_until_no_process_runs("sleep 301")
+    assert _wait_until_no_process_runs(f"sleep {token}")
+
+
+def _unique_sleep() -> str:
+    """A ``sleep`` duration no other test run on this machine uses (they run in parallel)."""
+    return f"{300 + os.getpid() % 1000}.{time.time_ns() % 10**6:06d}"
 
 
 def _wait_until_no_process_runs(cmdline: str, wait_s: float = 5) -> bool:

@@ -268,7 +268,11 @@ def assert_report_contained(report: dict[str, str]) -> None:
     """Every attack in an FSP-REPORT failed."""
     assert report["uid"] not in ("0", ""), report
     assert report["uid"] == "65534", report
-    for key in (
+    # "source" is judged on the host (Outside.assert_untouched) when the server runs as root;
+    # as non-root the empty mount-point directories bwrap makes inside belong to the sandbox
+    # user, so a file may appear there, in the sandbox's own tmpfs, with the project untouched.
+    keys = ["source"] if os.geteuid() == 0 else []
+    for key in keys + [
         "proc",
         "environ",
         "secret",
@@ -281,8 +285,7 @@ def assert_report_contained(report: dict[str, str]) -> None:
         "other",
         "kill",
         "canary",
-        "source",
-    ):
+    ]:
         if key in report:
             assert report[key] == "no", f"{key}: the attack worked ({report})"
     if "ifaces" in report:

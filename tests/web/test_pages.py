@@ -16,7 +16,12 @@ from tenants import selectors, services
 def test_health_is_200_without_a_token_on_tenant_and_public_hosts(tenant_a, tenant_client, host):
     response = tenant_client(host).get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "channel_layer": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "channel_layer": "ok",
+        "sandbox": "ok",
+    }
 
 
 def test_health_is_503_when_the_channel_layer_is_down(tenant_a, client_a, monkeypatch):
@@ -41,7 +46,12 @@ def test_health_is_503_when_the_database_is_down(tenant_a, client_a, monkeypatch
     monkeypatch.setattr(views, "connection", BrokenConnection())
     response = client_a.get("/health")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "database": "down", "channel_layer": "ok"}
+    assert response.json() == {
+        "status": "degraded",
+        "database": "down",
+        "channel_layer": "ok",
+        "sandbox": "ok",
+    }
 
 
 @pytest.mark.parametrize("host", ["nobody.localhost", "evil.example.com"])
