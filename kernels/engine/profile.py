@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from kernels.engine import harness, ir, verify
+from kernels.engine import sizes as sizes_module
 from kernels.engine.profile_sizes import (
     SizeChoice,
     choose_measure_sizes,
@@ -1488,7 +1489,7 @@ def select_measure_sizes(
     _ensure_analysed(kernel)
     llc = last_level_cache_bytes(read_cpu_caches()) if llc_bytes == "sysfs" else llc_bytes
     start = dict(base) if base is not None else kernel_size_env(kernel, None)
-    dims = [*verify._dim_vars(kernel), *(k for k in start if k.startswith("dim"))]
+    dims = [*sizes_module.dim_vars(kernel), *(k for k in start if k.startswith("dim"))]
     repeat_syms: set[str] = set()
     for nest in _CostWalker(kernel).run():
         repeat_syms |= nest.repeat_symbols()

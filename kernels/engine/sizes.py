@@ -58,6 +58,22 @@ def integer_inputs(kernel: ir.Kernel) -> list[str]:
     ]
 
 
+def dim_vars(kernel: ir.Kernel) -> list[str]:
+    """Integer scalar arguments that appear in some array bound, in argument order."""
+    used: set[str] = set()
+    for a in kernel.args:
+        for d in a.dims:
+            for part in (d.lower, d.upper):
+                for e in ir.walk_expr(part):
+                    if isinstance(e, ir.Var):
+                        used.add(e.name)
+    return [
+        a.name
+        for a in kernel.args
+        if not a.is_array and a.type.base == "integer" and a.name in used
+    ]
+
+
 def roles(kernel: ir.Kernel) -> dict[str, str]:
     """lower / offset / upper / count / other, for each integer input (see the module doc)."""
     names = set(integer_inputs(kernel))
