@@ -166,7 +166,22 @@ def candidates(
         out.append(check(kernel, values))
     # Stable: the first (distinct sizes in argument order) wins ties.
     order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
-    return [out[k] for k in order][:MAX_CANDIDATES]
+    best = [out[k] for k in order][:MAX_CANDIDATES]
+    # A LOGICAL input picks the branch that runs (IF (predict) ... ELSE ...): the best sizes with
+    # each flag true, then false, so that together the runs reach both branches.
+    flags = [
+        a.name
+        for a in kernel.args
+        if not a.is_array and a.type.base == "logical" and a.intent != "out" and a.name not in fixed
+    ]
+    if flags:
+        base = best[0].values
+        best = [
+            Candidate({**base, **{f: 1 for f in flags}}, best[0].empty_loops),
+            Candidate({**base, **{f: 0 for f in flags}}, best[0].empty_loops),
+            *best[1:],
+        ]
+    return best
 
 
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
