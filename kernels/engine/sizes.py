@@ -132,7 +132,7 @@ def candidates(
     small = {
         "lower": LOWER_VALUE,
         "offset": OFFSET_VALUE,
-        "count": 2 if simulator else COUNT_VALUE,
+        "count": COUNT_VALUE,
         "other": OTHER_VALUE,
     }
 
