@@ -79,7 +79,7 @@ def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
     from kernels.engine.report import EngineError
 
     name, repo, paths, include_dirs, defines = case
-    out: dict = {"case": name, "repo": repo, "files": paths}
+    out: dict = {"case": name, "repo": repo, "files": paths, "budget_s": budget_s}
     if repo not in repos:
         out["skipped"] = f"repository {repo} not given (--repo {repo}=GIT_DIR)"
         return out
@@ -138,17 +138,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", action="append", default=[], metavar="KEY=GIT_DIR")
     parser.add_argument("--only", action="append", default=[], metavar="CASE")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds per case")
+    parser.add_argument(
+        "--budget", type=float, default=600.0, help="seconds per case (the engine's default)"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="JSON",
+        help="an earlier output of this script: its cases are taken as they are, not rerun",
+    )
     parser.add_argument(
         "-o", "--output", default=str(Path(__file__).parent / "results" / "real_code_eval.json")
     )
     args = parser.parse_args(argv)
     repos = dict(item.split("=", 1) for item in args.repo)
     chosen = [c for c in CASES if not args.only or c[0] in args.only]
+    earlier = {}
+    if args.reuse:
+        earlier = {c["case"]: c for c in json.loads(Path(args.reuse).read_text())["cases"]}
     results = []
     for case in chosen:
         print(f"[{case[0]}] ...", file=sys.stderr, flush=True)
-        res = run_case(case, repos, args.budget)
+        res = earlier.get(case[0]) or run_case(case, repos, args.budget)
         statuses = [k["status"] for k in res.get("kernels", [])]
         print(
             f"[{case[0]}] {res.get('skipped') or res.get('error') or statuses}",

@@ -72,6 +72,20 @@ class Coverage:
     lines_run: int
     not_run: list[int] = field(default_factory=list)  # user lines of loops that never ran
     unmeasured: list[str] = field(default_factory=list)  # loops that could not be instrumented
+    ran: list[int] = field(default_factory=list)  # user lines of the loops that ran
+
+    def merged(self, other: Coverage) -> Coverage:
+        """What two runs covered together (the lines of statements: the better of the two)."""
+        ran = sorted(set(self.ran) | set(other.ran))
+        return Coverage(
+            loops=self.loops,
+            loops_run=len(ran) if not self.unmeasured else min(len(ran), self.loops - 1),
+            lines=self.lines,
+            lines_run=max(self.lines_run, other.lines_run),
+            not_run=[x for x in self.not_run if x not in ran],
+            unmeasured=list(self.unmeasured),
+            ran=ran,
+        )
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -209,6 +223,7 @@ def summarize(inst: InstrumentedSource, counts: list[int]) -> Coverage:
         lines_run=lines_run,
         not_run=not_run,
         unmeasured=unmeasured,
+        ran=sorted(line for line, hit in ran.items() if hit),
     )
 
 

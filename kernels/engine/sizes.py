@@ -58,6 +58,22 @@ def integer_inputs(kernel: ir.Kernel) -> list[str]:
     ]
 
 
+def dim_vars(kernel: ir.Kernel) -> list[str]:
+    """Integer scalar arguments that appear in some array bound, in argument order."""
+    used: set[str] = set()
+    for a in kernel.args:
+        for d in a.dims:
+            for part in (d.lower, d.upper):
+                for e in ir.walk_expr(part):
+                    if isinstance(e, ir.Var):
+                        used.add(e.name)
+    return [
+        a.name
+        for a in kernel.args
+        if not a.is_array and a.type.base == "integer" and a.name in used
+    ]
+
+
 def roles(kernel: ir.Kernel) -> dict[str, str]:
     """lower / offset / upper / count / other, for each integer input (see the module doc)."""
     names = set(integer_inputs(kernel))
@@ -116,7 +132,7 @@ def candidates(
     small = {
         "lower": LOWER_VALUE,
         "offset": OFFSET_VALUE,
-        "count": 2 if simulator else COUNT_VALUE,
+        "count": COUNT_VALUE,
         "other": OTHER_VALUE,
     }
 
@@ -150,7 +166,22 @@ def candidates(
         out.append(check(kernel, values))
     # Stable: the first (distinct sizes in argument order) wins ties.
     order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
-    return [out[k] for k in order][:MAX_CANDIDATES]
+    best = [out[k] for k in order][:MAX_CANDIDATES]
+    # A LOGICAL input picks the branch that runs (IF (predict) ... ELSE ...): the best sizes with
+    # each flag true, then false, so that together the runs reach both branches.
+    flags = [
+        a.name
+        for a in kernel.args
+        if not a.is_array and a.type.base == "logical" and a.intent != "out" and a.name not in fixed
+    ]
+    if flags:
+        base = best[0].values
+        best = [
+            Candidate({**base, **{f: 1 for f in flags}}, best[0].empty_loops),
+            Candidate({**base, **{f: 0 for f in flags}}, best[0].empty_loops),
+            *best[1:],
+        ]
+    return best
 
 
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:

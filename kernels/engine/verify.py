@@ -687,13 +687,20 @@ def verify_against_gfortran(
     options = size_candidates(kernel, given, simulator=device == "simulator")
     tried: list[dict[str, int]] = []
     report: VerifyReport | None = None
+    union: coverage.Coverage | None = None  # loops run by the runs whose outputs all matched
     for option in options:
         left = deadline - time.monotonic()
         if report is not None and left < 5.0:
             break
-        if report is not None and report.coverage is not None:
-            # A candidate that statically leaves the same loops empty cannot do better.
-            if set(report.coverage.not_run) <= set(option.empty_loops):
+        if report is not None and union is not None:
+            # A candidate that statically leaves the same loops empty cannot do better (unless
+            # it sets a LOGICAL input differently: that picks other branches).
+            flags_differ = any(
+                option.values.get(a.name) != tried[-1].get(a.name)
+                for a in kernel.args
+                if not a.is_array and a.type.base == "logical"
+            )
+            if not flags_differ and set(union.not_run) <= set(option.empty_loops):
                 continue
         report = _verify_once(
             kernel,
@@ -706,8 +713,20 @@ def verify_against_gfortran(
             numba_cache_dir=numba_cache_dir,
             on_stage=on_stage,
         )
-        tried.append(dict(report.sizes))
+        tried.append({**report.sizes, **_flag_values(kernel, option.values)})
         if report.status != "inconclusive":
+            break
+        if report.coverage is None:
+            break
+        union = report.coverage if union is None else union.merged(report.coverage)
+        if union.complete:
+            # Every run matched gfortran and together they ran every loop: verified.
+            report.status = "verified"
+            report.coverage = union
+            report.message = report.message.split("; inconclusive:")[0] + (
+                "; every loop ran across the runs at "
+                + " and at ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in tried)
+            )
             break
     assert report is not None
     if report.status == "inconclusive" and len(tried) > 1:
@@ -717,6 +736,15 @@ def verify_against_gfortran(
             + coverage.inconclusive_message(report.coverage, tried)
         )
     return report
+
+
+def _flag_values(kernel: ir.Kernel, values: Mapping[str, Any]) -> dict[str, int]:
+    """The LOGICAL inputs a candidate set (they choose branches), for the report."""
+    return {
+        a.name: int(values[a.name])
+        for a in kernel.args
+        if not a.is_array and a.type.base == "logical" and a.name in values
+    }
 
 
 def _verify_once(

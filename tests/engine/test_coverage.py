@@ -101,3 +101,39 @@ def test_inconclusive_is_a_status_of_every_edge(status):
 
     assert status in STATUSES
     assert status in dict(KernelRun.STATUSES)
+
+
+FLAGGED = """subroutine predictor(n, predict, a, b)
+  implicit none
+  integer, intent(in) :: n
+  logical, intent(in) :: predict
+  real(8), intent(in) :: a(n)
+  real(8), intent(inout) :: b(n)
+  integer :: i
+  if (predict) then
+    do i = 1, n
+      b(i) = 0.5d0 * a(i)
+    end do
+  else
+    do i = 1, n
+      b(i) = b(i) + a(i)
+    end do
+  end if
+end subroutine
+"""
+
+
+def test_a_logical_input_is_run_both_ways_and_the_runs_together_cover_every_loop():
+    (k,) = translate_source(FLAGGED, filename="predictor.f90").kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.coverage["loops"] == 2 and k.coverage["loops_run"] == 2
+    assert any(
+        "every loop ran across the runs" in n and "predict=1" in n and "predict=0" in n
+        for n in k.notes
+    )
+
+
+def test_with_the_flag_given_one_branch_stays_unrun_and_it_is_inconclusive():
+    (k,) = translate_source(FLAGGED, filename="predictor.f90", sizes={"predict": 1}).kernels
+    assert k.status == "inconclusive"
+    assert "line 13 never ran" in k.diagnostics[0].message
