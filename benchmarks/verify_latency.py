@@ -273,10 +273,10 @@ def option_variants(code: str, quick: bool) -> dict[str, dict[str, Any]]:
         "NUMBA_OPT=0": {
             "code": code,
             "env": {"NUMBA_OPT": "0"},
-            "decision": "dropped: 0-20 % fewer CPU seconds across rounds, not clearly above "
-            "this machine's noise (LLVM optimisation is not where the time goes; numba's "
-            "parfor passes and gufunc builds are), and a verification at a large --size would "
-            "run unoptimised code, kept so in the tenant's numba cache",
+            "decision": "dropped: about 20 % fewer CPU seconds (about 1 s of the CPML port's "
+            "6; numba's parfor passes and gufunc builds, not LLVM, take the rest), bought with "
+            "unoptimised machine code: a verification at a large --size would run it, and the "
+            "tenant's numba cache would keep it",
         },
         "NUMBA_OPT=1": {
             "code": code,
