@@ -43,10 +43,10 @@ TRANSLATED_KERNEL = {
         "parallel_loops": {"type": "integer", "minimum": 0},
         "code": {"type": "string", "description": "The generated Python module."},
         "diagnostics": {"type": "array", "items": DIAGNOSTIC},
-        "coverage": {"type": "object"},
+        "coverage": {"type": ["object", "null"], "description": "null without verification"},
         "timings_ms": {"type": "object"},
         "cached": {"type": "boolean"},
-        "gpu_model": {"type": "object"},
+        "gpu_model": {"type": ["object", "null"]},
     },
     "required": ["name", "status", "device", "llm_calls", "parallel_loops", "code", "diagnostics"],
 }
