@@ -10,8 +10,12 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 CASES_PER_OPERATION = 12
+# Whether Fortran is valid, or an LLM endpoint resolves to a public address, cannot be said in
+# JSON Schema: these operations may refuse schema-valid input (400, documented with its reason).
+CONTENT_CHECKED = {"POST /api/v1/translate", "POST /api/v1/profile", "PUT /api/v1/llm/credential"}
 
 
 @pytest.fixture
@@ -59,7 +63,8 @@ def test_the_api_answers_as_its_openapi_document_says(
         def check(case):
             nonlocal sent
             sent += 1
-            case.call_and_validate(headers=headers)
+            excluded = [positive_data_acceptance] if operation.label in CONTENT_CHECKED else []
+            case.call_and_validate(headers=headers, excluded_checks=excluded)
 
         try:
             check()
