@@ -312,17 +312,17 @@ def test_nul_or_lone_surrogate_is_an_invalid_request_tool_error_with_the_positio
 @pytest.fixture
 def mcp_live_stateless(monkeypatch, transactional_db, tenant_a, tenant_b):
     """The in-thread live server, built with Streamable HTTP in stateless mode."""
+    from kernels.limits import rate_limit_reset
     from mcp_bridge.app import STATELESS_ENV
     from mcp_bridge.auth import forget_verified_keys
     from mcp_bridge.hosts import tenant_directory
-    from mcp_bridge.limits import rate_limiter
     from tests.live_server import serve_site
     from tests.mcp_bridge.support import LiveServer
 
     monkeypatch.setenv(STATELESS_ENV, "1")
     tenant_directory.clear()
     forget_verified_keys()
-    rate_limiter.reset()
+    rate_limit_reset()
     try:
         with serve_site(name="uvicorn-mcp-stateless") as port:
             yield LiveServer(port)
