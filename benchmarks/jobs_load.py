@@ -199,6 +199,13 @@ async def mcp_translate(port: int, slug: str, key: str, body: dict) -> tuple[int
         return (400 if result.is_error else 200), data
 
 
+def _describe(exc: BaseException) -> str:
+    """The innermost error of an exception group (the MCP client's task groups wrap them)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,7 +304,7 @@ def main() -> int:
                         mcp_translate(port, item["tenant"], key, item["body"])
                     )
             except Exception as exc:  # noqa: BLE001
-                status, data = 0, {"error": type(exc).__name__}
+                status, data = 0, {"error": _describe(exc)}
             with lock:
                 results.append(
                     {

@@ -171,7 +171,7 @@ MIDDLEWARE = [
 # for one username lock that pair out for 15 minutes; the attempts live in the database, so
 # every process sees them.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "tenants.auth.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("FORTRANSPIRE_LOGIN_FAILURE_LIMIT", 10))

@@ -6,13 +6,13 @@ member. Every ApplicationError becomes ``{"error", "message", ...}`` with its HT
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from pydantic import Field, model_validator
 
@@ -23,13 +23,62 @@ from fortranspire_site.errors import (
     PayloadTooLarge,
     RateLimited,
 )
-from kernels import jobs, limits, selectors, services
+from kernels import inputs, jobs, limits, selectors, services
 from tenants.auth import ApiKeyBearer, Caller, TenantSession
 from tenants.models import OWNER_SCOPE
 from tenants.oauth_api import router as oauth_router
 from tenants.selectors import privacy_notice_current
 
-api = NinjaAPI(
+# What every error body looks like (fortranspire_site.errors.ApplicationError.to_dict), and the
+# codes any operation may answer with it: auth, scope, validation, size, limits, outages.
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code, e.g. rate_limited"},
+        "message": {"type": "string"},
+        "retry_after": {"type": "integer", "description": "429 and 503: seconds to wait"},
+        "run_id": {"type": "string", "description": "the run that recorded a failed job"},
+        "diagnostics": {"type": "array", "items": {"type": "object"}},
+        "line": {"type": "integer"},
+        "column": {"type": "integer"},
+    },
+    "required": ["error", "message"],
+    "additionalProperties": True,
+}
+ERROR_RESPONSES = {
+    "400": "invalid input (bad Fortran, NUL characters, sizes out of range), with the position",
+    "401": "missing, unknown, expired or revoked API key for this host",
+    "403": "the key lacks the scope this operation needs",
+    "404": "no such run (or none of this tenant's)",
+    "413": "request body or source too large",
+    "422": "the body does not match the schema",
+    "429": "rate limit, the tenant's job cap or too many wrong keys; see Retry-After",
+    "503": "a job did not finish in time, or the database is unavailable; see Retry-After",
+}
+
+
+class FortranspireAPI(NinjaAPI):
+    """Documents the error answers of every operation, with their body schema."""
+
+    def get_openapi_schema(self, *args, **kwargs):
+        schema = super().get_openapi_schema(*args, **kwargs)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        reference = {"$ref": "#/components/schemas/Error"}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                for code, description in ERROR_RESPONSES.items():
+                    responses.setdefault(
+                        code,
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": reference}},
+                        },
+                    )
+        return schema
+
+
+api = FortranspireAPI(
     title="fortranspire",
     version="1",
     description="Port Fortran kernels to numba CPU / numba.cuda GPU code, verified against gfortran.",
@@ -62,9 +111,30 @@ def on_missing_auth(request: HttpRequest, exc: AuthenticationError) -> HttpRespo
 
 @api.exception_handler(ValidationError)
 def on_invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    if any(e.get("type") == "string_unicode" for e in exc.errors):
+        # A lone surrogate in a JSON string: say where it is, as for a NUL character.
+        located = _text_position_error(request)
+        if located is not None:
+            return on_application_error(request, located)
     return _error(
         request, 422, {"error": "invalid_request", "message": "invalid input", "detail": exc.errors}
     )
+
+
+def _text_position_error(request: HttpRequest) -> ApplicationError | None:
+    import json
+
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RequestDataTooBig):
+        return None
+    for name, value in body.items() if isinstance(body, dict) else ():
+        if isinstance(value, str):
+            try:
+                inputs.source_check(value, max_bytes=MAX_SOURCE_CHARS * 4, field=name)
+            except ApplicationError as error:
+                return error
+    return None
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -102,11 +172,32 @@ async def _job_result(caller: Caller, run) -> dict[str, Any]:
     return jobs.job_outcome(run)
 
 
+MAX_SOURCE_CHARS = 1_048_576
+
 # ---- schemas --------------------------------------------------------------------------------
 
 
+# The same bounds kernels.inputs checks, stated in the schema so that clients (and the OpenAPI
+# document) know them: no NUL character, a non-blank source, sizes 1..2**24, seed 0..2**32-1.
+SourceText = Annotated[
+    str,
+    Field(
+        description="Fortran source (free form), at most 1 MB, no NUL or lone surrogates",
+        min_length=1,
+        max_length=MAX_SOURCE_CHARS,
+        pattern=r"\S",  # not blank; NUL characters are refused with their position (400)
+    ),
+]
+SizeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")]
+SizeValue = Annotated[int, Field(ge=1, le=inputs.MAX_SIZE_VALUE)]
+Sizes = Annotated[
+    dict[SizeName, SizeValue] | None,
+    Field(None, description='array extents, e.g. {"n": 64}', max_length=inputs.MAX_SIZES),
+]
+
+
 class TranslateIn(Schema):
-    source: str | None = Field(None, description="Fortran source (free form), at most 1 MB")
+    source: SourceText | None = None
     files: dict[str, str] | None = Field(
         None,
         description="instead of source, a project of several files {name: text}: modules are "
@@ -119,10 +210,10 @@ class TranslateIn(Schema):
         default_factory=dict, description='preprocessor macros, e.g. {"N": "64", "USE_X": null}'
     )
     target: Literal["cpu", "gpu"] = "cpu"
-    kernel: str | None = Field(None, description="translate only this subroutine")
+    kernel: str | None = Field(None, description="translate only this subroutine", max_length=63)
     verify: bool = True
-    sizes: dict[str, int] | None = Field(None, description='array extents, e.g. {"n": 64}')
-    seed: int = 0
+    sizes: Sizes = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     allow_llm: bool = False
 
     @model_validator(mode="after")
@@ -133,8 +224,8 @@ class TranslateIn(Schema):
 
 
 class ProfileIn(Schema):
-    source: str
-    sizes: dict[str, int] | None = None
+    source: SourceText
+    sizes: Sizes = None
     measure: bool = False
 
 
@@ -182,7 +273,11 @@ def privacy(request: HttpRequest) -> dict[str, Any]:
 
 
 @api.get("/runs", tags=["history"])
-def runs_list(request: HttpRequest, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+def runs_list(
+    request: HttpRequest,
+    limit: int = Query(20, ge=1, le=selectors.MAX_LIMIT),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
     caller = _caller(request, "history")
     runs = selectors.kernel_run_list(tenant=caller.tenant, limit=limit, offset=offset)
     return {

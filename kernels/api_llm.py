@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Query, Router, Schema
 from pydantic import Field
 
-from kernels.llm_usage import llm_usage_summary
+from kernels.llm_usage import MAX_DAYS, llm_usage_summary
 from tenants.auth import Caller
 from tenants.llm_credentials import (
     llm_credential_delete,
@@ -75,6 +75,8 @@ def credential_delete(request: HttpRequest) -> dict[str, Any]:
 
 
 @router.get("/usage")
-def usage(request: HttpRequest, days: int | None = None) -> dict[str, Any]:
+def usage(
+    request: HttpRequest, days: int | None = Query(None, ge=1, le=MAX_DAYS)
+) -> dict[str, Any]:
     caller = _caller(request, "history")
     return llm_usage_summary(tenant=caller.tenant, days=days).to_dict()

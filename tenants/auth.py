@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from axes.backends import AxesStandaloneBackend
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
@@ -105,3 +106,14 @@ class TenantSession(SessionAuth):
         if user is None or not user.is_authenticated or tenant is None or tenant.pk is None:
             return None
         return caller_for_user(user=user, tenant=tenant)
+
+
+class LoginThrottleBackend(AxesStandaloneBackend):
+    """django-axes' lock-out check for logins that come with a request (the login form, the
+    admin, OAuth). Without a request (``Client.login`` in tests, management commands) there is
+    no address to count, so it stays out of the way instead of refusing."""
+
+    def authenticate(self, request=None, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

@@ -158,7 +158,7 @@ def test_runs_list_pages_with_limit_and_offset(client_a, tenant_a, make_key):
     page = _get(client_a, "/api/v1/runs?limit=2&offset=0", key).json()
     rest = _get(client_a, "/api/v1/runs?limit=2&offset=2", key).json()
     assert len(page["runs"]) == 2 and len(rest["runs"]) == page["total"] - 2
-    assert _get(client_a, "/api/v1/runs?limit=0", key).status_code == 400
+    assert _get(client_a, "/api/v1/runs?limit=0", key).status_code == 422
     assert _get(client_a, "/api/v1/runs?limit=abc", key).status_code == 422
 
 
@@ -215,8 +215,8 @@ def test_translate_of_bad_fortran_is_400_with_diagnostics_and_a_failed_run(
         ({"target": "cpu"}, 422),
         ({"source": SAXPY, "target": "tpu"}, 422),
         ({"source": SAXPY, "sizes": {"n": "big"}}, 422),
-        ({"source": SAXPY, "sizes": {"n": -1}}, 400),
-        ({"source": "   "}, 400),
+        ({"source": SAXPY, "sizes": {"n": -1}}, 422),
+        ({"source": "   "}, 422),
     ],
 )
 def test_bad_translate_input_is_a_client_error_never_500(
