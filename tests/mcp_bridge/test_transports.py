@@ -53,6 +53,9 @@ def test_client_initializes_lists_six_tools_and_ports_saxpy(
     assert tools["translate_kernel"].input_schema["required"] == ["source"]
     assert set(tools["translate_kernel"].input_schema["properties"]) == {
         "source",
+        "files",
+        "include_dirs",
+        "defines",
         "kernel",
         "verify",
         "sizes",
