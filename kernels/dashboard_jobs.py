@@ -166,8 +166,8 @@ def job_start(
 
     if kind not in JOB_KINDS:
         raise ValueError(f"kind must be one of {JOB_KINDS}")
-    if files is not None:
-        raise ValidationFailed("projects of several files cannot be translated by this server yet")
+    if files is not None and kind == "profile":
+        raise ValidationFailed("profile one file at a time; translate takes several")
     rate_limit_check(key=f"user:{tenant.schema_name}:{user.pk}")
     if kind == "profile":
         run = jobs.job_profile_submit(
@@ -192,6 +192,7 @@ def job_start(
             allow_llm=allow_llm,
             filename=filename,
             user=user,
+            files=files,
         )
     return DashboardJob(run)
 

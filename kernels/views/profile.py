@@ -16,10 +16,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from fortranspire_site.errors import ApplicationError, RateLimited
-from kernels import dashboard_jobs, selectors, services
+from fortranspire_site.errors import ApplicationError, RateLimited, ServiceUnavailable
+from kernels import dashboard_jobs, jobs, selectors
 from kernels.engine.plot import render_plot_png
-from kernels.views.translate import SourcesForm, _max_source_bytes
+from kernels.views.translate import SourcesForm, _finished_run, _max_source_bytes
 from tenants.access import is_htmx, member_required
 
 
@@ -83,29 +83,29 @@ def profile(request: HttpRequest) -> HttpResponse:
         "sizes": data["sizes"],
         "measure": data["measure"],
     }
+    # A job either way, so the rate limit and the job cap apply as on REST and MCP; without
+    # JavaScript the request waits for it and lands on the run page (or the job's page).
+    try:
+        job = dashboard_jobs.job_start(
+            tenant=request.tenant, user=request.user, kind="profile", **options
+        )
+    except ApplicationError as exc:
+        if not is_htmx(request):
+            return _page(request, form, error=exc.message, status=exc.status)
+        response = render(
+            request, "dashboard/_error_card.html", {"message": exc.message}, status=exc.status
+        )
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if is_htmx(request):
-        try:
-            job = dashboard_jobs.job_start(
-                tenant=request.tenant, user=request.user, kind="profile", **options
-            )
-        except ApplicationError as exc:
-            response = render(
-                request, "dashboard/_error_card.html", {"message": exc.message}, status=exc.status
-            )
-            if isinstance(exc, RateLimited):
-                response["Retry-After"] = str(exc.retry_after)
-            return response
         return render(request, "dashboard/_job.html", {"job": job}, status=202)
     try:
-        run, _report = services.kernel_profile(
-            tenant=request.tenant,
-            source=data["source"],
-            channel="dashboard",
-            sizes=data["sizes"],
-            measure=data["measure"],
-            user=request.user,
-            tool="dashboard-profile",
-        )
+        run = _finished_run(request, job)
+    except ServiceUnavailable:
+        return redirect("dashboard_job", job_id=job.id)
+    try:
+        jobs.job_outcome(run)
     except ApplicationError as exc:
         return _page(request, form, error=exc.message, status=exc.status)
     return redirect("run_detail", run_id=str(run.id))

@@ -25,8 +25,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from fortranspire_site.errors import ApplicationError, RateLimited
-from kernels import dashboard_jobs, inputs, selectors, services
+from fortranspire_site.errors import ApplicationError, RateLimited, ServiceUnavailable
+from kernels import dashboard_jobs, inputs, jobs, selectors, services
 from kernels.uploads import ARCHIVE_SUFFIXES, FORTRAN_SUFFIXES, sources_from_uploads
 from kernels.views.shaping import fmt_number, profile_context
 from tenants import selectors as tenant_selectors
@@ -486,43 +486,45 @@ def translate(request: HttpRequest) -> HttpResponse:
         "sizes": data["sizes"],
         "allow_llm": data["allow_llm"],
     }
-    # A project of several files always goes through the job service (its one entry point
-    # for ``files``); without JavaScript the browser then follows the job's own page.
-    if htmx or "files" in options:
-        try:
-            job = dashboard_jobs.job_start(tenant=request.tenant, user=request.user, **options)
-        except ApplicationError as exc:
-            result = _result_context(source="", error={"message": exc.message})
-            if not htmx:
-                return _index(request, form, result=result, status=exc.status)
-            response = render(
-                request, "dashboard/_result.html", {"result": result}, status=exc.status
-            )
-            if isinstance(exc, RateLimited):
-                response["Retry-After"] = str(exc.retry_after)
-            return response
+    # Every submission is a job, so the rate limit and the tenant's job cap apply as on REST
+    # and MCP. htmx polls the job's card; without JavaScript the request waits for the job (as
+    # REST does) and lands on the run page, or on the job's page if it is still running.
+    try:
+        job = dashboard_jobs.job_start(tenant=request.tenant, user=request.user, **options)
+    except ApplicationError as exc:
+        result = _result_context(source="", error={"message": exc.message})
         if not htmx:
-            return redirect("dashboard_job", job_id=job.id)
+            return _index(request, form, result=result, status=exc.status)
+        response = render(request, "dashboard/_result.html", {"result": result}, status=exc.status)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    if htmx:
         return _job_response(request, job, status=202)
     try:
-        run, _result = services.kernel_translate(
-            tenant=request.tenant,
-            channel="dashboard",
-            user=request.user,
-            tool="dashboard",
-            **options,
-        )
+        run = _finished_run(request, job)
+    except ServiceUnavailable:
+        return redirect("dashboard_job", job_id=job.id)
+    try:
+        jobs.job_outcome(run)
     except ApplicationError as exc:
         # The form comes back with the user's source and the error (line:column) above it.
-        run_id = exc.extra.get("run_id")
         result = _result_context(
             source=data["source"] or "",
             error={"message": exc.message, "diagnostics": exc.extra.get("diagnostics")},
-            run=_run_get_or_none(request, run_id),
-            run_id=run_id,
+            run=run,
+            run_id=str(run.id),
         )
         return _index(request, form, result=result, status=exc.status)
     return redirect("run_detail", run_id=str(run.id))
+
+
+def _finished_run(request: HttpRequest, job):
+    """The job's run once finished: at once when it already is (a fast job, or one run inline),
+    else after waiting as REST does; ServiceUnavailable when it is still running then."""
+    if job.finished:
+        return selectors.kernel_run_get(tenant=request.tenant, run_id=job.id)
+    return jobs.job_wait_sync(tenant=request.tenant, run_id=job.id)
 
 
 def _is_profile_run(run) -> bool:

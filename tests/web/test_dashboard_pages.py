@@ -516,12 +516,31 @@ def test_translate_passes_several_uploaded_files_as_one_project(member, tenant_a
     assert "source" not in seen
 
 
-@pytest.mark.parametrize("htmx", [True, False])
-def test_a_project_the_job_service_refuses_is_a_clear_error_not_a_500(member, tenant_a, htmx):
-    headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
-    response = member.post("/translate/", {"upload": _project_zip(), "target": "cpu"}, **headers)
-    assert response.status_code == 400
-    assert "several files" in response.content.decode()
+def test_a_two_file_project_uploaded_without_javascript_verifies_with_each_kernels_file(
+    member, tenant_a
+):
+    import io
+    import zipfile
+    from pathlib import Path
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    project = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "two_file_module"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(project.glob("*.f90"), reverse=True):  # the USEing file first
+            archive.writestr(f"src/{path.name}", path.read_text())
+    upload = SimpleUploadedFile("project.zip", buffer.getvalue())
+    response = member.post("/translate/", {"upload": upload, "target": "cpu", "verify": "on"})
+    assert response.status_code == 302, response.content.decode()[:500]
+    run_id = response["Location"].rstrip("/").split("/")[-1]
+    from kernels import selectors
+
+    run = selectors.kernel_run_get(tenant=tenant_a, run_id=run_id)
+    kernels = run.report["kernels"]
+    assert run.status == "verified" and run.channel == "dashboard"
+    assert {k["file"] for k in kernels} == {"src/field_kernels.f90", "src/grid_common.f90"}
+    assert all(k["coverage"]["loops_run"] == k["coverage"]["loops"] > 0 for k in kernels)
 
 
 def test_translate_refuses_an_archive_that_escapes_its_folder(member, tenant_a):
