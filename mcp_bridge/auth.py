@@ -251,9 +251,22 @@ class RequireTenantAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("user")
+        headers = dict(scope.get("headers") or [])
+        presented = headers.get(b"authorization", b"").lower().startswith(b"bearer ")
+        if presented and not isinstance(user, AuthenticatedUser):
+            # Key guessing is throttled as on REST (django-axes, per address): every wrong key
+            # is counted and, past the limit, answered 429. Only failures pay for the lookup, so
+            # the hot path (a valid, cached key) stays free of it.
+            locked = await run_db(_key_guessing_outcome, scope)
+            if locked is not None:
+                await send_json(
+                    send,
+                    429,
+                    {"error": "too_many_requests", "error_description": locked.message},
+                    [(b"retry-after", str(locked.retry_after).encode())],
+                )
+                return
         if not isinstance(user, AuthenticatedUser):
-            headers = dict(scope.get("headers") or [])
-            presented = headers.get(b"authorization", b"").lower().startswith(b"bearer ")
             error = "invalid_token" if presented else "unauthorized"
             description = (
                 "The API key or access token is unknown, revoked, expired or belongs to "
@@ -273,6 +286,26 @@ class RequireTenantAuth:
             )
             return
         await self.app(scope, receive, send)
+
+
+def _key_guessing_outcome(scope: Scope):
+    """Count one wrong key from the client's address; the RateLimited error when that address
+    is now locked out, else None."""
+    from fortranspire_site.errors import RateLimited
+    from tenants.auth import api_key_guess_record, api_key_guessing_check, request_from_address
+
+    headers = dict(scope.get("headers") or [])
+    request = request_from_address(
+        (scope.get("client") or ("", 0))[0] or "unknown",
+        path=scope.get("path", "/mcp"),
+        user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+    )
+    api_key_guess_record(request)
+    try:
+        api_key_guessing_check(request)
+    except RateLimited as exc:
+        return exc
+    return None
 
 
 def missing_scope(access_token: AccessToken | None, tool_name: str) -> str | None:

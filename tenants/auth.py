@@ -77,24 +77,44 @@ class ApiKeyBearer(HttpBearer):
     """
 
     def authenticate(self, request: HttpRequest, token: str) -> Caller:
-        from axes.handlers.proxy import AxesProxyHandler
-        from django.contrib.auth.signals import user_login_failed
-
-        from fortranspire_site.errors import RateLimited
-
         # Checked before hashing: a locked-out address costs one lookup, no key comparison.
-        if AxesProxyHandler.is_locked(request, API_KEY_CREDENTIALS):
-            raise RateLimited(
-                "too many wrong API keys from this address; try again later",
-                retry_after=API_KEY_LOCKOUT_RETRY_S,
-            )
+        api_key_guessing_check(request)
         try:
             return caller_for_key(raw_key=token, tenant=request_tenant(request))
         except AuthenticationFailed:
-            user_login_failed.send(
-                sender=ApiKeyBearer, credentials=API_KEY_CREDENTIALS, request=request
-            )
+            api_key_guess_record(request)
             raise
+
+
+def api_key_guessing_check(request: HttpRequest) -> None:
+    """RateLimited when this address has sent too many wrong keys (REST and MCP alike)."""
+    from axes.handlers.proxy import AxesProxyHandler
+
+    from fortranspire_site.errors import RateLimited
+
+    if AxesProxyHandler.is_locked(request, API_KEY_CREDENTIALS):
+        raise RateLimited(
+            "too many wrong API keys from this address; try again later",
+            retry_after=API_KEY_LOCKOUT_RETRY_S,
+        )
+
+
+def api_key_guess_record(request: HttpRequest) -> None:
+    """Count one wrong key (or access token) from this request's address."""
+    from django.contrib.auth.signals import user_login_failed
+
+    user_login_failed.send(sender=ApiKeyBearer, credentials=API_KEY_CREDENTIALS, request=request)
+
+
+def request_from_address(address: str, *, path: str, user_agent: str = "") -> HttpRequest:
+    """A bare HttpRequest carrying what django-axes keys on, for callers outside Django's
+    request cycle (the MCP apps answer before any Django view runs)."""
+    request = HttpRequest()
+    request.method = "POST"
+    request.path = request.path_info = path
+    request.META["REMOTE_ADDR"] = address
+    request.META["HTTP_USER_AGENT"] = user_agent[:255]
+    return request
 
 
 class TenantSession(SessionAuth):

@@ -172,3 +172,19 @@ def test_new_tenant_host_is_served_without_a_restart(monkeypatch):
     clock[0] += 60  # past the TTL: the domain list is re-read and the host dropped
     assert anyio.run(directory.resolve, "new.localhost:8000") is None
     assert "new.localhost:*" not in directory.security.allowed_hosts
+
+
+def test_wrong_keys_from_one_address_are_throttled_like_on_rest(
+    mcp_live, tenant_a, make_key, settings
+):
+    settings.AXES_FAILURE_LIMIT = 5
+    good = make_key(tenant_a)
+    statuses = [
+        _initialize(mcp_live, "a.localhost", f"fsp_wrong{i:030d}").status_code for i in range(6)
+    ]
+    assert statuses == [401] * 4 + [429, 429]  # the guess that reaches the limit is refused too
+    refused = _initialize(mcp_live, "a.localhost", "fsp_wrong_again")
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    # A right key is not what a guesser has: it still works on MCP (only failures pay for the
+    # lock-out lookup, which keeps valid requests off the database).
+    assert _initialize(mcp_live, "a.localhost", good).status_code == 200
