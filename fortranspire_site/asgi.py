@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fortranspire_site.settings")
 
@@ -117,10 +118,17 @@ def _sweep_jobs_of_dead_processes() -> None:
 
     from kernels.jobs import job_sweep_at_startup
 
-    try:
-        job_sweep_at_startup()
-    except Exception:  # noqa: BLE001 - a database still starting must not stop the server
-        logging.getLogger(__name__).warning("start-up sweep of jobs failed", exc_info=True)
+    def sweep() -> None:
+        try:
+            job_sweep_at_startup()
+        except Exception:  # noqa: BLE001 - a database still starting must not stop the server
+            logging.getLogger(__name__).warning("start-up sweep of jobs failed", exc_info=True)
+
+    # In its own thread: uvicorn's worker processes (serve --workers N) import this module
+    # inside their running event loop, where Django refuses synchronous ORM calls.
+    worker = threading.Thread(target=sweep, name="fortranspire-startup-sweep")
+    worker.start()
+    worker.join()
 
 
 _sweep_jobs_of_dead_processes()

@@ -30,15 +30,6 @@ end subroutine saxpy
 """
 
 
-def engine_ready() -> bool:
-    try:
-        from kernels.engine import translate_source  # noqa: F401
-        from kernels.engine.pipeline import find_kernels  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @dataclass
 class LiveServer:
     port: int
