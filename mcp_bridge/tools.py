@@ -194,6 +194,7 @@ def _record_refusal(
             error=message,
             duration_ms=int((time.monotonic() - started) * 1000),
             api_key=token.api_key,
+            user=token.user,
         )
     except Exception:
         logger.exception("could not record the refused %s call", tool)
@@ -212,6 +213,7 @@ def _record_success(
             status="ok",
             duration_ms=int((time.monotonic() - started) * 1000),
             api_key=token.api_key,
+            user=token.user,
             report=report or {},
         )
     except Exception:
@@ -314,6 +316,7 @@ async def _translate(
                 verify=verify,
                 sizes=sizes,
                 api_key=token.api_key,
+                user=token.user,
             ),
         )
         return structured_result(data)
@@ -429,6 +432,7 @@ async def profile_kernels(
                 tool="profile_kernels",
                 sizes=sizes,
                 api_key=token.api_key,
+                user=token.user,
             ),
         )
         chart = None
@@ -473,6 +477,7 @@ async def ask_agent(
                 run_id=run_id,
                 channel="mcp",
                 api_key=token.api_key,
+                user=token.user,
             ),
         )
         return structured_result(dict(answer))

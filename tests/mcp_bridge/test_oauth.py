@@ -203,6 +203,8 @@ def test_le_chat_flow_from_url_to_tool_calls_refresh_and_revocation(mcp_live, al
             runs = await session.call_tool("list_kernel_runs", {"limit": 5})
             assert not runs.is_error
             assert runs.structured_content["count"] >= 1
+            # The history names who acted: the user behind the token, not an anonymous call.
+            assert {r["caller"] for r in runs.structured_content["runs"]} == {"user alice"}
             # Scope not granted: the tool refuses.
             profile = await session.call_tool("profile_kernels", {"source": TINY})
             assert profile.is_error and "profile" in profile.content[0].text
