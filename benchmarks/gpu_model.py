@@ -38,32 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RATIO = 1.1
 TARGET_FRACTION = 0.80
 
-STENCIL3D_STEPS = """\
-subroutine heat3d_steps(n, m, l, nstep, c, u, unew)
-  implicit none
-  integer, intent(in) :: n, m, l, nstep
-  real(8), intent(in) :: c
-  real(8), intent(inout) :: u(n, m, l), unew(n, m, l)
-  integer :: i, j, k, step
-  do step = 1, nstep
-    do k = 2, l - 1
-      do j = 2, m - 1
-        do i = 2, n - 1
-          unew(i, j, k) = u(i, j, k) + c * (u(i-1, j, k) + u(i+1, j, k) + u(i, j-1, k) &
-                        + u(i, j+1, k) + u(i, j, k-1) + u(i, j, k+1) - 6.0d0 * u(i, j, k))
-        end do
-      end do
-    end do
-    do k = 2, l - 1
-      do j = 2, m - 1
-        do i = 2, n - 1
-          u(i, j, k) = unew(i, j, k)
-        end do
-      end do
-    end do
-  end do
-end subroutine heat3d_steps
-"""
+STENCIL3D_STEPS = (ROOT / "tests" / "fixtures" / "gpu_model" / "heat3d_steps.f90").read_text()
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "heat2d": {

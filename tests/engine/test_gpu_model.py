@@ -158,32 +158,9 @@ def test_profile_measure_without_a_gpu_shows_the_model_time_per_call() -> None:
     assert timing.median_s == pytest.approx(5 * model.time_per_step_s)
 
 
-HEAT3D_STEPS = """\
-subroutine heat3d_steps(n, m, l, nstep, c, u, unew)
-  implicit none
-  integer, intent(in) :: n, m, l, nstep
-  real(8), intent(in) :: c
-  real(8), intent(inout) :: u(n, m, l), unew(n, m, l)
-  integer :: i, j, k, step
-  do step = 1, nstep
-    do k = 2, l - 1
-      do j = 2, m - 1
-        do i = 2, n - 1
-          unew(i, j, k) = u(i, j, k) + c * (u(i-1, j, k) + u(i+1, j, k) + u(i, j-1, k) &
-                        + u(i, j+1, k) + u(i, j, k-1) + u(i, j, k+1) - 6.0d0 * u(i, j, k))
-        end do
-      end do
-    end do
-    do k = 2, l - 1
-      do j = 2, m - 1
-        do i = 2, n - 1
-          u(i, j, k) = unew(i, j, k)
-        end do
-      end do
-    end do
-  end do
-end subroutine heat3d_steps
-"""
+HEAT3D_STEPS = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "gpu_model" / "heat3d_steps.f90"
+).read_text()
 
 
 def test_seven_point_3d_time_loop_swaps_its_copy_and_still_verifies() -> None:
