@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kernels.engine import ir
+from kernels.engine.frontend.parse import strip_comment
 
 COVERAGE_FILE = "fsp_coverage.txt"
 SUPPORT_FILE = "fsp_coverage.f90"
@@ -136,7 +137,7 @@ def instrument(kernel: ir.Kernel, source: str, *, fixed: bool) -> InstrumentedSo
         k = where.get(lp.line)
         if k is None:
             continue
-        text = _code(lines[k])
+        text = strip_comment(lines[k])
         if not _DO_STMT.match(text):
             continue  # a loop made from array syntax, not a DO statement
         if _DO_CONCURRENT.search(text):
@@ -249,20 +250,6 @@ def _statement_lines(kernel: ir.Kernel, loop_lines: set[int]) -> dict[int, list[
     return out
 
 
-def _code(line: str) -> str:
-    """The statement part of a source line (a trailing ``!`` comment removed, quotes respected)."""
-    quote = ""
-    for k, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "!":
-            return line[:k]
-    return line
-
-
 def _statement_end(lines: list[str], k: int, fixed: bool) -> int:
     """Index of the last line of the statement starting at ``lines[k]`` (continuations)."""
     if fixed:
@@ -278,7 +265,7 @@ def _statement_end(lines: list[str], k: int, fixed: bool) -> int:
             else:
                 break
         return k
-    while _code(lines[k]).rstrip().endswith("&") and k + 1 < len(lines):
+    while strip_comment(lines[k]).rstrip().endswith("&") and k + 1 < len(lines):
         k += 1
     return k
 

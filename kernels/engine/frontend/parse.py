@@ -233,7 +233,7 @@ def _statements(lines: list[str]) -> list[str]:
     out: list[str] = []
     pending = ""
     for raw in lines:
-        code = _strip_comment(raw).strip()
+        code = strip_comment(raw).strip()
         if not code:
             continue
         if pending:
@@ -248,7 +248,8 @@ def _statements(lines: list[str]) -> list[str]:
     return out
 
 
-def _strip_comment(line: str) -> str:
+def strip_comment(line: str) -> str:
+    """The statement part of a source line (a trailing ``!`` comment removed, quotes respected)."""
     quote = ""
     for k, ch in enumerate(line):
         if quote:
