@@ -31,7 +31,8 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP *.localhost 127.0.0.1",
 ]
 
-pytestmark = [
+# What every browser test needs; tests/web/test_first_hour_browser.py uses the same list.
+BROWSER_REQUIREMENTS = [
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
         reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
@@ -44,6 +45,7 @@ pytestmark = [
         shutil.which("gfortran") is None, reason="gfortran is not installed: nothing to verify"
     ),
 ]
+pytestmark = BROWSER_REQUIREMENTS
 
 
 @pytest.fixture

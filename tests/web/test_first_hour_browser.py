@@ -10,9 +10,7 @@ The same forms are then used again with JavaScript off.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.live_server import serve_site
-from tests.web.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.test_dashboard_browser import BROWSER_REQUIREMENTS, CHROMIUM, CHROMIUM_ARGS
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 OWNER_PASSWORD = "Tr1cky-Passphrase-42"
@@ -63,19 +61,7 @@ subroutine smooth(n, m, u, v)
 end subroutine smooth
 """
 
-pytestmark = [
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="the Playwright Python package is not installed (pip install -e '.[dev]')",
-    ),
-    pytest.mark.skipif(
-        shutil.which("gfortran") is None, reason="gfortran is not installed: nothing to verify"
-    ),
-]
+pytestmark = BROWSER_REQUIREMENTS
 
 
 @pytest.fixture
