@@ -20,6 +20,7 @@ from kernels.engine.sandbox import (
     sandbox_tempdir,
     scrubbed_env,
 )
+from tests.security.payloads import none_left
 
 PY = sys.executable
 
@@ -96,7 +97,7 @@ def test_wall_timeout_kills_the_whole_sandbox(work: Path) -> None:
     result = _py(code, work, timeout_s=2)
     assert result.timed_out
     assert result.duration_s < 10
-    assert _wait_until_no_process_runs(f"sleep {token}")
+    assert none_left(f"sleep {token}")
 
 
 def test_children_die_with_the_run_when_it_exits_normally(work: Path) -> None:
@@ -104,36 +105,12 @@ def test_children_die_with_the_run_when_it_exits_normally(work: Path) -> None:
     code = f"import subprocess\nsubprocess.Popen(['setsid', 'sleep', '{token}'])\nprint('left')\n"
     result = _py(code, work)
     assert result.ok and result.stdout.strip() == "left"
-    assert _wait_until_no_process_runs(f"sleep {token}")
+    assert none_left(f"sleep {token}")
 
 
 def _unique_sleep() -> str:
     """A ``sleep`` duration no other test run on this machine uses (they run in parallel)."""
     return f"{300 + os.getpid() % 1000}.{time.time_ns() % 10**6:06d}"
-
-
-def _wait_until_no_process_runs(cmdline: str, wait_s: float = 5) -> bool:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if not _processes_running(cmdline):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _processes_running(cmdline: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if args == cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def test_memory_limit_stops_a_large_allocation(work: Path) -> None:
