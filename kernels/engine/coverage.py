@@ -11,8 +11,13 @@ right after each DO statement of the kernel (after its continuation lines), the 
 a small module compiled with the wrapper (:func:`support_source`), and the wrapper calls
 ``fsp_cov_dump`` after the kernel, which writes one count per line to :data:`COVERAGE_FILE` in
 the sandbox's work dir. An external CALL needs no declaration in the user's code, and a CALL is
-legal anywhere a DO body statement is. The inserted lines are kept in a line map, so gfortran's
-runtime messages (``At line N``) still point at the user's lines.
+legal anywhere a DO body statement is, except inside DO CONCURRENT and in PURE/ELEMENTAL
+procedures, which may only call PURE procedures: there the kernel's unit gets ``use
+fsp_cov_pure, only: fsp_cov_hit`` right after its header, an interface that declares the same
+routine PURE (compiled from its own file, :func:`pure_interface_source`, so gfortran never sees
+the interface and the counting body together). A DO CONCURRENT loop counts its *active*
+iterations: the counter sits after the header, inside the mask. The inserted lines are kept in
+a line map, so gfortran's runtime messages (``At line N``) still point at the user's lines.
 
 ``lines``/``lines_run`` count the kernel's executable statement lines and those whose enclosing
 DO loops all ran (IF branches are not tracked, so this is line coverage at loop granularity).
@@ -29,12 +34,16 @@ from kernels.engine.frontend.parse import strip_comment
 
 COVERAGE_FILE = "fsp_coverage.txt"
 SUPPORT_FILE = "fsp_coverage.f90"
+PURE_INTERFACE_FILE = "fsp_coverage_pure.f90"
+PURE_INTERFACE_MODULE = "fsp_cov_pure"
 HIT = "fsp_cov_hit"
 DUMP = "fsp_cov_dump"
 
 # A DO statement: optional statement label (fixed form columns 1-5) or construct name, then DO.
 _DO_STMT = re.compile(r"^\s*(?:\d+\s+)?(?:[a-z_]\w*\s*:\s*)?do\b", re.IGNORECASE)
-_DO_CONCURRENT = re.compile(r"\bdo\s+concurrent\b", re.IGNORECASE)
+_DO_CONCURRENT = re.compile(r"\bdo\s*concurrent\b", re.IGNORECASE)
+# A procedure whose body may only call PURE procedures (prefixes before SUBROUTINE/FUNCTION).
+_PURE_PREFIX = re.compile(r"^[^'\"]*\b(?:pure|elemental)\b[^'\"]*\b(?:subroutine|function)\b", re.I)
 
 
 @dataclass
@@ -131,8 +140,8 @@ def instrument(kernel: ir.Kernel, source: str, *, fixed: bool) -> InstrumentedSo
             user_lines[prefix + k] = u
     where = {u: k for k, u in enumerate(user_lines) if u}
 
-    loops: list[CoveredLoop] = []
-    insert_after: dict[int, int] = {}  # compiled line index -> counter index
+    statements: list[tuple[int, int]] = []  # (user line of the DO, its last compiled line)
+    concurrent = False
     for lp in kernel_loops(kernel):
         k = where.get(lp.line)
         if k is None:
@@ -140,25 +149,63 @@ def instrument(kernel: ir.Kernel, source: str, *, fixed: bool) -> InstrumentedSo
         text = strip_comment(lines[k])
         if not _DO_STMT.match(text):
             continue  # a loop made from array syntax, not a DO statement
-        if _DO_CONCURRENT.search(text):
-            loops.append(CoveredLoop(0, lp.line, "DO CONCURRENT bodies may only call PURE code"))
-            continue
-        last = _statement_end(lines, k, fixed)
-        index = len([x for x in loops if x.index]) + 1
-        loops.append(CoveredLoop(index, lp.line))
-        insert_after[last] = index
+        concurrent = concurrent or bool(_DO_CONCURRENT.search(text))
+        statements.append((lp.line, _statement_end(lines, k, fixed)))
+    insert_after: dict[int, list[str]] = {}  # compiled line index -> lines inserted after it
+    header = _unit_header(kernel, lines, where)
+    header_end = _statement_end(lines, header, fixed) if header is not None else -1
+    pure = header is not None and bool(_PURE_PREFIX.match(_joined(lines, header, header_end)))
+    if statements and (concurrent or pure):
+        if header is None:
+            why = "the counter needs a PURE interface and the kernel's header was not found"
+            loops = [CoveredLoop(0, line, why) for line, _ in statements]
+            return _finished(kernel, lines, user_lines, {}, loops)
+        insert_after[header_end] = [f"      use {PURE_INTERFACE_MODULE}, only: {HIT}"]
+    loops: list[CoveredLoop] = []
+    for index, (line, last) in enumerate(statements, start=1):
+        loops.append(CoveredLoop(index, line))
+        insert_after.setdefault(last, []).append(f"      call {HIT}({index})")
+    return _finished(kernel, lines, user_lines, insert_after, loops)
 
+
+def _finished(
+    kernel: ir.Kernel,
+    lines: list[str],
+    user_lines: list[int],
+    insert_after: dict[int, list[str]],
+    loops: list[CoveredLoop],
+) -> InstrumentedSource:
+    """The lines with the insertions made, and the line map that undoes them."""
     out: list[str] = []
     out_user: list[int] = []
     for k, text in enumerate(lines):
         out.append(text)
         out_user.append(user_lines[k])
-        if k in insert_after:
-            out.append(f"      call {HIT}({insert_after[k]})")
+        for inserted in insert_after.get(k, []):
+            out.append(inserted)
             out_user.append(0)
     inst = InstrumentedSource("\n".join(out), loops, out_user)
     inst.statement_lines = _statement_lines(kernel, {lp.line for lp in loops})
     return inst
+
+
+def pure_interface_source() -> str:
+    """The module that declares the hit routine PURE, for DO CONCURRENT and PURE procedures.
+
+    The declaration is not true (the routine updates a counter), which is why it lives in a file
+    of its own: gfortran checks purity only against what it compiles in the same file, and a
+    call to a PURE subroutine is still made (only PURE *functions* may be dropped by the
+    optimiser; a subroutine call is kept for its effects on its arguments).
+    """
+    return f"""module {PURE_INTERFACE_MODULE}
+  implicit none
+  interface
+    pure subroutine {HIT}(k)
+      integer, intent(in) :: k
+    end subroutine {HIT}
+  end interface
+end module {PURE_INTERFACE_MODULE}
+"""
 
 
 def support_source(counters: int) -> str:
@@ -248,6 +295,26 @@ def _statement_lines(kernel: ir.Kernel, loop_lines: set[int]) -> dict[int, list[
 
     visit(kernel.body, [])
     return out
+
+
+_UNIT_HEADER = r"^(?!\s*end\b)[^!'\"]*\b(?:subroutine|function)\s*{name}\b"
+
+
+def _unit_header(kernel: ir.Kernel, lines: list[str], where: dict[int, int]) -> int | None:
+    """Index of the SUBROUTINE/FUNCTION statement of the kernel's own unit in ``lines``."""
+    pattern = re.compile(_UNIT_HEADER.format(name=re.escape(kernel.fortran_entry)), re.I)
+    at = where.get(kernel.line)
+    if at is not None and pattern.match(strip_comment(lines[at])):
+        return at
+    # An extracted nest: its SUBROUTINE statement is generated (no user line).
+    for k, text in enumerate(lines):
+        if pattern.match(strip_comment(text)):
+            return k
+    return None
+
+
+def _joined(lines: list[str], first: int, last: int) -> str:
+    return " ".join(strip_comment(x) for x in lines[first : last + 1])
 
 
 def _statement_end(lines: list[str], k: int, fixed: bool) -> int:

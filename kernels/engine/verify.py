@@ -478,7 +478,9 @@ def compile_fortran(
     if instrumented is not None:
         source = instrumented.source
         (workdir / coverage.SUPPORT_FILE).write_text(coverage.support_source(instrumented.counters))
-        extra.append(coverage.SUPPORT_FILE)
+        (workdir / coverage.PURE_INTERFACE_FILE).write_text(coverage.pure_interface_source())
+        # The interface module first: the original may USE it (DO CONCURRENT, PURE units).
+        extra += [coverage.PURE_INTERFACE_FILE, coverage.SUPPORT_FILE]
         wrapper.write_text(fortran_wrapper(kernel, plan, after_call=(f"call {coverage.DUMP}()",)))
     else:
         wrapper.write_text(fortran_wrapper(kernel, plan))

@@ -137,3 +137,61 @@ def test_with_the_flag_given_one_branch_stays_unrun_and_it_is_inconclusive():
     (k,) = translate_source(FLAGGED, filename="predictor.f90", sizes={"predict": 1}).kernels
     assert k.status == "inconclusive"
     assert "line 13 never ran" in k.diagnostics[0].message
+
+
+CONCURRENT = """subroutine sweep(n, m, a, b)
+  implicit none
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: a(n, m)
+  real(8), intent(inout) :: b(n, m)
+  integer :: i, j
+  do concurrent (i = 1:n, &
+                 j = 1:m, a(i, j) > 0.0d0)
+    b(i, j) = 2.0d0 * a(i, j)
+  end do
+end subroutine
+"""
+
+
+def test_do_concurrent_gets_a_counter_inside_its_mask_through_a_pure_interface():
+    (k,) = parse_file(CONCURRENT).kernels
+    inst = coverage.instrument(k, k.fortran_source, fixed=False)
+    lines = inst.source.split("\n")
+    # The unit sees the counter as PURE (the only calls DO CONCURRENT allows)...
+    assert lines[1] == f"      use {coverage.PURE_INTERFACE_MODULE}, only: {coverage.HIT}"
+    # ...and counts after the whole header (both lines), where only active iterations go.
+    assert lines[9] == "      call fsp_cov_hit(1)"
+    assert [(lp.index, lp.line) for lp in inst.loops] == [(1, 7)]
+    assert inst.user_line(11) == 9  # the body keeps its user line
+
+
+def test_do_concurrent_with_two_indices_and_a_mask_is_verified_with_every_loop_run():
+    source = (FIXTURES / "do_concurrent.f90").read_text()
+    (k,) = translate_source(source, filename="do_concurrent.f90").kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    # Three DO CONCURRENT constructs (one per header, whatever its index count) + the inner DO.
+    assert k.coverage == {"loops": 4, "loops_run": 4, "lines": 9, "lines_run": 9}
+
+
+PURE_MASKED = """pure subroutine scale_rows(n, m, f, a)
+  implicit none
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: f(n)
+  real(8), intent(inout) :: a(n, m)
+  integer :: i, j
+  do j = 1, m
+    do concurrent (i = 1:n, f(i) > 2.0d0)
+      a(i, j) = a(i, j) * f(i)
+    end do
+  end do
+end subroutine scale_rows
+"""
+
+
+def test_a_mask_that_is_never_true_leaves_the_do_concurrent_unrun_in_a_pure_kernel():
+    # Inputs are drawn from [0.5, 1.5]: the mask never holds, so the body never ran. The PURE
+    # kernel itself compiles with its counters (before, gfortran refused the impure CALL).
+    (k,) = translate_source(PURE_MASKED, filename="scale_rows.f90", sizes={"n": 5, "m": 4}).kernels
+    assert k.status == "inconclusive"
+    assert k.coverage["loops"] == 2 and k.coverage["loops_run"] == 1
+    assert "DO loop at line 8 never ran" in k.diagnostics[0].message
