@@ -7,8 +7,11 @@ point back at the Fortran.
 
 Contract for other stages (verify, profile, backends, the service layer):
 - ``Kernel`` is what the pipeline translates and verifies: ``args`` are in Fortran call order and
-  ``fortran_source`` is a self-contained, compilable Fortran text that defines ``fortran_entry``
-  (as an external subroutine, or inside ``fortran_module`` when that is set).
+  ``fortran_source`` is a compilable Fortran text that defines ``fortran_entry`` (as an external
+  subroutine, or inside ``fortran_module`` when that is set), in the source form of the kernel's
+  ``file`` (:func:`kernels.engine.frontend.parse.is_fixed_form`). When the project mixes fixed
+  and free form, the units of the other form are in ``compiled_before``/``compiled_after``: each
+  a file of one form, compiled in that order around ``fortran_source``.
 - ``Arg.dims`` holds one ``Dim`` per rank; bounds are IR expressions over the other arguments and
   named constants, evaluated with :func:`eval_int`.
 """
@@ -276,6 +279,14 @@ class Procedure:
 
 
 @dataclass
+class SourcePart:
+    """Program units of one user file compiled with a kernel, in that file's source form."""
+
+    file: str  # the user's file they come from: its name decides the form
+    text: str
+
+
+@dataclass
 class Kernel:
     """A translatable unit: a subroutine, or a loop nest extracted from a program."""
 
@@ -299,6 +310,10 @@ class Kernel:
     # a generated line). Empty means ``fortran_source`` is the user's text from line 1.
     source_lines: list[int] = field(default_factory=list)
     file: str = ""  # the file the kernel is in, as the user named it
+    # Units of a project that mixes source forms, compiled before / after ``fortran_source``
+    # (a module before the units that USE it); empty when every file has the kernel's form.
+    compiled_before: list[SourcePart] = field(default_factory=list)
+    compiled_after: list[SourcePart] = field(default_factory=list)
 
     def arg(self, name: str) -> Arg:
         for a in self.args:

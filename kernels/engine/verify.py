@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from kernels.engine import coverage, harness, ir
+from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.report import ArgError
 from kernels.engine.sandbox import SandboxResult, run_sandboxed, sandbox_tempdir
 from kernels.engine.sizes import candidates as size_candidates
@@ -421,40 +422,24 @@ def _deferred(a: ArgPlan) -> str:
     return ", ".join(":" for _ in a.bounds)
 
 
-def looks_fixed_form(source: str) -> bool:
-    """Heuristic: comment letters in column 1 or code that never starts before column 7."""
-    code_lines = [
-        ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("!")
-    ]
-    if not code_lines:
-        return False
-    if any(
-        ln[:1] in ("c", "C", "*") and not ln[:1].isspace() and _is_fixed_comment(ln)
-        for ln in code_lines
-    ):
-        return True
-    return all(ln[:6].strip() == "" or ln[:5].strip().isdigit() for ln in code_lines)
-
-
-def _is_fixed_comment(line: str) -> bool:
-    # 'c ...' or 'C-----' in column 1; not free-form code such as 'call x' / 'contains' at column 1.
-    low = line.lower()
-    return not (
-        low.startswith(
-            ("call", "contains", "character", "complex", "case", "close", "cycle", "common")
-        )
-    )
-
-
 def fortran_sources(kernel: ir.Kernel, plan: RunPlan) -> tuple[str, bool]:
-    """The original source as it will be compiled (module-wrapped if needed) and whether it is fixed form."""
+    """The kernel's own source as it will be compiled (module-wrapped if needed) and whether it is
+    fixed form: the form of the kernel's file, by its name, the one rule the parser used too
+    (:func:`kernels.engine.frontend.parse.is_fixed_form`)."""
     source = kernel.fortran_source
-    fixed = looks_fixed_form(source)
-    if needs_module_wrapping(kernel, plan) and not fixed:
+    fixed = is_fixed_form(kernel.file)
+    if needs_module_wrapping(kernel, plan):
+        pad = "      " if fixed else ""  # fixed form: statements from column 7
         source = (
-            f"module {WRAP_MODULE}\n  implicit none\ncontains\n{source}\nend module {WRAP_MODULE}\n"
+            f"{pad}module {WRAP_MODULE}\n{pad}implicit none\n{pad}contains\n{source}\n"
+            f"{pad}end module {WRAP_MODULE}\n"
         )
     return source, fixed
+
+
+def source_file_name(stem: str, fixed: bool) -> str:
+    """The name a source is compiled under: gfortran takes the form from the suffix."""
+    return f"{stem}.f" if fixed else f"{stem}.f90"
 
 
 def compile_fortran(
@@ -485,24 +470,30 @@ def compile_fortran(
     else:
         wrapper.write_text(fortran_wrapper(kernel, plan))
     lib = workdir / library
-    result: SandboxResult | None = None
-    # The suffix selects the source form. The heuristic can be wrong (a free-form text indented
-    # past column 6): on a compile error, try the other form before reporting the first error.
-    for form_fixed in (fixed, not fixed):
-        original = workdir / ("fsp_original.f" if form_fixed else "fsp_original.f90")
-        original.write_text(source)
-        argv = [GFORTRAN, *flags, "-ffree-line-length-none", *extra, original.name, wrapper.name]
-        attempt = run_sandboxed(
-            [*argv, "-o", lib.name], cwd=workdir, timeout_s=timeout_s, memory_mb=COMPILE_MEMORY_MB
-        )
-        if result is None:
-            result = attempt
-        if attempt.ok and lib.exists():
-            return lib, attempt
-        if attempt.timed_out:
-            break
-        original.unlink(missing_ok=True)
-    assert result is not None
+    original = workdir / source_file_name("fsp_original", fixed)
+    original.write_text(source)
+    # A project mixing fixed and free form: the other form's units, each run a file of its own.
+    parts: dict[str, list[str]] = {"before": [], "after": []}
+    for side, found in (("before", kernel.compiled_before), ("after", kernel.compiled_after)):
+        for k, part in enumerate(found, start=1):
+            name = source_file_name(f"fsp_{side}{k}", is_fixed_form(part.file))
+            (workdir / name).write_text(part.text)
+            parts[side].append(name)
+    argv = [
+        GFORTRAN,
+        *flags,
+        "-ffree-line-length-none",
+        *extra,
+        *parts["before"],
+        original.name,
+        *parts["after"],
+        wrapper.name,
+    ]
+    result = run_sandboxed(
+        [*argv, "-o", lib.name], cwd=workdir, timeout_s=timeout_s, memory_mb=COMPILE_MEMORY_MB
+    )
+    if result.ok and lib.exists():
+        return lib, result
     return None, result
 
 

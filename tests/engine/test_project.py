@@ -19,6 +19,7 @@ from kernels.engine.report import EngineError
 PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
 TWO = PROJECTS / "two_file_module"
 BENCH = PROJECTS / "bench_include"
+MIXED = PROJECTS / "mixed_form"
 
 
 def translate(capsys, *argv: str) -> tuple[int, dict, str]:
@@ -40,6 +41,46 @@ def test_two_files_form_one_project_in_any_order_with_each_kernel_under_its_file
     }
     for k in payload["kernels"]:
         assert k["coverage"]["loops_run"] == k["coverage"]["loops"] > 0
+
+
+def test_a_project_of_fixed_and_free_form_files_compiles_each_file_in_its_own_form(capsys):
+    # Given free form first: the fixed-form module must still compile before its users.
+    driver, relax, legacy = (
+        str(MIXED / n) for n in ("driver.f90", "relax_mod.f90", "legacy_smooth.f")
+    )
+    code, payload, _ = translate(capsys, driver, relax, legacy, "-I", str(MIXED / "include"))
+    assert code == 0, payload
+    got = {k["name"]: (k["file"], k["status"]) for k in payload["kernels"]}
+    assert got == {
+        "driver_loop1": (driver, "verified"),  # a program's nest, using the fixed-form module
+        "relax": (relax, "verified"),  # calls the fixed-form smoother
+        "lsmooth": (legacy, "verified"),  # fixed form, with a fixed-form INCLUDE
+    }
+    for k in payload["kernels"]:
+        assert k["coverage"]["loops_run"] == k["coverage"]["loops"] > 0
+
+
+def test_each_kernel_of_a_mixed_project_is_compiled_with_the_other_forms_units_around_it():
+    from kernels.engine import find_project_kernels
+    from kernels.engine.project import project_from_paths
+
+    names = [str(MIXED / n) for n in ("legacy_smooth.f", "relax_mod.f90", "driver.f90")]
+    project = project_from_paths(names, include_dirs=[str(MIXED / "include")])
+    kernels = {k.name: k for k in find_project_kernels(project)}
+    relax = kernels["relax"]
+    # Modules first, in USE order: the fixed-form LEGCON before relax_mod, which holds the kernel.
+    assert [p.file for p in relax.compiled_before] == [names[0]]
+    assert "MODULE LEGCON" in relax.compiled_before[0].text
+    assert relax.fortran_source.startswith("module relax_mod")
+    assert "SUBROUTINE LSMOOTH" in relax.compiled_after[0].text
+    legacy = kernels["lsmooth"]
+    assert [p.file for p in legacy.compiled_before] == [names[0], names[1]]
+    assert legacy.fortran_source.lstrip().startswith("SUBROUTINE LSMOOTH")
+    assert legacy.compiled_after == []
+    # A program's nest: its subroutine alone, after every unit of the project.
+    nest = kernels["driver_loop1"]
+    assert nest.fortran_source.startswith("subroutine driver_loop1(")
+    assert [p.file for p in nest.compiled_before] == names[:2] + [names[0]]
 
 
 def test_an_include_directory_and_a_define_reach_the_preprocessor(capsys):

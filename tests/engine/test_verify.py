@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 from kernels.engine import ir
+from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.verify import (
     DIM_DEFAULTS,
     Tolerance,
     compare_arrays,
     default_tolerance,
+    fortran_sources,
     fortran_wrapper,
     infer_sizes,
     make_inputs,
@@ -325,10 +327,36 @@ def test_fixed_form_original_compiles_and_verifies() -> None:
             arr("y", ir.REAL8, "inout", (ONE, N)),
         ],
         FIXED_SRC,
+        file="legacy/axpy.f",  # the file's name decides the form, as for gfortran
     )
     port = "def axpy(n, alpha, x, y):\n    for i in range(n):\n        y[i] = y[i] + alpha * x[i]\n"
     report = verify_against_gfortran(k, Port(port, "axpy"))
     assert report.status == "verified", report.message
+
+
+# Free form that a content heuristic took for fixed form (no statement before column 7).
+INDENTED_FREE_SRC = """      subroutine shift(n, a)
+        integer, intent(in) :: n
+        real(8), intent(inout) :: a(n)
+        integer :: i
+        do i = 1, n
+          a(i) = a(i) + &
+                 1.0d0
+        end do
+      end subroutine shift
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "fixed"),
+    [("k.f", True), ("K.F", True), ("k.for", True), ("k.fpp", True), ("k.f90", False),
+     ("k.F90", False), ("k.f08", False), ("", False)],
+)  # fmt: skip
+def test_the_compiled_form_is_the_files_form_by_its_suffix_whatever_the_text(name, fixed) -> None:
+    k = kernel("shift", [ir.Arg("n", ir.INTEGER, "in")], INDENTED_FREE_SRC, file=name)
+    plan = plan_run(k, {"n": 3})
+    assert fortran_sources(k, plan)[1] is fixed
+    assert is_fixed_form(name) is fixed  # the one rule the parser uses too
 
 
 # --------------------------------------------------------------------------------------------

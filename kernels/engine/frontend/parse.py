@@ -59,6 +59,15 @@ class ParsedFile:
 
 
 def is_fixed_form(filename: str) -> bool:
+    """The one source-form decision: fixed form for ``.f .for .ftn .f77 .fpp`` (any case), free
+    form otherwise, per file and by its name, as gfortran decides it.
+
+    Parsing, the security scan, preprocessing, coverage instrumentation and the gfortran build
+    all ask this, so a file is never read in one form and compiled in the other. An included
+    file (``include``/``#include``) has no form of its own: it is read in the form of the file
+    that includes it, as gfortran and cpp do (its text becomes part of that file). In a project
+    mixing both forms, each file is compiled in its own form (:class:`ir.SourcePart`).
+    """
     return PurePath(filename).suffix.lower() in _FIXED_SUFFIXES
 
 

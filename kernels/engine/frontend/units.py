@@ -402,30 +402,53 @@ class _FileBuilder:
     def _unit_text(self, start: int, end: int) -> str:
         return "\n".join(self.lines[start - 1 : end])
 
-    def _library_source(self) -> tuple[str, list[int]]:
+    def _library_source(
+        self, containing: int | None = None
+    ) -> tuple[str, list[int], list[ir.SourcePart], list[ir.SourcePart]]:
         """Modules and external procedures (no main program): compilable into a library.
 
-        Returns the text and, per line of it, the line of the user's file it comes from.
+        Returns the text, per line of it the line of the user's file it comes from, and the
+        parts compiled before and after it. Those are empty unless the project mixes fixed and
+        free form: then each run of consecutive units of one form is a file of its own (gfortran
+        takes one form per file), the text is the run holding this file's unit at line
+        ``containing`` (the kernel's), and the other runs come before or after it. With
+        ``containing=None`` (a program's nest, whose subroutine is appended to the text) every
+        run of a mixed project comes before.
         """
-        parts = []
-        lines: list[int] = []
-        for _kind, start, end in sorted(self.unit_spans, key=lambda x: x[1]):
-            parts.append(self._unit_text(start, end))
-            lines.extend(range(start, end + 1))
+        units = [(self, start, end) for _kind, start, end in sorted(self.unit_spans, key=_start)]
         if len(self.project.builders) > 1:
             # Every file's modules in USE order (a module compiles after those it uses), then
             # the external procedures; only this file's lines keep their numbers.
-            parts, lines = [], []
             units = [
                 (m["owner"], m["start"], m["end"]) for m in self.project.modules_in_use_order()
             ]
             for owner in self.project.builders:
                 units += [(owner, s, e) for kind, s, e in owner.unit_spans if kind == "proc"]
-            for owner, start, end in units:
-                parts.append(owner._unit_text(start, end))
-                own = owner is self
-                lines.extend(range(start, end + 1) if own else [0] * (end - start + 1))
-        return "\n".join(parts) + "\n", lines
+        runs: list[list[tuple[_FileBuilder, int, int]]] = []
+        for unit in units:
+            if runs and runs[-1][0][0].fixed == unit[0].fixed:
+                runs[-1].append(unit)
+            else:
+                runs.append([unit])
+        if len(runs) <= 1:
+            own, before, after = units, [], []
+        else:
+            at = next(
+                (
+                    k
+                    for k, run in enumerate(runs)
+                    if containing is not None
+                    and any(o is self and s <= containing <= e for o, s, e in run)
+                ),
+                len(runs),
+            )
+            own, before, after = runs[at] if at < len(runs) else [], runs[:at], runs[at + 1 :]
+        parts, lines = [], []
+        for owner, start, end in own:
+            parts.append(owner._unit_text(start, end))
+            lines.extend(range(start, end + 1) if owner is self else [0] * (end - start + 1))
+        text = "\n".join(parts) + "\n" if parts else ""
+        return text, lines, [_source_part(r) for r in before], [_source_part(r) for r in after]
 
     def _kernel_from_proc(self, info: _ProcInfo) -> ir.Kernel:
         proc = info.proc
@@ -466,7 +489,7 @@ class _FileBuilder:
             unsupported.append(
                 ir.Unsupported(f"reference to module/host variable {n}", info.start, 1, n)
             )
-        library, library_lines = self._library_source()
+        library, library_lines, before, after = self._library_source(info.start)
         kernel = ir.Kernel(
             name=info.name,
             args=args,
@@ -481,6 +504,8 @@ class _FileBuilder:
             functions=functions,
             unsupported=unsupported,
             origin=info.kind,
+            compiled_before=before,
+            compiled_after=after,
         )
         if info.kind == "function":
             kernel.result = proc.result
@@ -634,7 +659,7 @@ class _FileBuilder:
                 and n not in have
             ):
                 locals_.setdefault(n, d)
-        source, source_lines = self._program_kernel_source(
+        source, source_lines, before = self._program_kernel_source(
             prog, name, args, locals_, start, end, stmts
         )
         kernel = ir.Kernel(
@@ -651,6 +676,7 @@ class _FileBuilder:
             functions=functions,
             unsupported=unsupported,
             origin="extracted",
+            compiled_before=before,
         )
         self.notes[name] = [f"extracted from program {prog.name}, lines {start}-{end}"] + list(
             notes
@@ -659,15 +685,15 @@ class _FileBuilder:
 
     def _program_kernel_source(
         self, prog, name, args, locals_, start, end, stmts
-    ) -> tuple[str, list[int]]:
+    ) -> tuple[str, list[int], list[ir.SourcePart]]:
         """A standalone subroutine holding the nest's own source text (for gfortran).
 
-        Returns the text and, per line of it, the line of the user's file it comes from (0 for
-        the generated header and footer).
+        Returns the text, per line of it the line of the user's file it comes from (0 for the
+        generated header and footer), and the parts of another source form compiled before it.
         """
-        lib, lib_lines = "", []
+        lib, lib_lines, before = "", [], []
         if self.modules or any(i.kind != "program" for i in self.order):
-            lib, lib_lines = self._library_source()
+            lib, lib_lines, before, _ = self._library_source()
         lines = [f"subroutine {name}({', '.join(a.name for a in args)})"]
         for u in prog.uses:
             lines.append(f"  {u}")
@@ -723,7 +749,18 @@ class _FileBuilder:
         footer = _wrap_fortran(f"end subroutine {name}", self.fixed)
         header_lines = [0] * sum(h.count("\n") + 1 for h in header)
         text = lib + "\n".join(header + body + [footer]) + "\n"
-        return text, lib_lines + header_lines + body_lines + [0] * (footer.count("\n") + 1)
+        lines = lib_lines + header_lines + body_lines + [0] * (footer.count("\n") + 1)
+        return text, lines, before
+
+
+def _start(span: tuple[str, int, int]) -> int:
+    return span[1]
+
+
+def _source_part(run: list[tuple[_FileBuilder, int, int]]) -> ir.SourcePart:
+    """Consecutive units of one source form as one file (named after the first unit's file)."""
+    text = "\n".join(owner._unit_text(start, end) for owner, start, end in run) + "\n"
+    return ir.SourcePart(run[0][0].filename, text)
 
 
 def _note_line(note: str) -> int:
