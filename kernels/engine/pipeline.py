@@ -12,11 +12,18 @@ import os
 import re
 import time
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 from kernels.engine import ir, security
 from kernels.engine.frontend import parse_project
-from kernels.engine.project import Project, prepared_sources, single_file
+from kernels.engine.project import (
+    Project,
+    parameter_definitions,
+    prepared_sources,
+    single_file,
+    with_parameters,
+)
 from kernels.engine.report import (
     TIMING_STAGES,
     Diagnostic,
@@ -228,6 +235,7 @@ def translate_project(
             report("analyse", n + 1, total, f"{k.name}: analyse {analyse_ms[k.name]:.0f} ms")
     report("analyse", total, total, "analysis done")
 
+    reparsed: dict[tuple[tuple[str, int], ...], list[ir.Kernel]] = {}  # by PARAMETER values
     for n, k in enumerate(kernels):
         kr = KernelResult(name=k.name, status="translated", device=device, line=k.line, file=k.file)
         kr.notes = list(k.notes)
@@ -314,10 +322,17 @@ def translate_project(
                 f"{name}: {_label(stage)} {ms:.0f} ms",
             )
 
+        run_kernel, run_code = k, generated
+        sized = shrink_parameters_for_run(
+            project, k, target=target, device=device, sizes=sizes, reparsed=reparsed
+        )
+        kr.notes.extend(sized.notes)
+        if sized.kernel is not None:
+            run_kernel, run_code = sized.kernel, sized.generated
         _verify_into(
             kr,
-            k,
-            generated,
+            run_kernel,
+            run_code,
             sizes=sizes,
             seed=seed,
             device=device,
@@ -325,6 +340,7 @@ def translate_project(
             numba_cache_dir=numba_cache_dir,
             on_stage=stage_done,
         )
+        kr.sizes.update(sized.values)  # the run's sizes, PARAMETERs set for it included
     report("verify", total, total, "done")
     return result
 
@@ -381,6 +397,182 @@ def gpu_model_report(k: ir.Kernel, generated, sizes: dict[str, int] | None) -> d
     env.update({key: v for key, v in run.scalars.items() if isinstance(v, (int, float))})
     shapes = {a.name: a.shape for a in run.args if a.is_array}
     return gpu_model.evaluate(plan, env, shapes=shapes).to_dict() | {"sizes": dict(run.sizes)}
+
+
+@dataclass
+class SizedRun:
+    """The kernel and port a verification runs when PARAMETERs were shrunk for it."""
+
+    kernel: ir.Kernel | None = None  # None: the kernel as given
+    generated: Any = None
+    notes: list[str] = field(default_factory=list)
+    values: dict[str, int] = field(default_factory=dict)  # the PARAMETERs' values for the run
+
+
+def shrink_parameters_for_run(
+    project: Project,
+    k: ir.Kernel,
+    *,
+    target: str,
+    device: str,
+    sizes: dict[str, int] | None = None,
+    reparsed: dict[tuple[tuple[str, int], ...], list[ir.Kernel]] | None = None,
+) -> SizedRun:
+    """The kernel with smaller PARAMETER sizes, when a run at its own would not fit its budget.
+
+    The rule for which constants may shrink is :mod:`kernels.engine.sizes`'s (sizes only, never
+    a number in floating-point arithmetic). The new values are written into the project's text
+    and the project is parsed again, so that the original compiled by gfortran and the port
+    generated for the run see the same values, constants derived from them included. The first
+    plan (smallest first) whose loops can all run and whose work fits the budget is used;
+    ``--size NAME=VALUE`` sets a PARAMETER's value for the run itself. The delivered port is
+    the one generated from the kernel as given. ``reparsed`` keeps the parsed projects by
+    PARAMETER values between the kernels of one translation.
+    """
+    reparsed = {} if reparsed is None else reparsed
+    from kernels.engine import sizes as sizing
+    from kernels.engine.verify import PlanError, check_run_bytes, plan_run
+
+    given = {name.lower(): int(v) for name, v in (sizes or {}).items()}
+    simulator = device == "simulator"
+    consts = sizing.integer_constants(k)
+    asked = {n: v for n, v in given.items() if n in consts}
+    if not consts:
+        return SizedRun()
+    budget = sizing.work_budget(device)
+    load = sizing.work(k, sizing.infer(k, given, simulator=simulator))
+    why = ""
+    if load > budget:
+        why = (
+            f"a run at its PARAMETER values takes ~{load:,} statement executions, more than "
+            f"the {budget:,} a {device} run is given"
+        )
+    else:
+        try:
+            plan = plan_run(k, given)
+        except (PlanError, ir.NotConstant, ValueError):
+            plan = None  # verification reports that itself
+        try:
+            if plan is not None:
+                check_run_bytes(plan)
+        except PlanError as exc:
+            why = str(exc)
+    if not why and not asked:
+        return SizedRun()
+
+    refused = _unshrinkable(project, k, consts)
+    # Said of the constants that size something; a constant computed from another follows it.
+    role = sizing.roles(k, consts)
+    notes = [
+        f"PARAMETER {n} = {consts[n]} not shrunk: {r}"
+        for n, r in refused.items()
+        if role.get(n) in ("upper", "count", "offset") and not r.startswith("it is computed")
+    ]
+    shrinkable = [n for n in consts if n not in refused]
+    plans = sizing.parameter_plans(k, shrinkable, simulator=simulator) if why else [{}]
+    plans = [{**plan, **{n: v for n, v in asked.items() if n in shrinkable}} for plan in plans]
+    plans = [plan for plan in plans if plan]
+    base_score = sizing.candidates(k, given, simulator=simulator)[0].score
+    chosen: tuple[dict[str, int], ir.Kernel, int] | None = None
+    for plan in plans:
+        key = tuple(sorted(plan.items()))
+        if key not in reparsed:
+            try:
+                reparsed[key] = find_project_kernels(with_parameters(project, plan, consts))
+            except EngineError as exc:
+                notes.append(f"PARAMETERs not shrunk: the shrunk source does not parse ({exc})")
+                return SizedRun(notes=notes)
+        k2 = next((x for x in reparsed[key] if x.name == k.name and x.line == k.line), None)
+        if k2 is None or k2.unsupported:
+            continue
+        best = sizing.candidates(k2, given, simulator=simulator)[0]
+        if best.score > base_score:
+            continue  # a loop cannot run (or a subscript leaves its bounds) at these values
+        run_load = sizing.work(k2, best.values)
+        if chosen is None or run_load < chosen[2]:
+            chosen = (plan, k2, run_load)
+        if run_load <= budget:
+            chosen = (plan, k2, run_load)
+            break
+    if chosen is None:
+        if why:
+            notes.append(
+                f"verified at the PARAMETER values as given ({why}): no smaller sizes keep every loop running"
+            )
+        return SizedRun(notes=notes)
+    plan, k2, run_load = chosen
+    try:
+        generated = _generate(k2, target, _analysis_for(k2, target))
+    except Exception as exc:  # noqa: BLE001 - the run then uses the kernel as given
+        notes.append(f"PARAMETERs not shrunk: the port at smaller sizes failed ({exc})")
+        return SizedRun(notes=notes)
+    run = {"cpu": "CPU", "gpu": "GPU"}.get(device, device)
+    notes.extend(
+        f"PARAMETER {n} = {consts[n]} shrunk to {v} for the {run} run" for n, v in plan.items()
+    )
+    followed = [
+        f"{n} {c.value} -> {k2.constants[n].value}"
+        for n, c in k.constants.items()
+        if n in consts and n not in plan and k2.constants[n].value != c.value
+    ]
+    notes.append(
+        f"why: {why or '--size asked for it'}; {', '.join(plan)} "
+        f"{'is' if len(plan) == 1 else 'are'} used only as sizes (extents, loop bounds, trip "
+        "counts, subscripts), the original and the port ran with the same values"
+        + (
+            f", and the PARAMETERs computed from them followed ({', '.join(followed)})"
+            if followed
+            else ""
+        )
+        + f"; the run took ~{run_load:,} statement executions; the delivered port keeps the "
+        "values as written"
+    )
+    return SizedRun(k2, generated, notes, dict(plan))
+
+
+def _unshrinkable(project: Project, k: ir.Kernel, consts: dict[str, int]) -> dict[str, str]:
+    """The integer constants of ``k`` that must keep their value, and why (see
+    :func:`kernels.engine.sizes.parameter_float_uses` for the rule)."""
+    from kernels.engine import sizes as sizing
+
+    definitions = parameter_definitions(project)
+    refused: dict[str, str] = {}
+    for n, value in consts.items():
+        if any(d.name == n and d.value == value and d.columns for d in definitions):
+            continue
+        if any(d.name == n and d.mentions & set(consts) for d in definitions):
+            refused[n] = "it is computed from other PARAMETERs (it follows them when they shrink)"
+        else:
+            refused[n] = "its value is not an integer literal in the given files"
+    # Constants computed from another follow it: each must be an integer used only as a size.
+    derived: dict[str, set[str]] = {n: set() for n in consts}
+    for n in consts:
+        frontier = {n}
+        while frontier:
+            new = {d.name for d in definitions if d.mentions & frontier} - derived[n] - {n}
+            derived[n] |= new
+            frontier = new
+    for n, names in derived.items():
+        for d in sorted(names):
+            c = k.constants.get(d)
+            declared = [x.integer for x in definitions if x.name == d]
+            integer = c.type.base == "integer" if c is not None else False not in declared
+            if not integer:
+                refused.setdefault(n, f"the non-integer PARAMETER {d} is computed from it")
+    tracked = set(consts) | {d for names in derived.values() for d in names if d in k.constants}
+    uses = sizing.parameter_float_uses(k, sorted(tracked))
+    for n in consts:
+        for name in [n, *sorted(derived[n])]:
+            if name in uses:
+                via = "" if name == n else f" (through PARAMETER {name})"
+                refused.setdefault(n, uses[name] + via)
+    return refused
+
+
+def _analysis_for(k: ir.Kernel, target: str):
+    from kernels.engine.analysis import analyse
+
+    return analyse(k)  # both backends read the loops' annotations
 
 
 def _default_time_budget() -> float:

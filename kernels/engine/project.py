@@ -226,6 +226,164 @@ def _without_program_io(raw: str, fixed: bool, allowed: set[str]) -> tuple[str, 
     return "\n".join(kept), removed
 
 
+# --------------------------------------------------------------------------------------------
+# Named constants as written: where a PARAMETER gets its value, and a copy with other values
+
+
+@dataclass
+class ParameterDefinition:
+    """One ``name = value`` of a PARAMETER declaration in the user's files."""
+
+    name: str  # lower case
+    file: str
+    line: int
+    value: int | None  # the integer literal's value; None when the value is an expression
+    columns: tuple[int, int] | None  # first and last column of the literal on ``line``
+    mentions: set[str]  # the names its value expression refers to
+    integer: bool | None  # declared INTEGER in the same statement; None when typed elsewhere
+
+
+_INTEGER_LITERAL = re.compile(r"^\s*\+?\s*(\d+)\s*(?:_\s*\w+)?\s*$")
+_NAMES = re.compile(r"[a-z_]\w*", re.I)
+_ENTITY = re.compile(r"^\s*([a-z_]\w*)\s*(?:\([^=]*\))?\s*=(?!=)", re.I)
+
+
+def parameter_definitions(project: Project) -> list[ParameterDefinition]:
+    """Every named constant the project's files define, sources and included files alike.
+
+    An included file is read in the form of the file that includes it (see
+    :func:`kernels.engine.frontend.parse.is_fixed_form`).
+    """
+    forms = _file_forms(project)
+    out: list[ParameterDefinition] = []
+    for name, fixed in forms.items():
+        lines = project.files[name].split("\n")
+        for stmt in security.logical_statements(lines, fixed_form=fixed):
+            out.extend(_definitions(stmt, name))
+    return out
+
+
+def with_parameters(
+    project: Project, values: Mapping[str, int], originals: Mapping[str, int]
+) -> Project:
+    """A copy of ``project`` whose PARAMETERs ``values`` are set to new values.
+
+    Each definition whose literal is ``originals[name]`` is rewritten in place, padded to the
+    literal's width, so that every line and column keeps its place (fixed form never pushes
+    text past column 72). Definitions of the name with another value (another scope) are left.
+    """
+    files = dict(project.files)
+    for d in parameter_definitions(project):
+        if d.name not in values or d.columns is None or d.value != originals.get(d.name):
+            continue
+        lines = files[d.file].split("\n")
+        first, last = d.columns
+        text = lines[d.line - 1]
+        width = last - first + 1
+        lines[d.line - 1] = text[: first - 1] + str(values[d.name]).rjust(width) + text[last:]
+        files[d.file] = "\n".join(lines)
+    return Project(files, list(project.sources), list(project.include_dirs), dict(project.defines))
+
+
+def _file_forms(project: Project) -> dict[str, bool]:
+    """Each source by its name, and each file it includes in the form of its includer."""
+    forms: dict[str, bool] = {}
+    pending = [(name, is_fixed_form(name)) for name in project.sources]
+    while pending:
+        name, fixed = pending.pop(0)
+        if name in forms:
+            continue
+        forms[name] = fixed
+        for target in _resolved_targets(project, name, project.files[name]):
+            resolved = _resolve(project, name, target)
+            if resolved is not None:
+                pending.append((resolved, fixed))
+    return forms
+
+
+def _definitions(stmt, file: str) -> list[ParameterDefinition]:
+    text = stmt.text
+    low = text.lower()
+    head = re.match(r"\s*parameter\s*\(", low)
+    if head is not None:  # PARAMETER (n = 10, m = 2*n)
+        close = low.rfind(")")
+        items_at, items_end, integer = head.end(), close, None
+    else:
+        split = _top_level(low, "::")
+        if split < 0:
+            return []
+        attributes = [item.strip() for _, _, item in _spans(low[:split])]
+        if "parameter" not in attributes:
+            return []
+        integer = attributes[0].startswith("integer")
+        items_at, items_end = split + 2, len(text)
+    out = []
+    for start, end, item in _spans(text[items_at:items_end]):
+        m = _ENTITY.match(item)
+        if m is None:
+            continue
+        value_at = items_at + start + m.end()
+        value = text[value_at : items_at + end]
+        literal = _INTEGER_LITERAL.match(value)
+        columns = number = None
+        if literal is not None:
+            number = int(literal.group(1))
+            a = value_at + literal.start(1)
+            b = value_at + literal.end(1) - 1
+            (line_a, col_a), (line_b, col_b) = stmt.pos(a), stmt.pos(b)
+            if line_a == line_b:
+                columns = (col_a, col_b)
+        out.append(
+            ParameterDefinition(
+                name=m.group(1).lower(),
+                file=file,
+                line=stmt.pos(items_at + start + m.start(1))[0],
+                value=number,
+                columns=columns,
+                mentions=set() if literal is not None else _names_in(value),
+                integer=integer,
+            )
+        )
+    return out
+
+
+def _names_in(expression: str) -> set[str]:
+    """The names an expression's text refers to (number literals and their kinds left out)."""
+    without_numbers = _NUMBER.sub(" ", expression)
+    return {n.lower() for n in _NAMES.findall(without_numbers)}
+
+
+_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.?\d*|\.\d+)(?:[deq][+-]?\d+)?(?:_\w+)?", re.I)
+
+
+def _spans(text: str) -> list[tuple[int, int, str]]:
+    """The top-level comma-separated items of ``text``: (start, end, item)."""
+    out, depth, start = [], 0, 0
+    for k, c in enumerate(text):
+        if c in "([":
+            depth += 1
+        elif c in ")]":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append((start, k, text[start:k]))
+            start = k + 1
+    out.append((start, len(text), text[start:]))
+    return out
+
+
+def _top_level(text: str, token: str) -> int:
+    """Where ``token`` first occurs outside parentheses, or -1."""
+    depth = 0
+    for k, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif depth == 0 and text.startswith(token, k):
+            return k
+    return -1
+
+
 def _resolved_targets(project: Project, name: str, text: str) -> list[str]:
     """The include names (as written) in ``text`` that name a given file."""
     out = []

@@ -19,14 +19,26 @@ candidates are ordered best first; the verifier runs the first one and, when the
 loop that never ran, the next ones (see :func:`candidates`). ``--size NAME=VALUE`` always wins.
 
 The simulator runs every thread in Python, so its sizes are smaller (uppers 7, 6, 5, ...).
+
+**Sizes fixed by PARAMETERs** (``integer, parameter :: nx = 401, nstep = 2000``) are no input, so
+a run at them may not fit its budget (:func:`work` against :func:`work_budget`: the simulator
+manages a few thousand statement executions a second). They are shrunk for the run only, and
+only where that cannot change what the code computes other than in size. The rule: an integer
+named constant may be shrunk when every use of it, and of every constant derived from it, is a
+*size* - an array extent or bound, a DO bound or trip count, a subscript, or integer arithmetic
+and comparison - and none is floating-point arithmetic (``dble(nx)``, ``x * nx``, a REAL
+constant ``width = npml * dx``, an integer assigned to a REAL), which would change the numbers,
+not the size (:func:`parameter_float_uses`). Its role (as for inputs) picks the smaller value
+(:func:`parameter_plans`); the caller substitutes it in the source, so that the original and the
+port see the same value, and checks the result with :func:`check`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from kernels.engine import ir
+from kernels.engine import ir, types
 from kernels.engine.dataflow import affine
 
 UPPER_VALUES = (13, 11, 9, 10, 7, 12, 6, 5)
@@ -74,9 +86,16 @@ def dim_vars(kernel: ir.Kernel) -> list[str]:
     ]
 
 
-def roles(kernel: ir.Kernel) -> dict[str, str]:
-    """lower / offset / upper / count / other, for each integer input (see the module doc)."""
-    names = set(integer_inputs(kernel))
+def roles(kernel: ir.Kernel, names: Collection[str] | None = None) -> dict[str, str]:
+    """lower / offset / upper / count / other, for each integer input (see the module doc).
+
+    With ``names`` (named constants, see :func:`parameter_plans`), for those instead; the bounds
+    of the kernel's local arrays then count as array bounds too (a private ``tmp(nx)``).
+    """
+    arrays = [a.dims for a in kernel.args]
+    if names is not None:
+        arrays += [d.dims for d in kernel.locals.values()]
+    names = set(integer_inputs(kernel)) if names is None else set(names)
     starts: dict[str, int] = {}  # sign of the coefficient in range starts
     stops: dict[str, int] = {}
     in_bounds: set[str] = set()
@@ -91,8 +110,8 @@ def roles(kernel: ir.Kernel) -> dict[str, str]:
             if v in names and c:
                 into.setdefault(v, 1 if c > 0 else -1)
 
-    for a in kernel.args:
-        for d in a.dims:
+    for dims in arrays:
+        for d in dims:
             note(d.lower, lower_side)
             note(d.upper, upper_side)
             for part in (d.lower, d.upper):
@@ -235,12 +254,18 @@ def infer(
     return candidates(kernel, given, simulator=simulator)[0].values
 
 
-def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
-    """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
+def _env(kernel: ir.Kernel, values: Mapping[str, int]) -> dict[str, int]:
+    """``values``, then the kernel's integer named constants."""
     env: dict[str, int] = dict(values)
     for name, c in kernel.constants.items():
         if isinstance(c.value, int) and not isinstance(c.value, bool):
             env.setdefault(name, c.value)
+    return env
+
+
+def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
+    """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
+    env = _env(kernel, values)
     bounds: dict[str, list[tuple[int, int] | None]] = {}
     for a in kernel.args:
         if a.dims:
@@ -277,6 +302,244 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
 
     visit(kernel.body, {})
     return cand
+
+
+# --------------------------------------------------------------------------------------------
+# Work of a run, and PARAMETER-fixed sizes
+
+#: Statement executions one verification run may take (loop trips multiplied out, statically).
+#: The CUDA simulator runs each GPU thread in Python: a few thousand a second, so 20 000 is a
+#: few seconds on a busy machine. gfortran and numba manage ~1e8 in well under a second each.
+SIMULATOR_WORK_BUDGET = 20_000
+COMPILED_WORK_BUDGET = 100_000_000
+#: Multiples of the role values tried, smallest first, until every loop can run.
+PARAMETER_SCALES = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+def work_budget(device: str) -> int:
+    """How many statement executions a run on ``device`` (cpu, gpu, simulator) may take."""
+    return SIMULATOR_WORK_BUDGET if device == "simulator" else COMPILED_WORK_BUDGET
+
+
+def work(kernel: ir.Kernel, values: Mapping[str, int]) -> int:
+    """Statement executions of one call at ``values`` (which override named constants): every
+    statement counts once per iteration of its enclosing loops, at their widest ranges. A loop
+    whose bounds cannot be evaluated counts one trip (DO WHILE too)."""
+    env = _env(kernel, values)
+    total = 0
+
+    def visit(stmts: list[ir.Stmt], ranges: dict[str, tuple[int, int]], times: int) -> None:
+        nonlocal total
+        for s in stmts:
+            total += times
+            if isinstance(s, ir.Loop):
+                lo, hi = _interval(s.start, ranges, env), _interval(s.stop, ranges, env)
+                step = _const_int(s.step) or 1
+                if lo is None or hi is None:
+                    visit(s.body, ranges, times)
+                    continue
+                first, last = (lo[0], hi[1]) if step > 0 else (lo[1], hi[0])
+                trips = max(0, (last - first) // step + 1)
+                inner = dict(ranges)
+                inner[s.var] = (min(first, last), max(first, last))
+                visit(s.body, inner, times * trips)
+            elif isinstance(s, ir.WhileLoop):
+                visit(s.body, ranges, times)
+            elif isinstance(s, ir.If):
+                for _, body in s.branches:
+                    visit(body, ranges, times)
+                visit(s.orelse, ranges, times)
+
+    visit(kernel.body, {}, 1)
+    return total
+
+
+def integer_constants(kernel: ir.Kernel) -> dict[str, int]:
+    """The kernel's scalar integer named constants that it references, with their values."""
+    used: set[str] = set()
+    for body in [kernel.body, *(f.body for f in kernel.functions.values())]:
+        for s in ir.walk(body):
+            for e in _stmt_exprs(s):
+                used |= {x.name for x in ir.walk_expr(e) if isinstance(x, ir.Var)}
+    for dims in [a.dims for a in kernel.args] + [d.dims for d in kernel.locals.values()]:
+        for d in dims:
+            for part in (d.lower, d.upper):
+                if part is not None:
+                    used |= {x.name for x in ir.walk_expr(part) if isinstance(x, ir.Var)}
+    return {
+        name: c.value
+        for name, c in kernel.constants.items()
+        if name in used
+        and c.type.base == "integer"
+        and isinstance(c.value, int)
+        and not isinstance(c.value, bool)
+    }
+
+
+def parameter_float_uses(kernel: ir.Kernel, names: Collection[str]) -> dict[str, str]:
+    """Why each of ``names`` (integer named constants) is not only a size: its first use in
+    floating-point arithmetic, by line. Names absent from the result are used only as sizes.
+
+    A constant passed to a procedure the kernel calls stands for the dummy there, whose uses are
+    checked the same way; a CALL of anything else counts as an unknown use.
+    """
+    found: dict[str, str] = {}
+    top = types.Scope.from_kernel(kernel)
+
+    def real(e: ir.Expr, scope: types.Scope) -> bool:
+        try:
+            return types.type_of(e, scope).base in ("real", "complex")
+        except types.TypingError:
+            return True  # unknown: assume the worst
+
+    def expr(e, in_float: bool, tracked: dict[str, str], scope, line: int, depth: int) -> None:
+        if isinstance(e, ir.Var):
+            if e.name in tracked and in_float:
+                found.setdefault(
+                    tracked[e.name], f"it is used in floating-point arithmetic (line {line})"
+                )
+        elif isinstance(e, ir.ArrayRef):
+            for ix in e.indices:
+                expr(ix, False, tracked, scope, line, depth)  # a subscript is a size
+        elif isinstance(e, ir.Slice):
+            for part in (e.lower, e.upper, e.step):
+                if part is not None:
+                    expr(part, False, tracked, scope, line, depth)
+        elif isinstance(e, ir.UnaryOp):
+            inner = in_float or (e.op != "not" and real(e, scope))
+            expr(e.operand, inner, tracked, scope, line, depth)
+        elif isinstance(e, ir.BinOp):
+            if e.op in types.COMPARE_OPS:
+                inner = real(e.left, scope) or real(e.right, scope)
+            elif e.op in types.LOGICAL_OPS:
+                inner = False
+            else:
+                inner = in_float or real(e, scope)
+            expr(e.left, inner, tracked, scope, line, depth)
+            expr(e.right, inner, tracked, scope, line, depth)
+        elif isinstance(e, ir.Call):
+            if e.name in kernel.functions:
+                call(kernel.functions[e.name], e.args, tracked, scope, line, depth)
+                return
+            inner = in_float or real(e, scope)
+            for a in [*e.args, *e.keywords.values()]:
+                expr(a, inner or real(a, scope), tracked, scope, line, depth)
+
+    def call(proc: ir.Procedure, actuals, tracked, scope, line: int, depth: int) -> None:
+        inner: dict[str, str] = {}
+        for dummy, actual in zip(proc.args, actuals, strict=False):
+            origins = [
+                tracked[x.name]
+                for x in ir.walk_expr(actual)
+                if isinstance(x, ir.Var) and x.name in tracked
+            ]
+            if not origins:
+                continue
+            expr(actual, real(actual, scope), tracked, scope, line, depth)
+            if depth >= 4:
+                for o in origins:
+                    found.setdefault(o, f"it is passed down more than 4 calls (line {line})")
+            inner[dummy] = origins[0]
+        if inner:
+            sub = types.Scope.from_procedure(proc, top)
+            body(proc.body, inner, sub, depth + 1)
+            dims(proc.decls.values(), inner, sub, proc.line, depth + 1)
+
+    def dims(decls, tracked, scope, line: int, depth: int) -> None:
+        for d in decls:
+            for dim in d.dims:
+                for part in (dim.lower, dim.upper):
+                    if part is not None:
+                        expr(part, False, tracked, scope, line, depth)
+
+    def body(stmts: list[ir.Stmt], tracked: dict[str, str], scope, depth: int) -> None:
+        for s in stmts:
+            if isinstance(s, ir.Assign):
+                expr(s.target, False, tracked, scope, s.line, depth)
+                expr(s.value, real(s.target, scope), tracked, scope, s.line, depth)
+            elif isinstance(s, ir.Loop):
+                counter_real = scope.type(s.var).base != "integer"
+                for part in (s.start, s.stop, s.step):
+                    if part is not None:
+                        expr(part, counter_real, tracked, scope, s.line, depth)
+                body(s.body, tracked, scope, depth)
+            elif isinstance(s, ir.WhileLoop):
+                expr(s.cond, False, tracked, scope, s.line, depth)
+                body(s.body, tracked, scope, depth)
+            elif isinstance(s, ir.If):
+                for cond, branch in s.branches:
+                    expr(cond, False, tracked, scope, s.line, depth)
+                    body(branch, tracked, scope, depth)
+                body(s.orelse, tracked, scope, depth)
+            elif isinstance(s, ir.CallStmt):
+                if s.name in kernel.functions:
+                    call(kernel.functions[s.name], s.args, tracked, scope, s.line, depth)
+                else:
+                    for a in s.args:
+                        expr(a, True, tracked, scope, s.line, depth)
+            elif isinstance(s, ir.Allocate):
+                for d in s.dims:
+                    for part in (d.lower, d.upper):
+                        if part is not None:
+                            expr(part, False, tracked, scope, s.line, depth)
+
+    tracked = {n: n for n in names}
+    body(kernel.body, tracked, top, 0)
+    dims([*kernel.args, *kernel.locals.values()], tracked, top, kernel.line, 0)
+    for proc in kernel.functions.values():
+        # Module constants reach the callees too (unless a callee declares its own).
+        own = {n: n for n in names if n not in proc.decls}
+        if own:
+            sub = types.Scope.from_procedure(proc, top)
+            body(proc.body, own, sub, 1)
+            dims(proc.decls.values(), own, sub, proc.line, 1)
+    return found
+
+
+def parameter_plans(
+    kernel: ir.Kernel, names: Collection[str], *, simulator: bool = False
+) -> list[dict[str, int]]:
+    """Smaller values for the named constants ``names`` (already found to be sizes only), by
+    role as for inputs: uppers from the size table (distinct, in the order given), counts 3,
+    offsets 2; lowers and others keep their value. The first plan is the smallest; each next
+    one scales the uppers (:data:`PARAMETER_SCALES`), for when the smallest empties a loop
+    (``do i = npml + 1, nx - npml`` with ``npml`` kept). A constant is only ever made smaller.
+    """
+    values = integer_constants(kernel)
+    role = roles(kernel, [n for n in names if n in values])
+    uppers = [n for n in names if role.get(n) == "upper"]
+    table = SIMULATOR_UPPER_VALUES if simulator else UPPER_VALUES
+    fixed = {"count": COUNT_VALUE, "offset": OFFSET_VALUE}
+    plans: list[dict[str, int]] = []
+    for scale in PARAMETER_SCALES:
+        plan: dict[str, int] = {}
+        for n in names:
+            if role.get(n) == "upper":
+                new = table[uppers.index(n) % len(table)] * scale
+            elif role.get(n) in fixed:
+                new = fixed[role[n]]
+            else:
+                continue
+            if new < values[n]:
+                plan[n] = new
+        if plan and plan not in plans:
+            plans.append(plan)
+    return plans
+
+
+def _stmt_exprs(s: ir.Stmt) -> list[ir.Expr]:
+    """Every expression of a statement, assignment targets whole."""
+    if isinstance(s, ir.Assign):
+        return [s.target, s.value]
+    if isinstance(s, ir.Loop):
+        return [x for x in (s.start, s.stop, s.step) if x is not None]
+    if isinstance(s, ir.WhileLoop):
+        return [s.cond]
+    if isinstance(s, ir.If):
+        return [c for c, _ in s.branches]
+    if isinstance(s, ir.CallStmt):
+        return list(s.args)
+    return []
 
 
 def _exprs(s: ir.Stmt) -> list[ir.Expr]:

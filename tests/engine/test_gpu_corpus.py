@@ -190,6 +190,8 @@ def ptx_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     from kernels.engine import find_kernels
     from kernels.engine.analysis import analyse
     from kernels.engine.backends.cuda import generate_cuda
+    from kernels.engine.pipeline import shrink_parameters_for_run
+    from kernels.engine.project import single_file
     from kernels.engine.verify import make_inputs, plan_run
 
     work = tmp_path_factory.mktemp("ptx")
@@ -201,6 +203,16 @@ def ptx_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             gen = generate_cuda(k)
             if "@cuda.jit\ndef " not in gen.code:
                 continue  # scalar-only routine: computed on the host
+            # The launches are recorded on the simulator: at the sizes it verifies with.
+            sized = shrink_parameters_for_run(
+                single_file(path.read_text(), path.name),
+                k,
+                target="gpu",
+                device="simulator",
+                sizes=sizes,
+            )
+            if sized.kernel is not None:
+                k, gen = sized.kernel, sized.generated
             module = f"m{len(jobs)}"
             (work / f"{module}.py").write_text(gen.code)
             plan = plan_run(k, sizes)
@@ -274,3 +286,26 @@ def test_cli_translate_gpu_json_follows_the_contract(capsys: pytest.CaptureFixtu
     assert kernel["parallel_loops"] == 2 and kernel["llm_calls"] == 0
     assert kernel["max_rel_err"] <= 1e-10
     assert "@cuda.jit" in kernel["code"]
+
+
+PARAM_GRID = FIXTURES / "param_grid_3d.f90"
+
+
+def test_the_simulator_shrinks_parameter_extents_and_verifies_every_loop() -> None:
+    """A 3-D kernel with private temporaries sized by module PARAMETERs: 2.5 million statement
+    executions, far beyond what the simulator runs in a verification's time."""
+    (k,) = translate_source(PARAM_GRID.read_text(), filename=PARAM_GRID.name, target="gpu").kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.coverage == {"loops": 4, "loops_run": 4, "lines": 9, "lines_run": 9}
+    if k.device == "gpu":
+        assert k.sizes == {}  # a real GPU runs the sizes as written
+        return
+    assert k.device == "simulator"
+    assert k.sizes == {"nx": 7, "ny": 6, "nz": 5, "nsweep": 3}
+    assert "PARAMETER nx = 64 shrunk to 7 for the simulator run" in k.notes
+    assert "PARAMETER nsweep = 4 shrunk to 3 for the simulator run" in k.notes
+    # The delivered port is the one generated from the source as written, not the run's.
+    (plain,) = translate_source(
+        PARAM_GRID.read_text(), filename=PARAM_GRID.name, target="gpu", verify=False
+    ).kernels
+    assert k.code == plain.code

@@ -190,3 +190,64 @@ def test_parsing_twice_does_not_accumulate_fparser_symbol_tables():
     find_kernels(source)
     find_kernels(source.replace("m1", "m2"))
     assert list(SYMBOL_TABLES._symbol_tables) == ["m2"]
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes fixed by PARAMETERs, shrunk for the run only
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_a_time_loop_over_budget_runs_with_shrunk_parameters_and_ships_the_values_as_written():
+    source = (FIXTURES / "param_wave_2d.f90").read_text()
+    (k,) = translate_source(
+        source, filename="param_wave_2d.f90", kernel="param_wave_2d_loop4"
+    ).kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.coverage["loops_run"] == k.coverage["loops"] == 5
+    # 2000 steps of 401 x 401 are over even a compiled run's budget: the CPU run shrinks too.
+    assert k.sizes == {"nx": 13, "ny": 11, "nstep": 9}
+    for note in (
+        "PARAMETER nx = 401 shrunk to 13 for the CPU run",
+        "PARAMETER ny = 401 shrunk to 11 for the CPU run",
+        "PARAMETER nstep = 2000 shrunk to 9 for the CPU run",
+    ):
+        assert note in k.notes
+    (why,) = [n for n in k.notes if n.startswith("why:")]
+    assert "isrc 200 -> 6" in why and "jrec 203 -> 8" in why  # derived PARAMETERs followed
+    # The delivered port is the one generated from the source as written, not the run's.
+    (plain,) = translate_source(
+        source, filename="param_wave_2d.f90", kernel="param_wave_2d_loop4", verify=False
+    ).kernels
+    assert k.code == plain.code and "range(1, 2001)" in k.code
+
+
+REFUSED = """program refused
+  implicit none
+  integer, parameter :: n = 30, nt = 400
+  real(8), parameter :: h = 1.0d0 / n
+  real(8) :: x(n)
+  integer :: i, it
+  do it = 1, nt
+    do i = 1, n
+      x(i) = x(i) + h * dble(i)
+    end do
+  end do
+  print *, x(1)
+end program refused
+"""
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_a_parameter_behind_a_real_constant_keeps_its_value_and_size_asks_for_the_others():
+    # Under the CPU budget nothing shrinks by itself; --size sets a PARAMETER for the run when
+    # it is only a size (nt), never when it enters floating-point arithmetic (n, via h = 1/n).
+    (k,) = translate_source(REFUSED, filename="refused.f90", sizes={"nt": 2, "n": 5}).kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.sizes == {"nt": 2}
+    assert "PARAMETER nt = 400 shrunk to 2 for the CPU run" in k.notes
+    assert "PARAMETER n = 30 not shrunk: the non-integer PARAMETER h is computed from it" in k.notes
+    (plain,) = translate_source(REFUSED, filename="refused.f90").kernels
+    assert plain.status == "verified" and plain.sizes == {}
+    assert not any("PARAMETER" in n for n in plain.notes)

@@ -153,3 +153,35 @@ def test_api_style_files_pick_sources_and_leave_headers_to_includes():
     )
     assert project.sources == ["src/k.f90"]
     assert project.include_dirs == ["include"] and project.defines == {"N": "4"}
+
+
+def test_a_parameter_is_rewritten_in_place_in_free_and_fixed_form_keeping_every_column():
+    from kernels.engine.project import Project, parameter_definitions, with_parameters
+
+    free = (
+        "module grid\n  integer, parameter :: nx = 401, ny = 401, &\n"
+        "                        nstep = 2000\n  integer, parameter :: isrc = nx / 2\nend module\n"
+    )
+    fixed = (
+        "      SUBROUTINE S\n      INTEGER NX, NY\n      PARAMETER (NX = 401,\n"
+        "     &           NY = 300)\n      END\n"
+    )
+    project = Project({"grid.f90": free, "s.f": fixed}, ["grid.f90", "s.f"])
+    found = {
+        (d.file, d.name): (d.line, d.value, d.mentions) for d in parameter_definitions(project)
+    }
+    assert found[("grid.f90", "nstep")] == (3, 2000, set())
+    assert found[("grid.f90", "isrc")] == (4, None, {"nx"})  # derived: it follows nx
+    assert found[("s.f", "ny")] == (4, 300, set())
+    shrunk = with_parameters(
+        project, {"nx": 13, "nstep": 3, "ny": 9}, {"nx": 401, "nstep": 2000, "ny": 300}
+    )
+    assert shrunk.files["grid.f90"].split("\n")[1:3] == [
+        "  integer, parameter :: nx =  13, ny = 401, &",  # ny is 401 here, not 300: kept
+        "                        nstep =    3",
+    ]
+    assert shrunk.files["s.f"].split("\n")[2:4] == [
+        "      PARAMETER (NX =  13,",  # blanks are insignificant, columns still count
+        "     &           NY =   9)",
+    ]
+    assert project.files["grid.f90"] == free  # the project itself is unchanged

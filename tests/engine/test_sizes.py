@@ -90,3 +90,81 @@ end subroutine
     assert sizes.assumed_extents(k, {})["dim1"] == 14
     assert sizes.infer(k)["dim1"] == 14
     assert sizes.infer(k, {"dim1": 20})["dim1"] == 20
+
+
+# --------------------------------------------------------------------------------------------
+# PARAMETER-fixed sizes
+
+
+def program_kernels(name: str) -> dict:
+    return {k.name: k for k in parse_file((FIXTURES / name).read_text(), filename=name).kernels}
+
+
+def test_parameters_used_as_extents_bounds_and_subscripts_are_sizes_only():
+    k = program_kernels("param_wave_2d.f90")["param_wave_2d_loop4"]  # the time loop
+    assert sizes.integer_constants(k) == {
+        "nx": 401, "ny": 401, "nstep": 2000, "isrc": 200, "jsrc": 200, "jrec": 203
+    }  # fmt: skip
+    assert sizes.parameter_float_uses(k, sizes.integer_constants(k)) == {}
+    assert sizes.roles(k, ["nx", "ny", "nstep"]) == {"nx": "upper", "ny": "upper", "nstep": "upper"}
+
+
+def test_a_parameter_in_floating_point_arithmetic_is_not_a_size():
+    k = program_kernels("param_wave_2d.f90")["param_wave_2d_loop2"]  # the damping profile
+    # damp(i) = 1 - 0.05 * dble(npml - i + 1) * dx / width: npml is a number there.
+    assert sizes.parameter_float_uses(k, ["npml", "nx"]) == {
+        "npml": "it is used in floating-point arithmetic (line 24)"
+    }
+
+
+CALLEE = """module m
+  implicit none
+  integer, parameter :: n = 50, w = 8
+contains
+  subroutine outer(a, s)
+    real(8), intent(inout) :: a(n)
+    real(8), intent(out) :: s
+    call fill(n, a)
+    s = weight(w)
+  end subroutine outer
+  subroutine fill(len, a)
+    integer, intent(in) :: len
+    real(8), intent(inout) :: a(len)
+    integer :: i
+    do i = 1, len
+      a(i) = a(i) + 1.0d0
+    end do
+  end subroutine fill
+  pure real(8) function weight(k)
+    integer, intent(in) :: k
+    weight = 1.0d0 / k
+  end function weight
+end module m
+"""
+
+
+def test_a_parameter_passed_to_a_callee_is_judged_by_the_dummys_uses_there():
+    k = {x.name: x for x in parse_file(CALLEE).kernels}["outer"]
+    # n sizes the callee's loop and array: a size; w becomes 1.0 / k: a number.
+    assert sizes.parameter_float_uses(k, ["n", "w"]) == {
+        "w": "it is used in floating-point arithmetic (line 21)"
+    }
+
+
+def test_work_multiplies_trip_counts_and_parameters_can_be_overridden():
+    (k,) = parse_file((FIXTURES / "param_grid_3d.f90").read_text()).kernels
+    # 1 (sweep DO) + 4 x (1 + 40 x (1 + 48 x (1 + 64 x 5 statements)))
+    assert sizes.work(k, {}) == 2_465_445 > sizes.work_budget("simulator")
+    assert sizes.work(k, {"nx": 7, "ny": 6, "nz": 5, "nsweep": 3}) < sizes.work_budget("simulator")
+    assert sizes.work_budget("cpu") > sizes.work(k, {})  # compiled, it runs as written
+
+
+def test_parameter_plans_go_by_role_smallest_first_and_only_ever_shrink():
+    k = program_kernels("param_wave_2d.f90")["param_wave_2d_loop4"]
+    plans = sizes.parameter_plans(k, ["nx", "ny", "nstep"], simulator=True)
+    assert plans[0] == {"nx": 7, "ny": 6, "nstep": 5}
+    assert plans[1] == {"nx": 14, "ny": 12, "nstep": 10}
+    assert all(v < 401 for plan in plans for v in plan.values())
+    (grid,) = parse_file((FIXTURES / "param_grid_3d.f90").read_text()).kernels
+    first = sizes.parameter_plans(grid, ["nx", "ny", "nz", "nsweep"])[0]
+    assert first == {"nx": 13, "ny": 11, "nz": 9, "nsweep": 3}  # nsweep: a count
