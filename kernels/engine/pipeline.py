@@ -324,7 +324,13 @@ def translate_project(
 
         run_kernel, run_code = k, generated
         sized = shrink_parameters_for_run(
-            project, k, target=target, device=device, sizes=sizes, reparsed=reparsed
+            project,
+            k,
+            target=target,
+            device=device,
+            sizes=sizes,
+            reparsed=reparsed,
+            allowed_includes=allowed_includes,
         )
         kr.notes.extend(sized.notes)
         if sized.kernel is not None:
@@ -417,6 +423,7 @@ def shrink_parameters_for_run(
     device: str,
     sizes: dict[str, int] | None = None,
     reparsed: dict[tuple[tuple[str, int], ...], list[ir.Kernel]] | None = None,
+    allowed_includes: Collection[str] = (),
 ) -> SizedRun:
     """The kernel with smaller PARAMETER sizes, when a run at its own would not fit its budget.
 
@@ -429,13 +436,15 @@ def shrink_parameters_for_run(
     the one generated from the kernel as given. ``reparsed`` keeps the parsed projects by
     PARAMETER values between the kernels of one translation.
     """
-    reparsed = {} if reparsed is None else reparsed
     from kernels.engine import sizes as sizing
     from kernels.engine.verify import PlanError, check_run_bytes, plan_run
+
+    reparsed = {} if reparsed is None else reparsed
 
     given = {name.lower(): int(v) for name, v in (sizes or {}).items()}
     simulator = device == "simulator"
     consts = sizing.integer_constants(k)
+    used = sizing.constants_used(k)
     asked = {n: v for n, v in given.items() if n in consts}
     if not consts:
         return SizedRun()
@@ -460,7 +469,7 @@ def shrink_parameters_for_run(
     if not why and not asked:
         return SizedRun()
 
-    refused = _unshrinkable(project, k, consts)
+    refused, numbers = _unshrinkable(project, k, consts)
     # Said of the constants that size something; a constant computed from another follows it.
     role = sizing.roles(k, consts)
     notes = [
@@ -478,12 +487,24 @@ def shrink_parameters_for_run(
         key = tuple(sorted(plan.items()))
         if key not in reparsed:
             try:
-                reparsed[key] = find_project_kernels(with_parameters(project, plan, consts))
+                shrunk = with_parameters(project, plan, consts)
+                reparsed[key] = find_project_kernels_and_exclusions(
+                    shrunk, allowed_includes=allowed_includes
+                )[0]
             except EngineError as exc:
                 notes.append(f"PARAMETERs not shrunk: the shrunk source does not parse ({exc})")
                 return SizedRun(notes=notes)
         k2 = next((x for x in reparsed[key] if x.name == k.name and x.line == k.line), None)
         if k2 is None or k2.unsupported:
+            continue
+        # Only integer sizes may have changed (a REAL computed from a shrunk one, which the
+        # text did not show, would change the numbers): else these values are not used.
+        changed = {
+            n
+            for n, c in k.constants.items()
+            if n in used and (n not in k2.constants or k2.constants[n].value != c.value)
+        }
+        if changed - set(consts) or changed & numbers:
             continue
         best = sizing.candidates(k2, given, simulator=simulator)[0]
         if best.score > base_score:
@@ -508,7 +529,9 @@ def shrink_parameters_for_run(
         return SizedRun(notes=notes)
     run = {"cpu": "CPU", "gpu": "GPU"}.get(device, device)
     notes.extend(
-        f"PARAMETER {n} = {consts[n]} shrunk to {v} for the {run} run" for n, v in plan.items()
+        f"PARAMETER {n} = {consts[n]} {'shrunk' if v < consts[n] else 'set'} to {v} for the "
+        f"{run} run"
+        for n, v in plan.items()
     )
     followed = [
         f"{n} {c.value} -> {k2.constants[n].value}"
@@ -530,9 +553,12 @@ def shrink_parameters_for_run(
     return SizedRun(k2, generated, notes, dict(plan))
 
 
-def _unshrinkable(project: Project, k: ir.Kernel, consts: dict[str, int]) -> dict[str, str]:
+def _unshrinkable(
+    project: Project, k: ir.Kernel, consts: dict[str, int]
+) -> tuple[dict[str, str], set[str]]:
     """The integer constants of ``k`` that must keep their value, and why (see
-    :func:`kernels.engine.sizes.parameter_float_uses` for the rule)."""
+    :func:`kernels.engine.sizes.parameter_float_uses` for the rule); and the integer constants
+    the kernel uses as numbers (in floating-point arithmetic), which must never change."""
     from kernels.engine import sizes as sizing
 
     definitions = parameter_definitions(project)
@@ -566,7 +592,7 @@ def _unshrinkable(project: Project, k: ir.Kernel, consts: dict[str, int]) -> dic
             if name in uses:
                 via = "" if name == n else f" (through PARAMETER {name})"
                 refused.setdefault(n, uses[name] + via)
-    return refused
+    return refused, set(uses)
 
 
 def _analysis_for(k: ir.Kernel, target: str):

@@ -356,6 +356,19 @@ def work(kernel: ir.Kernel, values: Mapping[str, int]) -> int:
 
 def integer_constants(kernel: ir.Kernel) -> dict[str, int]:
     """The kernel's scalar integer named constants that it references, with their values."""
+    used = constants_used(kernel)
+    return {
+        name: c.value
+        for name, c in kernel.constants.items()
+        if name in used
+        and c.type.base == "integer"
+        and isinstance(c.value, int)
+        and not isinstance(c.value, bool)
+    }
+
+
+def constants_used(kernel: ir.Kernel) -> set[str]:
+    """The named constants the kernel (its body, its callees, its arrays' bounds) refers to."""
     used: set[str] = set()
     for body in [kernel.body, *(f.body for f in kernel.functions.values())]:
         for s in ir.walk(body):
@@ -366,14 +379,7 @@ def integer_constants(kernel: ir.Kernel) -> dict[str, int]:
             for part in (d.lower, d.upper):
                 if part is not None:
                     used |= {x.name for x in ir.walk_expr(part) if isinstance(x, ir.Var)}
-    return {
-        name: c.value
-        for name, c in kernel.constants.items()
-        if name in used
-        and c.type.base == "integer"
-        and isinstance(c.value, int)
-        and not isinstance(c.value, bool)
-    }
+    return used & set(kernel.constants)
 
 
 def parameter_float_uses(kernel: ir.Kernel, names: Collection[str]) -> dict[str, str]:

@@ -251,3 +251,18 @@ def test_a_parameter_behind_a_real_constant_keeps_its_value_and_size_asks_for_th
     (plain,) = translate_source(REFUSED, filename="refused.f90").kernels
     assert plain.status == "verified" and plain.sizes == {}
     assert not any("PARAMETER" in n for n in plain.notes)
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_parameter_extents_over_the_byte_cap_are_shrunk_and_under_it_kept(monkeypatch):
+    source = (FIXTURES / "param_grid_3d.f90").read_text()
+    (as_written,) = translate_source(source, filename="param_grid_3d.f90").kernels
+    assert as_written.status == "verified" and as_written.sizes == {}  # 2.5e6 statements: fine
+    assert not any("PARAMETER" in n for n in as_written.notes)
+    # Two 66 x 50 x 42 real(8) arrays take 2.2 MB: over a 1 MB cap, the run shrinks them.
+    monkeypatch.setenv("FORTRANSPIRE_MAX_RUN_BYTES", "1000000")
+    (k,) = translate_source(source, filename="param_grid_3d.f90").kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.sizes == {"nx": 13, "ny": 11, "nz": 9, "nsweep": 3}
+    (why,) = [n for n in k.notes if n.startswith("why:")]
+    assert "one run may use at most 1.0 MiB" in why
