@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kernels.engine import ir
-from kernels.engine.dataflow import affine
+from kernels.engine.dataflow import affine, substitute, top_level_definitions
 
 UPPER_VALUES = (13, 11, 9, 10, 7, 12, 6, 5)
 SIMULATOR_UPPER_VALUES = (7, 6, 5, 8, 4, 9, 3, 10)
@@ -83,8 +83,11 @@ def roles(kernel: ir.Kernel) -> dict[str, str]:
     lower_side: dict[str, int] = {}
     upper_side: dict[str, int] = {}
 
+    # Read loop bounds through top-level copies (``nx = grid%nx`` before ``do i = 1, nx``).
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+
     def note(e: ir.Expr | None, into: dict[str, int]) -> None:
-        a = affine(e) if e is not None else None
+        a = affine(substitute(e, defs)) if e is not None else None
         if a is None:
             return
         for v, c in a[0].items():
@@ -187,10 +190,7 @@ def candidates(
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
     """``dim1``, ``dim2``...: extents of assumed-shape dimensions large enough for every affine
     subscript the kernel uses on them (``fields(FIELD_DENSITY1)`` with a constant 14 needs 14)."""
-    env: dict[str, int] = dict(values)
-    for name, c in kernel.constants.items():
-        if isinstance(c.value, int) and not isinstance(c.value, bool):
-            env.setdefault(name, c.value)
+    env = _environment(kernel, values)
     open_dims = {
         a.name: [k for k, d in enumerate(a.dims) if d.upper is None] for a in kernel.args if a.dims
     }
@@ -237,10 +237,7 @@ def infer(
 
 def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
     """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
-    env: dict[str, int] = dict(values)
-    for name, c in kernel.constants.items():
-        if isinstance(c.value, int) and not isinstance(c.value, bool):
-            env.setdefault(name, c.value)
+    env = _environment(kernel, values)
     bounds: dict[str, list[tuple[int, int] | None]] = {}
     for a in kernel.args:
         if a.dims:
@@ -277,6 +274,21 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
 
     visit(kernel.body, {})
     return cand
+
+
+def _environment(kernel: ir.Kernel, values: Mapping[str, int]) -> dict[str, int]:
+    """``values``, the integer constants, and the top-level copies of them (``nx = grid%nx``)."""
+    env: dict[str, int] = dict(values)
+    for name, c in kernel.constants.items():
+        if isinstance(c.value, int) and not isinstance(c.value, bool):
+            env.setdefault(name, c.value)
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+    for name, e in defs.items():
+        try:
+            env.setdefault(name, ir.eval_int(e, env))
+        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError, OverflowError):
+            continue
+    return env
 
 
 def _exprs(s: ir.Stmt) -> list[ir.Expr]:
