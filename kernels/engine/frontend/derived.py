@@ -222,9 +222,10 @@ def deferred_bounds(
     affine in loop variables (whose ranges are affine in ``known`` names, after substituting the
     kernel's top-level definitions such as ``nx = curr%nx``) gives a symbolic range; the box is
     the smallest holding them all, and arrays of one ``groups`` key (the same component of the
-    same TYPE) share one box. ``curr%data`` and ``prev%data`` read at ``i-1..i+1`` for
-    ``i = 1, nx`` both get ``0:nx+1``. An array with an access that is not affine in such names
-    is left out (the caller keeps its assumed-shape handling).
+    same TYPE, module arrays declared together) share one box. A constant lower bound above 1
+    is lowered to 1, ALLOCATE's default. ``curr%data`` and ``prev%data`` read at ``i-1..i+1``
+    for ``i = 1, nx`` both get ``0:nx+1``. An array with an access that is not affine in such
+    names is left out (the caller keeps its assumed-shape handling).
     """
     defs = top_level_definitions(body, exclude=known)
     lows: dict[object, list[list[tuple[dict[str, int], int]]]] = {}
@@ -307,7 +308,7 @@ def deferred_bounds(
         if key in failed or key not in lows or not all(lows[key]):
             continue
         out[n] = [
-            ir.Dim(_extreme(lo, "min"), _extreme(hi, "max"))
+            ir.Dim(_extreme(_from_one(lo), "min"), _extreme(hi, "max"))
             for lo, hi in zip(lows[key], highs[key], strict=True)
         ]
     return out
@@ -323,6 +324,11 @@ def _all_exprs(s: ir.Stmt) -> list[ir.Expr]:
     if isinstance(s, ir.CallStmt):
         return list(s.args)
     return []
+
+
+def _from_one(forms: list[tuple[dict[str, int], int]]) -> list[tuple[dict[str, int], int]]:
+    """Constant lower bounds include 1 (``allocate(u(n))`` starts there)."""
+    return forms + [({}, 1)] if all(not coef for coef, _ in forms) else forms
 
 
 def _extreme(forms: list[tuple[dict[str, int], int]], op: str) -> ir.Expr:

@@ -858,8 +858,12 @@ def _bound_deferred_arrays(
     groups: dict[str, object] = {}
     for a in deferred:
         ref = scope.components.get(a.name)
+        found = scope.module_variable(a.name)
         if ref is not None:
             groups[a.name] = (ref.type_name, tuple(ref.path))
+        elif found is not None:
+            # Declared together (``real(8), allocatable :: u(:,:), unew(:,:)``): allocated alike.
+            groups[a.name] = (found[0], found[2].line, len(a.dims))
     known = {a.name for a in args if not a.dims and a.type.base == "integer"} | set(constants)
     body = proc.body if body is None else body
     bounds = deferred_bounds([a.name for a in deferred], groups, body, known)
