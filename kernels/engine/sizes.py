@@ -123,6 +123,16 @@ def roles(kernel: ir.Kernel) -> dict[str, str]:
     return out
 
 
+def _add_copies(kernel: ir.Kernel, env: dict[str, int]) -> None:
+    """Add to ``env`` the top-level copies of what it holds (``nx = grid%nx``: nx)."""
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+    for name, e in defs.items():
+        try:
+            env.setdefault(name, ir.eval_int(e, env))
+        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError, OverflowError):
+            continue
+
+
 def candidates(
     kernel: ir.Kernel, given: Mapping[str, int | float] | None = None, *, simulator: bool = False
 ) -> list[Candidate]:
@@ -190,7 +200,11 @@ def candidates(
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
     """``dim1``, ``dim2``...: extents of assumed-shape dimensions large enough for every affine
     subscript the kernel uses on them (``fields(FIELD_DENSITY1)`` with a constant 14 needs 14)."""
-    env = _environment(kernel, values)
+    env: dict[str, int] = dict(values)
+    for name, c in kernel.constants.items():
+        if isinstance(c.value, int) and not isinstance(c.value, bool):
+            env.setdefault(name, c.value)
+    _add_copies(kernel, env)
     open_dims = {
         a.name: [k for k, d in enumerate(a.dims) if d.upper is None] for a in kernel.args if a.dims
     }
@@ -237,7 +251,11 @@ def infer(
 
 def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
     """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
-    env = _environment(kernel, values)
+    env: dict[str, int] = dict(values)
+    for name, c in kernel.constants.items():
+        if isinstance(c.value, int) and not isinstance(c.value, bool):
+            env.setdefault(name, c.value)
+    _add_copies(kernel, env)
     bounds: dict[str, list[tuple[int, int] | None]] = {}
     for a in kernel.args:
         if a.dims:
@@ -274,21 +292,6 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
 
     visit(kernel.body, {})
     return cand
-
-
-def _environment(kernel: ir.Kernel, values: Mapping[str, int]) -> dict[str, int]:
-    """``values``, the integer constants, and the top-level copies of them (``nx = grid%nx``)."""
-    env: dict[str, int] = dict(values)
-    for name, c in kernel.constants.items():
-        if isinstance(c.value, int) and not isinstance(c.value, bool):
-            env.setdefault(name, c.value)
-    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
-    for name, e in defs.items():
-        try:
-            env.setdefault(name, ir.eval_int(e, env))
-        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError, OverflowError):
-            continue
-    return env
 
 
 def _exprs(s: ir.Stmt) -> list[ir.Expr]:
