@@ -411,3 +411,50 @@ end subroutine count_calls
     )
     ((line, construct),) = [(u.line, u.construct) for u in k.unsupported]
     assert line == 5 and "implicit SAVE" in construct and "ncalls" in construct
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_a_program_nest_on_module_variables_takes_them_as_arguments_it_does_not_declare(
+    tmp_path,
+):
+    ks = kernels_of(
+        """
+module state
+  implicit none
+  integer :: n
+  real(8) :: dt
+  real(8), allocatable :: u(:)
+end module state
+program run
+  use state
+  implicit none
+  integer :: i, it
+  n = 20
+  dt = 0.1d0
+  allocate(u(n))
+  do it = 1, 3
+    do i = 2, n
+      u(i) = u(i) + dt * u(i-1)
+    end do
+  end do
+end program run
+"""
+    )
+    (k,) = [x for x in ks.values() if any(isinstance(s, ir.Loop) and s.var == "it" for s in x.body)]
+    assert {a.name: (a.intent, a.source) for a in k.args} == {
+        "n": ("in", ir.ModuleVariable("state", "n")),
+        "dt": ("in", ir.ModuleVariable("state", "dt")),
+        "u": ("inout", ir.ModuleVariable("state", "u", allocatable=True)),
+    }
+    assert [ir.fortran_text(d.upper) for d in k.arg("u").dims] == ["n"]  # from the ALLOCATE
+    assert k.fortran_args == []
+    src = tmp_path / "k.f90"
+    src.write_text(k.fortran_source)
+    proc = subprocess.run(
+        ["gfortran", "-fsyntax-only", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
