@@ -335,6 +335,30 @@ end module m
     ]
 
 
+def test_an_allocatable_array_of_derived_type_argument_is_unsupported():
+    k = only(
+        """
+module m
+  type :: pt
+    real(8) :: x
+  end type pt
+contains
+  subroutine shift(n, p)
+    integer, intent(in) :: n
+    type(pt), allocatable, intent(inout) :: p(:)
+    integer :: i
+    do i = 1, n
+      p(i)%x = p(i)%x + 1.0d0
+    end do
+  end subroutine shift
+end module m
+"""
+    )
+    assert [(u.line, u.construct) for u in k.unsupported] == [
+        (9, "ALLOCATABLE argument p of derived TYPE pt")
+    ]
+
+
 def test_module_variables_become_arguments_with_intent_from_use():
     ks = fixture_kernels("module_variables.f90")
     step = ks["diffuse_step"]

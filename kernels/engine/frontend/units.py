@@ -829,6 +829,12 @@ def _component_args(
                 name,
             )
         )
+    if decl.allocatable:
+        unsupported.append(
+            ir.Unsupported(
+                f"ALLOCATABLE argument {name} of derived TYPE {dt.name}", decl.line, 1, name
+            )
+        )
     derived_args[name] = ir.DerivedArg(name, dt.name, dt.module or "", list(decl.dims))
     flats = sorted((ref.order, flat) for flat, ref in scope.components.items() if ref.base == name)
     out = []
