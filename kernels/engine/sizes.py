@@ -39,7 +39,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from kernels.engine import ir, types
-from kernels.engine.dataflow import affine
+from kernels.engine.dataflow import affine, substitute, top_level_definitions
 
 UPPER_VALUES = (13, 11, 9, 10, 7, 12, 6, 5)
 SIMULATOR_UPPER_VALUES = (7, 6, 5, 8, 4, 9, 3, 10)
@@ -102,8 +102,11 @@ def roles(kernel: ir.Kernel, names: Collection[str] | None = None) -> dict[str, 
     lower_side: dict[str, int] = {}
     upper_side: dict[str, int] = {}
 
+    # Read loop bounds through top-level copies (``nx = grid%nx`` before ``do i = 1, nx``).
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+
     def note(e: ir.Expr | None, into: dict[str, int]) -> None:
-        a = affine(e) if e is not None else None
+        a = affine(substitute(e, defs)) if e is not None else None
         if a is None:
             return
         for v, c in a[0].items():
@@ -137,6 +140,16 @@ def roles(kernel: ir.Kernel, names: Collection[str] | None = None) -> dict[str, 
         else:
             out[v] = "other"
     return out
+
+
+def _add_copies(kernel: ir.Kernel, env: dict[str, int]) -> None:
+    """Add to ``env`` the top-level copies of what it holds (``nx = grid%nx``: nx)."""
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+    for name, e in defs.items():
+        try:
+            env.setdefault(name, ir.eval_int(e, env))
+        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError, OverflowError):
+            continue
 
 
 def candidates(
@@ -206,10 +219,7 @@ def candidates(
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
     """``dim1``, ``dim2``...: extents of assumed-shape dimensions large enough for every affine
     subscript the kernel uses on them (``fields(FIELD_DENSITY1)`` with a constant 14 needs 14)."""
-    env: dict[str, int] = dict(values)
-    for name, c in kernel.constants.items():
-        if isinstance(c.value, int) and not isinstance(c.value, bool):
-            env.setdefault(name, c.value)
+    env = _env(kernel, values)
     open_dims = {
         a.name: [k for k, d in enumerate(a.dims) if d.upper is None] for a in kernel.args if a.dims
     }
@@ -260,6 +270,7 @@ def _env(kernel: ir.Kernel, values: Mapping[str, int]) -> dict[str, int]:
     for name, c in kernel.constants.items():
         if isinstance(c.value, int) and not isinstance(c.value, bool):
             env.setdefault(name, c.value)
+    _add_copies(kernel, env)
     return env
 
 

@@ -148,6 +148,8 @@ class ArgPlan:
     bounds: tuple[tuple[int, int], ...] = ()  # declared (lower, upper) per dimension
     assumed_shape: bool = False
     allocatable: bool = False  # the wrapper passes an allocated copy (ALLOCATABLE dummy)
+    # A component of a derived-type dummy or a module variable: the wrapper moves it in and out.
+    source: ir.ComponentOf | ir.ModuleVariable | None = None
 
     @property
     def is_array(self) -> bool:
@@ -164,6 +166,8 @@ class RunPlan:
     sizes: dict[str, int]
     scalars: dict[str, Any]
     result_type: ir.FType | None = None  # set when the kernel is a function
+    # Bounds of each array-of-derived-type dummy (the wrapper declares one of the original's).
+    derived_bounds: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 class PlanError(ValueError):
@@ -227,7 +231,7 @@ def plan_run(kernel: ir.Kernel, sizes: Mapping[str, int | float] | None = None) 
     }
     for a in kernel.args:
         if not a.is_array:
-            plans.append(ArgPlan(a.name, a.type, a.intent))
+            plans.append(ArgPlan(a.name, a.type, a.intent, source=a.source))
             continue
         bounds = []
         assumed = False
@@ -254,10 +258,42 @@ def plan_run(kernel: ir.Kernel, sizes: Mapping[str, int | float] | None = None) 
             bounds.append((lower, max(upper, lower - 1)))
         shape = tuple(hi - lo + 1 for lo, hi in bounds)
         plans.append(
-            ArgPlan(a.name, a.type, a.intent, shape, tuple(bounds), assumed, a.allocatable)
+            ArgPlan(
+                a.name, a.type, a.intent, shape, tuple(bounds), assumed, a.allocatable, a.source
+            )
         )
     scalars = {k: v for k, v in given.items() if not k.startswith("dim")}
-    return RunPlan(plans, used_sizes, scalars, _result_type(kernel))
+    plan = RunPlan(plans, used_sizes, scalars, _result_type(kernel))
+    plan.derived_bounds = _derived_bounds(kernel, plans, env)
+    return plan
+
+
+def _derived_bounds(
+    kernel: ir.Kernel, plans: list[ArgPlan], env: Mapping[str, int | float]
+) -> dict[str, tuple[tuple[int, int], ...]]:
+    """Bounds of the arrays of derived type: those of their components (structure of arrays)."""
+    out: dict[str, tuple[tuple[int, int], ...]] = {}
+    for name, da in kernel.derived_args.items():
+        if not da.dims:
+            continue
+        parts = [
+            p
+            for p in plans
+            if isinstance(p.source, ir.ComponentOf)
+            and p.source.parent == name
+            and len(p.bounds) == len(da.dims)
+        ]
+        if parts:
+            out[name] = parts[0].bounds
+            continue
+        try:
+            out[name] = tuple(
+                (ir.eval_int(d.lower, env), ir.eval_int(d.upper, env))  # type: ignore[arg-type]
+                for d in da.dims
+            )
+        except (ir.NotConstant, TypeError) as exc:
+            raise PlanError(f"cannot size argument {name}: bound depends on {exc}") from exc
+    return out
 
 
 def harness_args(plan: RunPlan) -> list[dict[str, Any]]:
@@ -350,7 +386,9 @@ def needs_module_wrapping(kernel: ir.Kernel, plan: RunPlan) -> bool:
     """Assumed-shape and ALLOCATABLE dummies need an explicit interface: put a module-less
     source in a module."""
     return kernel.fortran_module is None and any(
-        a.assumed_shape or a.allocatable for a in plan.args
+        (a.source is None and (a.assumed_shape or a.allocatable))
+        or (isinstance(a.source, ir.ComponentOf) and a.assumed_shape and not a.source.allocatable)
+        for a in plan.args
     )
 
 
@@ -364,7 +402,13 @@ def fortran_wrapper(
     symbol: str = WRAPPER_SYMBOL,
     after_call: tuple[str, ...] = (),
 ) -> str:
-    """A ``bind(C)`` subroutine taking every argument by reference, then the result if a function."""
+    """A ``bind(C)`` subroutine taking every argument by reference, then the result if a function.
+
+    Arguments that are no dummy of the original are moved around the call: the components of
+    a derived-type dummy fill a variable of that TYPE (allocating ALLOCATABLE components with
+    the run's bounds) and are read back from it; module variables are set before the call and
+    read back after it.
+    """
     names = [a.name for a in plan.args]
     dummies = list(names)
     if plan.result_type is not None:
@@ -376,14 +420,23 @@ def fortran_wrapper(
     module = kernel.fortran_module or (WRAP_MODULE if needs_module_wrapping(kernel, plan) else None)
     if module:
         lines.append(f"  use {module}, only: {kernel.fortran_entry}")
+    for type_module, type_name in sorted(
+        {(d.module, d.type_name) for d in kernel.derived_args.values()}
+    ):
+        lines.append(f"  use {type_module}, only: {type_name}")
+    for a in plan.args:
+        if isinstance(a.source, ir.ModuleVariable):
+            lines.append(f"  use {a.source.module}, only: fsp_m_{a.name} => {a.source.name}")
     lines.append("  implicit none")
-    actual: list[str] = []
+    actual: dict[str, str] = {}
     pre: list[str] = []
     post: list[str] = []
     for a in plan.args:
         dims = f"({_bounds_text(a.bounds)})" if a.is_array else ""
         lines.append(f"  {_c_decl(a.type)}, intent(inout) :: {a.name}{dims}")
-        if a.allocatable and a.type.base != "logical":
+        if a.source is not None:
+            _move_around_call(a, pre, post)
+        elif a.allocatable and a.type.base != "logical":
             # An ALLOCATABLE dummy needs an allocatable actual: an allocated copy, copied back.
             local = f"fsp_a_{a.name}"
             lines.append(f"  {_fortran_type(a.type)}, allocatable :: {local}({_deferred(a)})")
@@ -392,16 +445,23 @@ def fortran_wrapper(
             post.append(f"  if (allocated({local})) then")
             post.append(f"    if (all(shape({local}) == shape({a.name}))) {a.name} = {local}")
             post.append("  end if")
-            actual.append(local)
+            actual[a.name] = local
         elif a.type.base == "logical":
             local = f"fsp_l_{a.name}"
             lines.append(f"  {_fortran_type(a.type)} :: {local}{dims}")
             pre.append(f"  {local} = {a.name} /= 0")
             post.append(f"  {a.name} = merge(1_c_int32_t, 0_c_int32_t, {local})")
-            actual.append(local)
+            actual[a.name] = local
         else:
-            actual.append(a.name)
-    call_args = ", ".join(actual)
+            actual[a.name] = a.name
+    for name, da in kernel.derived_args.items():
+        bounds = plan.derived_bounds.get(name)
+        dims = f"({_bounds_text(bounds)})" if bounds else ""
+        lines.append(f"  type({da.type_name}) :: fsp_t_{name}{dims}")
+        actual[name] = f"fsp_t_{name}"
+    call_args = ", ".join(
+        actual[n] for n in (names if kernel.fortran_args is None else kernel.fortran_args)
+    )
     if plan.result_type is not None:
         lines.append(f"  {_c_decl(plan.result_type)}, intent(inout) :: fsp_result")
         if not module:
@@ -416,6 +476,31 @@ def fortran_wrapper(
         call = f"  call {kernel.fortran_entry}({call_args})"
     lines += pre + [call] + post + [f"  {x}" for x in after_call] + [f"end subroutine {symbol}", ""]
     return "\n".join(lines)
+
+
+def _move_around_call(a: ArgPlan, pre: list[str], post: list[str]) -> None:
+    """Wrapper lines that put ``a`` where the original reads it, and take it back after."""
+    if isinstance(a.source, ir.ComponentOf):
+        place = "%".join([f"fsp_t_{a.source.parent}", *a.source.path])
+        allocatable = a.source.allocatable
+    else:
+        assert isinstance(a.source, ir.ModuleVariable)
+        place = f"fsp_m_{a.name}"
+        allocatable = a.source.allocatable
+    if allocatable:
+        pre.append(f"  if (allocated({place})) deallocate({place})")
+        pre.append(f"  allocate({place}({_bounds_text(a.bounds)}))")
+    logical = a.type.base == "logical"
+    pre.append(f"  {place} = {a.name}" + (" /= 0" if logical else ""))
+    if not a.is_output:
+        return
+    back = f"merge(1_c_int32_t, 0_c_int32_t, {place})" if logical else place
+    if allocatable:
+        post.append(f"  if (allocated({place})) then")
+        post.append(f"    if (all(shape({place}) == shape({a.name}))) {a.name} = {back}")
+        post.append("  end if")
+    else:
+        post.append(f"  {a.name} = {back}")
 
 
 def _deferred(a: ArgPlan) -> str:

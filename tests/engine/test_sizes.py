@@ -168,3 +168,35 @@ def test_parameter_plans_go_by_role_smallest_first_and_only_ever_shrink():
     (grid,) = parse_file((FIXTURES / "param_grid_3d.f90").read_text()).kernels
     first = sizes.parameter_plans(grid, ["nx", "ny", "nz", "nsweep"])[0]
     assert first == {"nx": 13, "ny": 11, "nz": 9, "nsweep": 3}  # nsweep: a count
+
+
+def test_loop_bounds_are_read_through_top_level_copies_of_the_inputs():
+    # ``first = lo`` then ``do i = first, n``: lo starts a loop, so it gets a lower's value; a
+    # copy set to an impossible range is seen to empty the loop.
+    src = """subroutine tail(n, lo, a)
+  integer, intent(in) :: n, lo
+  real(8), intent(inout) :: a(n)
+  integer :: i, first
+  first = lo
+  do i = first, n
+    a(i) = 0.5d0 * a(i)
+  end do
+end subroutine tail
+"""
+    (k,) = parse_file(src, filename="tail.f90").kernels
+    assert sizes.roles(k) == {"n": "upper", "lo": "lower"}
+    assert sizes.check(k, {"n": 5, "lo": 9}).empty_loops == [6]
+    assert sizes.check(k, {"n": 5, "lo": 1}).empty_loops == []
+
+
+def test_integer_components_of_a_derived_type_are_sizes():
+    (k,) = [
+        x
+        for x in parse_file(
+            (FIXTURES / "derived_type_field.f90").read_text(), filename="t.f90"
+        ).kernels
+        if x.name == "diffuse"
+    ]
+    assert sizes.roles(k) == {"new_ni": "upper", "new_nj": "upper"}
+    best = sizes.candidates(k)[0]
+    assert best.empty_loops == [] and best.out_of_bounds == []

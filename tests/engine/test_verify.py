@@ -506,3 +506,40 @@ def test_simulator_device_runs_a_cuda_port_under_the_cuda_simulator() -> None:
     assert report.status == "verified", report.message
     assert report.device == "simulator"
     assert {a.name: a.tolerance for a in report.arguments}["b"] == "rel<=1e-10 or abs<=1e-10"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kernel", "mutation"),
+    [
+        # new%hx and new%hy reach the original apart: swapping them is seen.
+        ("derived_type_field.f90", "diffuse", ("/ new_hx ** 2", "/ new_hy ** 2")),
+        # the wrapper sets the module array coef before the call ...
+        ("module_variables.f90", "diffuse_step", ("coef[0] *", "coef[1] *")),
+        # ... and reads the module counter back after it.
+        ("module_variables.f90", "diffuse_step", ("steps_done + 1", "steps_done + 2")),
+    ],
+)
+def test_a_port_that_misuses_a_component_or_a_module_variable_is_a_mismatch(
+    fixture: str, kernel: str, mutation: tuple[str, str]
+) -> None:
+    from pathlib import Path
+
+    from kernels.engine import find_kernels, translate_source
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "fortran" / fixture
+    source = path.read_text()
+    (port,) = [
+        k
+        for k in translate_source(source, filename=fixture, verify=False).kernels
+        if k.name == kernel
+    ]
+    (k,) = [x for x in find_kernels(source, filename=fixture) if x.name == kernel]
+    old, new = mutation
+    assert old in port.code
+
+    class Mutated:
+        code = port.code.replace(old, new, 1)
+        entry = port.entry
+
+    report = verify_against_gfortran(k, Mutated())
+    assert report.status == "mismatch", report.message

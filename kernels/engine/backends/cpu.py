@@ -237,6 +237,7 @@ def _docstring(kernel: ir.Kernel, outs: list[str], parallel: int) -> str:
             lines.append(f"    {a.name}({shape}): {a.type.numpy_dtype}, intent({a.intent})")
         else:
             lines.append(f"    {a.name}: {a.type.numpy_dtype} scalar, intent({a.intent})")
+    lines.extend("- " + line for line in ir.argument_sources(kernel))
     if outs:
         lines.append(
             "- Returns the scalar INTENT(OUT/INOUT) values"
