@@ -20,6 +20,10 @@ Three caches, all scoped to one tenant and all invalidated by ``engine.version.E
   seed runs the same library on new inputs instead of compiling again. The library is the
   tenant's code: it only runs in the sandbox, and no sandbox sees this directory.
 
+After a verification the service also asks for a warm port sandbox for the tenant's next one
+(:mod:`kernels.engine.spare_ports`, ``settings.FORTRANSPIRE_SPARE_PORTS``): bound to that
+tenant's numba cache only, and given only to that tenant's verifications.
+
 :func:`cached_or_run` is the one place the service calls the engine through.
 """
 
@@ -42,6 +46,7 @@ from kernels import engine
 from kernels.engine.pipeline import device_for
 from kernels.engine.project import project_from_texts
 from kernels.engine.report import ProgressCallback, TranslationResult
+from kernels.engine.spare_ports import SPARE_PORTS
 from kernels.engine.version import ENGINE_VERSION
 from kernels.models import KernelRun
 from tenants.models import Tenant
@@ -171,6 +176,13 @@ def cached_or_run(
         result = engine.translate_project(project, **run_options)
     else:
         result = engine.translate_source(source, filename=filename, **run_options)
+    if run_options["numba_cache_dir"] is not None:
+        # This tenant's next verification finds its port's sandbox already warm.
+        SPARE_PORTS.prepare(
+            device=device_for(target),
+            numba_cache_dir=run_options["numba_cache_dir"],
+            keep=settings.FORTRANSPIRE_SPARE_PORTS,
+        )
     proven = verify and bool(result.kernels) and all(k.status == "verified" for k in result.kernels)
     return result, key if proven else ""
 

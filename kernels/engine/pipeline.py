@@ -26,6 +26,7 @@ from kernels.engine.report import (
     TranslationResult,
 )
 from kernels.engine.sandbox import SandboxUnavailable
+from kernels.engine.spare_ports import SPARE_PORTS
 from kernels.engine.verify import MAX_VERIFY_S, PortSandbox
 
 
@@ -224,7 +225,9 @@ def translate_project(
 
 
 class _PortsAhead:
-    """At most one port sandbox started ahead of the verification that will use it."""
+    """At most one port sandbox started ahead of the verification that will use it: a spare
+    kept warm for this tenant since its last request (:mod:`kernels.engine.spare_ports`), or one
+    started now."""
 
     def __init__(
         self, *, device: str, numba_cache_dir: str | os.PathLike[str] | None, deadline: float
@@ -237,6 +240,9 @@ class _PortsAhead:
     def start_next(self) -> None:
         left = self._deadline - time.monotonic()
         if self._ready is not None or left < 1.0:
+            return
+        self._ready = SPARE_PORTS.take(device=self._device, numba_cache_dir=self._numba_cache_dir)
+        if self._ready is not None:
             return
         try:
             self._ready = PortSandbox.start(

@@ -22,7 +22,8 @@ ProgressCallback = Callable[[str, int, int, str], None]
 
 #: The stages a kernel's ``timings_ms`` reports, in the order they happen. ``parse`` is the
 #: file's parse (shared by its kernels). With verification, the port's sandbox is started with the
-#: request (``port_start``: its interpreter, the numpy/numba import and numba's warm-up, running
+#: request, or was kept warm since the tenant's last one (``port_start``: what is left of its
+#: interpreter start, numpy/numba import and numba warm-up once the request takes it, running
 #: while parse, analyse and generate run); then the gfortran side (``gfortran_compile``: a few
 #: milliseconds when the tenant's cached build is loaded, ``reference_run``) and the numba side
 #: (``numba_compile``: a load when the tenant's numba cache has the port, ``port_run``) run

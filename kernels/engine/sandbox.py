@@ -909,6 +909,12 @@ class SandboxProcess:
         """``time.monotonic()`` when the child was started."""
         return self._start
 
+    @property
+    def running(self) -> bool:
+        """The child is alive and has been neither finished nor killed."""
+        with self._lock:
+            return self._result is None and self._proc is not None and self._proc.poll() is None
+
     def finish(
         self, stdin: str | bytes | None = None, *, timeout_s: float | None = None
     ) -> SandboxResult:

@@ -667,14 +667,18 @@ class PortSandbox:
         self.numba_cache_dir = numba_cache_dir if device == "cpu" else None
         self._stack = contextlib.ExitStack()
         self._used = False
+        #: When a request took this sandbox (its start, or :meth:`claim` for a spare).
+        self.claimed_at = time.monotonic()
         try:
             self.workdir = self._stack.enter_context(sandbox_tempdir(prefix="verify-port-"))
             harness.install(self.workdir)
             env = _python_env(device)
             rw: list[str | os.PathLike[str]] = []
+            self._cache_identity: tuple[int, int] | None = None
             if self.numba_cache_dir is not None:
                 for part in numba_cache_layout(self.numba_cache_dir):
                     part.mkdir(parents=True, exist_ok=True)
+                self._cache_identity = _identity(self.numba_cache_dir)
                 env["NUMBA_CACHE_DIR"] = str(numba_cache_layout(self.numba_cache_dir)[1])
                 rw = [self.numba_cache_dir]
             self.process: SandboxProcess = self._stack.enter_context(
@@ -715,20 +719,47 @@ class PortSandbox:
         _write_for_sandbox(self.workdir / PORT_SPEC, json.dumps(spec))
         go_at = time.monotonic()
         result = self.process.finish(harness.GO, timeout_s=timeout_s)
-        return _PortRun(result, started_at=self.process.started_at, go_at=go_at)
+        return _PortRun(
+            result,
+            started_at=self.process.started_at,
+            claimed_at=max(self.claimed_at, self.process.started_at),
+            go_at=go_at,
+        )
+
+    def claim(self) -> None:
+        """A request takes this sandbox now: its ``port_start`` counts from here."""
+        self.claimed_at = time.monotonic()
 
     def outputs(self, name: str) -> dict[str, np.ndarray]:
         return _load_outputs(self.workdir / name)
+
+    def usable(self) -> bool:
+        """Not run yet, its harness alive, and its cache directory still the one at its path
+        (bound when it started: a directory removed and made again since is another one)."""
+        if self._used or not self.process.running:
+            return False
+        if self.numba_cache_dir is None:
+            return True
+        try:
+            return _identity(self.numba_cache_dir) == self._cache_identity
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Kill the harness if it never ran, and remove the work directory."""
         self._stack.close()
 
 
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 @dataclass
 class _PortRun:
     result: SandboxResult
     started_at: float  # time.monotonic() of the sandbox's start
+    claimed_at: float  # ... of the request taking it (later than the start for a spare)
     go_at: float  # ... of the go
 
     @property
@@ -1171,16 +1202,17 @@ def _port_timings(ran: _PortRun) -> dict[str, float]:
 
     The harness reports when its warm-up ended (``ready_at``: ``time.monotonic()``, one clock
     for every process of the machine: the sandbox makes no time namespace). ``port_start`` is
-    the sandbox's start to that point: interpreter, numpy, numba and its warm-up, which overlap
-    the translator's stages when the sandbox was started ahead. ``port_run`` is what came after
+    the time from the request claiming the sandbox (starting it, or taking a spare) to that
+    point: interpreter, numpy, numba and its warm-up, overlapping the translator's stages; 0 for
+    a spare that was warm before the request came. ``port_run`` is what came after
     both the go and the warm-up, less the compile: loading the module, drawing the inputs, the
     call, saving the outputs and the exit.
     """
-    ready_at = min(max(_child_number(ran.result, "ready_at"), ran.started_at), ran.ended_at)
+    ready_at = min(max(_child_number(ran.result, "ready_at"), ran.claimed_at), ran.ended_at)
     compile_ms = _child_number(ran.result, "compile_s") * 1000.0
     after = (ran.ended_at - max(ran.go_at, ready_at)) * 1000.0
     return {
-        "port_start": (ready_at - ran.started_at) * 1000.0,
+        "port_start": (ready_at - ran.claimed_at) * 1000.0,
         "numba_compile": compile_ms,
         "port_run": max(0.0, after - compile_ms),
     }
