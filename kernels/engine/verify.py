@@ -901,52 +901,49 @@ def verify_against_gfortran(
     tried: list[dict[str, int]] = []
     report: VerifyReport | None = None
     union: coverage.Coverage | None = None  # loops run by the runs whose outputs all matched
-    with contextlib.ExitStack() as unused:
-        if port is not None:
-            unused.callback(port.close)  # a no-op once a run has used it
-        for option in options:
-            left = deadline - time.monotonic()
-            if report is not None and left < 5.0:
-                break
-            if report is not None and union is not None:
-                # A candidate that statically leaves the same loops empty cannot do better (unless
-                # it sets a LOGICAL input differently: that picks other branches).
-                flags_differ = any(
-                    option.values.get(a.name) != tried[-1].get(a.name)
-                    for a in kernel.args
-                    if not a.is_array and a.type.base == "logical"
-                )
-                if not flags_differ and set(union.not_run) <= set(option.empty_loops):
-                    continue
-            report = _verify_once(
-                kernel,
-                generated,
-                sizes={**option.values, **given},
-                seed=seed,
-                device=device,
-                timeout_s=max(1.0, left),
-                tolerances=tolerances,
-                numba_cache_dir=numba_cache_dir,
-                reference_cache_dir=reference_cache_dir,
-                port=port,
-                on_stage=on_stage,
+    for option in options:
+        left = deadline - time.monotonic()
+        if report is not None and left < 5.0:
+            break
+        if report is not None and union is not None:
+            # A candidate that statically leaves the same loops empty cannot do better (unless
+            # it sets a LOGICAL input differently: that picks other branches).
+            flags_differ = any(
+                option.values.get(a.name) != tried[-1].get(a.name)
+                for a in kernel.args
+                if not a.is_array and a.type.base == "logical"
             )
-            port = None  # used (and closed) by the first run
-            tried.append({**report.sizes, **_flag_values(kernel, option.values)})
-            if report.status != "inconclusive":
-                break
-            if report.coverage is None:
-                break
-            union = report.coverage if union is None else union.merged(report.coverage)
-            if union.complete:
-                # Every run matched gfortran and together they ran every loop: verified.
-                report.status = "verified"
-                report.coverage = union
-                report.message = report.message.split("; inconclusive:")[0] + (
-                    "; every loop ran across the runs at "
-                    + " and at ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in tried)
-                )
-                break
+            if not flags_differ and set(union.not_run) <= set(option.empty_loops):
+                continue
+        report = _verify_once(
+            kernel,
+            generated,
+            sizes={**option.values, **given},
+            seed=seed,
+            device=device,
+            timeout_s=max(1.0, left),
+            tolerances=tolerances,
+            numba_cache_dir=numba_cache_dir,
+            reference_cache_dir=reference_cache_dir,
+            port=port,
+            on_stage=on_stage,
+        )
+        port = None  # used (and closed) by the first run
+        tried.append({**report.sizes, **_flag_values(kernel, option.values)})
+        if report.status != "inconclusive":
+            break
+        if report.coverage is None:
+            break
+        union = report.coverage if union is None else union.merged(report.coverage)
+        if union.complete:
+            # Every run matched gfortran and together they ran every loop: verified.
+            report.status = "verified"
+            report.coverage = union
+            report.message = report.message.split("; inconclusive:")[0] + (
+                "; every loop ran across the runs at "
+                + " and at ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in tried)
+            )
+            break
     assert report is not None
     if report.status == "inconclusive" and len(tried) > 1:
         report.message = (
