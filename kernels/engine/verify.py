@@ -40,6 +40,7 @@ Pass rules (the tolerance used is written into each ``ArgError.tolerance``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -55,10 +56,16 @@ from typing import Any
 
 import numpy as np
 
-from kernels.engine import coverage, harness, ir
+from kernels.engine import coverage, harness, ir, reference_cache
 from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.report import ArgError
-from kernels.engine.sandbox import SandboxResult, run_sandboxed, sandbox_tempdir
+from kernels.engine.sandbox import (
+    SandboxProcess,
+    SandboxResult,
+    run_sandboxed,
+    sandbox_tempdir,
+    start_sandboxed,
+)
 from kernels.engine.sizes import candidates as size_candidates
 from kernels.engine.sizes import infer as infer_integer_inputs
 
@@ -80,6 +87,7 @@ RESULT_KEY = "__result__"
 COMPILE_MEMORY_MB = 2048
 FORTRAN_RUN_MEMORY_MB = 3072
 PYTHON_RUN_MEMORY_MB = 6144  # numba + LLVM reserve a lot of address space
+MAX_VERIFY_S = 120.0  # the longest one kernel's verification may take (the pipeline's cap)
 # On a GPU the limit is RLIMIT_DATA (see sandbox); the CUDA driver's pinned staging buffers and
 # context count against it, so leave room.
 GPU_RUN_MEMORY_MB = 16384
@@ -128,6 +136,8 @@ class VerifyReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # The port's machine code came from the tenant's numba cache instead of being compiled.
     numba_cache_hit: bool = False
+    # The original's library came from the tenant's reference cache instead of gfortran.
+    reference_cache_hit: bool = False
     coverage: coverage.Coverage | None = None  # which DO loops ran in the reference
 
     @property
@@ -542,44 +552,97 @@ def compile_fortran(
     With ``instrumented``, its text (loop counters inserted) is compiled instead of the original,
     with the counters' support file, and the wrapper dumps the counters after the call.
     """
+    build = build_fortran(
+        kernel,
+        plan,
+        workdir,
+        flags=flags,
+        timeout_s=timeout_s,
+        library=library,
+        instrumented=instrumented,
+    )
+    assert build.compiled is not None  # no cache: gfortran ran
+    return build.library, build.compiled
+
+
+@dataclass
+class FortranBuild:
+    """A shared library of the original (or why there is none)."""
+
+    library: Path | None
+    compiled: SandboxResult | None = None  # gfortran's run; None when loaded from the cache
+    from_cache: bool = False
+
+
+def build_fortran(
+    kernel: ir.Kernel,
+    plan: RunPlan,
+    workdir: Path,
+    *,
+    flags: tuple[str, ...],
+    timeout_s: float,
+    library: str = "fsp_kernel.so",
+    instrumented: coverage.InstrumentedSource | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> FortranBuild:
+    """:func:`compile_fortran`, or with ``cache_dir`` (one tenant's
+    :mod:`kernels.engine.reference_cache`) the same library loaded from an earlier identical
+    build; a fresh build is stored there before anything runs it.
+    """
     source, fixed = fortran_sources(kernel, plan)
-    wrapper = workdir / "fsp_wrapper.f90"
-    extra: list[str] = []
+    files: dict[str, str] = {}
     if instrumented is not None:
         source = instrumented.source
-        (workdir / coverage.SUPPORT_FILE).write_text(coverage.support_source(instrumented.counters))
-        (workdir / coverage.PURE_INTERFACE_FILE).write_text(coverage.pure_interface_source())
         # The interface module first: the original may USE it (DO CONCURRENT, PURE units).
-        extra += [coverage.PURE_INTERFACE_FILE, coverage.SUPPORT_FILE]
-        wrapper.write_text(fortran_wrapper(kernel, plan, after_call=(f"call {coverage.DUMP}()",)))
+        files[coverage.PURE_INTERFACE_FILE] = coverage.pure_interface_source()
+        files[coverage.SUPPORT_FILE] = coverage.support_source(instrumented.counters)
+        files["fsp_wrapper.f90"] = fortran_wrapper(
+            kernel, plan, after_call=(f"call {coverage.DUMP}()",)
+        )
     else:
-        wrapper.write_text(fortran_wrapper(kernel, plan))
+        files["fsp_wrapper.f90"] = fortran_wrapper(kernel, plan)
+    extra = [name for name in files if name != "fsp_wrapper.f90"]
     lib = workdir / library
-    original = workdir / source_file_name("fsp_original", fixed)
-    original.write_text(source)
+    original_name = source_file_name("fsp_original", fixed)
     # A project mixing fixed and free form: the other form's units, each run a file of its own.
     parts: dict[str, list[str]] = {"before": [], "after": []}
     for side, found in (("before", kernel.compiled_before), ("after", kernel.compiled_after)):
         for k, part in enumerate(found, start=1):
             name = source_file_name(f"fsp_{side}{k}", is_fixed_form(part.file))
-            (workdir / name).write_text(part.text)
+            files[name] = part.text
             parts[side].append(name)
     argv = [
-        GFORTRAN,
         *flags,
         "-ffree-line-length-none",
         *extra,
         *parts["before"],
-        original.name,
+        original_name,
         *parts["after"],
-        wrapper.name,
+        "fsp_wrapper.f90",
+        "-o",
+        lib.name,
     ]
+    key = ""
+    if cache_dir is not None:
+        key = reference_cache.build_key(
+            files={**files, original_name: source},
+            argv=argv,
+            compiler=reference_cache.gfortran_identity(GFORTRAN),
+            fixed_first=fixed,
+        )
+        if reference_cache.load(cache_dir, key, lib):
+            return FortranBuild(lib, from_cache=True)
+    for name, text in files.items():
+        (workdir / name).write_text(text)
+    (workdir / original_name).write_text(source)
     result = run_sandboxed(
-        [*argv, "-o", lib.name], cwd=workdir, timeout_s=timeout_s, memory_mb=COMPILE_MEMORY_MB
+        [GFORTRAN, *argv], cwd=workdir, timeout_s=timeout_s, memory_mb=COMPILE_MEMORY_MB
     )
     if result.ok and lib.exists():
-        return lib, result
-    return None, result
+        if key:
+            reference_cache.store(cache_dir, key, lib)
+        return FortranBuild(lib, result)
+    return FortranBuild(None, result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -596,9 +659,14 @@ def harness_spec(plan: RunPlan, seed: int, **fields: Any) -> dict[str, Any]:
     }
 
 
-def harness_argv(spec_file: str) -> list[str]:
-    """Isolated mode (-I): the work directory is not on sys.path, nor are PYTHON* variables read."""
-    return [sys.executable, "-I", harness.HARNESS_FILE, spec_file]
+def harness_argv(spec_file: str, *, wait: bool = False) -> list[str]:
+    """Isolated mode (-I): the work directory is not on sys.path, nor are PYTHON* variables read.
+
+    ``wait``: the harness warms numba up, then waits for :data:`harness.GO` on stdin before it
+    reads ``spec_file`` (:class:`PortSandbox`).
+    """
+    flag = [harness.WAIT_FLAG] if wait else []
+    return [sys.executable, "-I", harness.HARNESS_FILE, *flag, spec_file]
 
 
 def _python_env(device: str) -> dict[str, str]:
@@ -614,27 +682,162 @@ def numba_cache_layout(cache_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     return root / "src", root / "numba"
 
 
-def _port_module(
-    code: str, workdir: Path, device: str, cache_dir: str | os.PathLike[str] | None
-) -> tuple[str, dict[str, str]]:
-    """Write the port where the side runner imports it; returns (its path, the child's env)."""
-    env = _python_env(device)
-    if cache_dir is None or device != "cpu":
-        (workdir / "fsp_generated.py").write_text(code)
-        return "fsp_generated.py", env
-    src_dir, numba_dir = numba_cache_layout(cache_dir)
-    src_dir.mkdir(parents=True, exist_ok=True)
-    numba_dir.mkdir(parents=True, exist_ok=True)
+def _port_module(code: str, workdir: Path, cache_dir: str | os.PathLike[str] | None) -> str:
+    """Write the port where the harness imports it (the tenant's cache, or the work dir).
+
+    The sandbox may already be running: the file is made readable to it explicitly (0644 in a
+    0700 directory), whatever the server's umask.
+    """
+    if cache_dir is None:
+        _write_for_sandbox(workdir / "fsp_generated.py", code)
+        return "fsp_generated.py"
+    src_dir, _numba_dir = numba_cache_layout(cache_dir)
     digest = hashlib.sha256(code.encode("utf-8")).hexdigest()[:24]
     module = src_dir / f"fsp_{digest}.py"
     # Named after its text: numba names its cache entries after the module file and checks the
     # file's hash, so each port keeps its own entry and finds it again at the same path.
     if not module.exists() or module.read_text() != code:
-        tmp = src_dir / f".{module.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_text(code)
-        os.replace(tmp, module)  # atomic: a concurrent verification never sees half a file
-    env["NUMBA_CACHE_DIR"] = str(numba_dir)
-    return str(module), env
+        _write_for_sandbox(module, code)
+    return str(module)
+
+
+def _write_for_sandbox(path: Path, text: str) -> None:
+    # Atomic: a concurrent verification of the same port never sees half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+PORT_SPEC = "fsp_port.json"
+
+
+class PortSandbox:
+    """The port's sandbox, started before the port exists.
+
+    Starting a sandboxed interpreter and importing numpy and numba costs most of a second, and
+    numba's first compile or cache load adds a quarter more: :meth:`start` pays all of it (the
+    harness's ``--wait`` mode) while the translator still parses and generates and while
+    gfortran compiles; :meth:`run` then hands the generated module and the spec to the waiting
+    harness. The port that runs is exactly the one given to :meth:`run`, compiled with its own
+    options; the harness did nothing before but import and warm up numba.
+
+    One port runs per sandbox. ``numba_cache_dir`` (one tenant's, see
+    :func:`verify_against_gfortran`) is bound when the sandbox starts, so a started sandbox
+    serves only the verifications that would have been given that directory anyway. Start it on
+    a thread that lives until it is run or closed (see :func:`~kernels.engine.sandbox.start_sandboxed`);
+    :meth:`close` ends an unused one.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        numba_cache_dir: str | os.PathLike[str] | None,
+        timeout_s: float,
+    ) -> None:
+        self.device = device
+        self.numba_cache_dir = numba_cache_dir if device == "cpu" else None
+        self._stack = contextlib.ExitStack()
+        self._used = False
+        #: When a request took this sandbox (its start, or :meth:`claim` for a spare).
+        self.claimed_at = time.monotonic()
+        try:
+            self.workdir = self._stack.enter_context(sandbox_tempdir(prefix="verify-port-"))
+            harness.install(self.workdir)
+            env = _python_env(device)
+            rw: list[str | os.PathLike[str]] = []
+            self._cache_identity: tuple[int, int] | None = None
+            if self.numba_cache_dir is not None:
+                for part in numba_cache_layout(self.numba_cache_dir):
+                    part.mkdir(parents=True, exist_ok=True)
+                self._cache_identity = _identity(self.numba_cache_dir)
+                env["NUMBA_CACHE_DIR"] = str(numba_cache_layout(self.numba_cache_dir)[1])
+                rw = [self.numba_cache_dir]
+            self.process: SandboxProcess = self._stack.enter_context(
+                start_sandboxed(
+                    harness_argv(PORT_SPEC, wait=True),
+                    cwd=self.workdir,
+                    timeout_s=timeout_s,
+                    cpu_s=2 * min(timeout_s, MAX_VERIFY_S) + 5,
+                    memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
+                    env=env,
+                    input_later=True,
+                    allow_gpu=device == "gpu",
+                    rw_paths=rw,
+                )
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        device: str,
+        numba_cache_dir: str | os.PathLike[str] | None,
+        timeout_s: float,
+    ) -> PortSandbox:
+        return cls(device=device, numba_cache_dir=numba_cache_dir, timeout_s=timeout_s)
+
+    def run(self, spec: dict[str, Any], code: str, *, timeout_s: float) -> _PortRun:
+        """Write ``code`` and ``spec`` (its ``module`` is filled in here), let the harness go and
+        wait for it; ``timeout_s`` from now."""
+        if self._used:
+            raise RuntimeError("a PortSandbox runs one port")
+        self._used = True
+        spec = {**spec, "module": _port_module(code, self.workdir, self.numba_cache_dir)}
+        spec["numba_cache"] = self.numba_cache_dir is not None
+        _write_for_sandbox(self.workdir / PORT_SPEC, json.dumps(spec))
+        go_at = time.monotonic()
+        result = self.process.finish(harness.GO, timeout_s=timeout_s)
+        return _PortRun(
+            result,
+            started_at=self.process.started_at,
+            claimed_at=max(self.claimed_at, self.process.started_at),
+            go_at=go_at,
+        )
+
+    def claim(self) -> None:
+        """A request takes this sandbox now: its ``port_start`` counts from here."""
+        self.claimed_at = time.monotonic()
+
+    def outputs(self, name: str) -> dict[str, np.ndarray]:
+        return _load_outputs(self.workdir / name)
+
+    def usable(self) -> bool:
+        """Not run yet, its harness alive, and its cache directory still the one at its path
+        (bound when it started: a directory removed and made again since is another one)."""
+        if self._used or not self.process.running:
+            return False
+        if self.numba_cache_dir is None:
+            return True
+        try:
+            return _identity(self.numba_cache_dir) == self._cache_identity
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """Kill the harness if it never ran, and remove the work directory."""
+        self._stack.close()
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+@dataclass
+class _PortRun:
+    result: SandboxResult
+    started_at: float  # time.monotonic() of the sandbox's start
+    claimed_at: float  # ... of the request taking it (later than the start for a spare)
+    go_at: float  # ... of the go
+
+    @property
+    def ended_at(self) -> float:
+        return self.started_at + self.result.duration_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -745,6 +948,8 @@ def verify_against_gfortran(
     timeout_s: float = 120,
     tolerances: Mapping[str, Tolerance] | None = None,
     numba_cache_dir: str | os.PathLike[str] | None = None,
+    reference_cache_dir: str | os.PathLike[str] | None = None,
+    port: PortSandbox | None = None,
     on_stage: Callable[[str, float], None] | None = None,
 ) -> VerifyReport:
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
@@ -757,8 +962,11 @@ def verify_against_gfortran(
     ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
     (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
     machine code is loaded without recompiling, so what goes in must be trusted. Only the port's
-    sandbox gets it, never the one that runs the tenant's Fortran. ``on_stage(stage, ms)`` is
-    called as each stage finishes.
+    sandbox gets it, never the one that runs the tenant's Fortran. ``reference_cache_dir``: ONE
+    tenant's :mod:`kernels.engine.reference_cache` of gfortran builds (no sandbox ever sees it).
+    ``port``: a :class:`PortSandbox` started ahead with the same device and ``numba_cache_dir``;
+    the first run uses it, and it is closed either way. ``on_stage(stage, ms)`` is called as each
+    stage finishes.
     """
     deadline = time.monotonic() + timeout_s
     given = {k.lower(): v for k, v in (sizes or {}).items()}
@@ -789,8 +997,11 @@ def verify_against_gfortran(
             timeout_s=max(1.0, left),
             tolerances=tolerances,
             numba_cache_dir=numba_cache_dir,
+            reference_cache_dir=reference_cache_dir,
+            port=port,
             on_stage=on_stage,
         )
+        port = None  # used (and closed) by the first run
         tried.append({**report.sizes, **_flag_values(kernel, option.values)})
         if report.status != "inconclusive":
             break
@@ -835,6 +1046,8 @@ def _verify_once(
     timeout_s: float,
     tolerances: Mapping[str, Tolerance] | None,
     numba_cache_dir: str | os.PathLike[str] | None,
+    reference_cache_dir: str | os.PathLike[str] | None,
+    port: PortSandbox | None,
     on_stage: Callable[[str, float], None] | None,
 ) -> VerifyReport:
     """One verification at one set of sizes (both sides, then the comparison)."""
@@ -852,6 +1065,8 @@ def _verify_once(
         plan = plan_run(kernel, sizes)
         check_run_bytes(plan)  # before anything starts: the harness allocates this much, twice
     except (PlanError, ir.NotConstant, ValueError) as exc:
+        if port is not None:
+            port.close()
         return VerifyReport("failed", device=device, message=str(exc))
 
     report = VerifyReport("failed", sizes=dict(plan.sizes), device=device)
@@ -859,9 +1074,11 @@ def _verify_once(
     # own sandbox), so they run at the same time; stages are reported from this thread.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
         sides = {
-            pool.submit(_reference_side, kernel, plan, seed, remaining): "reference",
             pool.submit(
-                _port_side, generated, plan, seed, device, numba_cache_dir, remaining
+                _reference_side, kernel, plan, seed, reference_cache_dir, remaining
+            ): "reference",
+            pool.submit(
+                _port_side, generated, plan, seed, device, numba_cache_dir, remaining, port
             ): "port",
         }
         outcomes: dict[str, _SideOutcome] = {}
@@ -876,6 +1093,7 @@ def _verify_once(
             return report
     ref, port = outcomes["reference"].outputs, outcomes["port"].outputs
     report.numba_cache_hit = outcomes["port"].cache_hit
+    report.reference_cache_hit = outcomes["reference"].cache_hit
     report.coverage = outcomes["reference"].coverage
     started = time.perf_counter()
 
@@ -935,14 +1153,19 @@ class _SideOutcome:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     failure: str = ""
-    cache_hit: bool = False
+    cache_hit: bool = False  # the side's build came from the tenant's cache
     coverage: coverage.Coverage | None = None  # the reference side's loop counters
 
 
 def _reference_side(
-    kernel: ir.Kernel, plan: RunPlan, seed: int, remaining: Callable[[], float]
+    kernel: ir.Kernel,
+    plan: RunPlan,
+    seed: int,
+    cache_dir: str | os.PathLike[str] | None,
+    remaining: Callable[[], float],
 ) -> _SideOutcome:
-    """gfortran compile, then the original run on the seed's inputs, in its own sandbox."""
+    """gfortran compile (or the tenant's cached build), then the original run on the seed's
+    inputs, in its own sandbox."""
     outcome = _SideOutcome()
     with sandbox_tempdir(prefix="verify-ref-") as workdir:
         harness.install(workdir)
@@ -950,22 +1173,26 @@ def _reference_side(
         try:
             source, fixed = fortran_sources(kernel, plan)
             instrumented = coverage.instrument(kernel, source, fixed=fixed)
-            lib, compiled = compile_fortran(
+            build = build_fortran(
                 kernel,
                 plan,
                 workdir,
                 flags=GFORTRAN_REFERENCE_FLAGS,
                 timeout_s=min(60.0, remaining()),
                 instrumented=instrumented,
+                cache_dir=cache_dir,
             )
         except PlanError as exc:
             outcome.failure = str(exc)
             return outcome
+        lib = build.library
         if lib is None:
+            assert build.compiled is not None
             outcome.failure = (
-                "gfortran could not compile the original: " + compiled.describe_failure()
+                "gfortran could not compile the original: " + build.compiled.describe_failure()
             )
             return outcome
+        outcome.cache_hit = build.from_cache
         outcome.timings_ms["gfortran_compile"] = _ms_since(started)
         spec = harness_spec(
             plan,
@@ -1006,48 +1233,59 @@ def _port_side(
     device: str,
     numba_cache_dir: str | os.PathLike[str] | None,
     remaining: Callable[[], float],
+    port: PortSandbox | None,
 ) -> _SideOutcome:
     """The port compiled (or loaded from the tenant's numba cache) and run, in its own sandbox.
 
-    Only this sandbox sees ``numba_cache_dir``; the one running the tenant's Fortran never does.
+    ``port``: a sandbox started ahead for this port (same device and cache directory), or None
+    to start one now. Only this sandbox sees ``numba_cache_dir``; the one running the tenant's
+    Fortran never does.
     """
     outcome = _SideOutcome()
-    with sandbox_tempdir(prefix="verify-port-") as workdir:
-        harness.install(workdir)
-        module, env = _port_module(generated.code, workdir, device, numba_cache_dir)
+    if port is None:
+        port = PortSandbox.start(
+            device=device, numba_cache_dir=numba_cache_dir, timeout_s=remaining()
+        )
+    with contextlib.closing(port):
         spec = harness_spec(
             plan,
             seed,
             task="run",
             mode="python",
-            module=module,
             entry=generated.entry,
             output="fsp_port.npz",
-            numba_cache="NUMBA_CACHE_DIR" in env,
         )
-        (workdir / "fsp_port.json").write_text(json.dumps(spec))
-        started = time.perf_counter()
-        port_run = run_sandboxed(
-            harness_argv("fsp_port.json"),
-            cwd=workdir,
-            timeout_s=remaining(),
-            memory_mb=GPU_RUN_MEMORY_MB if device == "gpu" else PYTHON_RUN_MEMORY_MB,
-            env=env,
-            allow_gpu=device == "gpu",
-            rw_paths=[numba_cache_dir] if "NUMBA_CACHE_DIR" in env else [],
-        )
-        port_ms = _ms_since(started)
-        if not port_run.ok:
-            outcome.failure = "the generated code failed: " + port_run.describe_failure(
+        ran = port.run(spec, generated.code, timeout_s=remaining())
+        if not ran.result.ok:
+            outcome.failure = "the generated code failed: " + ran.result.describe_failure(
                 max_lines=12, tail=True
             )
             return outcome
-        compile_ms = _child_number(port_run, "compile_s") * 1000.0
-        outcome.timings_ms["numba_compile"] = compile_ms
-        outcome.timings_ms["port_run"] = max(0.0, port_ms - compile_ms)
-        outcome.cache_hit = _child_number(port_run, "cache_hits") > 0
-        outcome.outputs = _load_outputs(workdir / "fsp_port.npz")
+        outcome.timings_ms.update(_port_timings(ran))
+        outcome.cache_hit = _child_number(ran.result, "cache_hits") > 0
+        outcome.outputs = port.outputs("fsp_port.npz")
     return outcome
+
+
+def _port_timings(ran: _PortRun) -> dict[str, float]:
+    """``port_start``, ``numba_compile`` and ``port_run`` of one port run (milliseconds).
+
+    The harness reports when its warm-up ended (``ready_at``: ``time.monotonic()``, one clock
+    for every process of the machine: the sandbox makes no time namespace). ``port_start`` is
+    the time from the request claiming the sandbox (starting it, or taking a spare) to that
+    point: interpreter, numpy, numba and its warm-up, overlapping the translator's stages; 0 for
+    a spare that was warm before the request came. ``port_run`` is what came after
+    both the go and the warm-up, less the compile: loading the module, drawing the inputs, the
+    call, saving the outputs and the exit.
+    """
+    ready_at = min(max(_child_number(ran.result, "ready_at"), ran.claimed_at), ran.ended_at)
+    compile_ms = _child_number(ran.result, "compile_s") * 1000.0
+    after = (ran.ended_at - max(ran.go_at, ready_at)) * 1000.0
+    return {
+        "port_start": (ready_at - ran.claimed_at) * 1000.0,
+        "numba_compile": compile_ms,
+        "port_run": max(0.0, after - compile_ms),
+    }
 
 
 def _load_outputs(path: Path) -> dict[str, np.ndarray]:

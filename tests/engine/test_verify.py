@@ -6,7 +6,9 @@ check the harness itself: the bind(C) wrapper, the sandboxed runs, the compariso
 
 from __future__ import annotations
 
+import json
 import math
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -17,11 +19,14 @@ from kernels.engine import ir
 from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.verify import (
     DIM_DEFAULTS,
+    PORT_SPEC,
+    PortSandbox,
     Tolerance,
     compare_arrays,
     default_tolerance,
     fortran_sources,
     fortran_wrapper,
+    harness_spec,
     infer_sizes,
     make_inputs,
     plan_run,
@@ -543,3 +548,41 @@ def test_a_port_that_misuses_a_component_or_a_module_variable_is_a_mismatch(
 
     report = verify_against_gfortran(k, Mutated())
     assert report.status == "mismatch", report.message
+
+
+# --------------------------------------------------------------------------------------------
+# The port's sandbox started ahead (PortSandbox)
+
+
+def test_a_port_sandbox_started_ahead_runs_exactly_the_port_it_is_given() -> None:
+    good = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    report = verify_against_gfortran(SMOOTH, Port(SMOOTH_PORT, "smooth"), sizes={"n": 9}, port=good)
+    assert report.status == "verified", report.message
+    assert report.timings_ms["port_start"] > 0
+    assert not good.workdir.exists()
+
+    wrong = SMOOTH_PORT.replace("(1.0 - 2.0 * w)", "(1.0 - 2.0 * w + 1e-9)")
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    report = verify_against_gfortran(SMOOTH, Port(wrong, "smooth"), sizes={"n": 9}, port=ahead)
+    assert report.status == "mismatch"
+
+
+def test_a_port_sandbox_that_is_not_needed_ends_without_running_anything() -> None:
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    workdir = ahead.workdir
+    # A spec is there, but without the go the harness must not run it.
+    (workdir / PORT_SPEC).write_text(
+        json.dumps(harness_spec(plan_run(SMOOTH, {"n": 3}), 0, task="run", mode="python"))
+    )
+    result = ahead.process.finish(b"")  # EOF instead of the go
+    assert result.returncode == 0, result.stderr
+    assert "elapsed_s" not in result.stdout
+    ahead.close()
+    assert not workdir.exists()
+
+
+def test_closing_an_unused_port_sandbox_kills_it_and_removes_its_files() -> None:
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    ahead.close()
+    assert not ahead.workdir.exists()
+    assert ahead.process.finish().returncode == -signal.SIGKILL
