@@ -1,4 +1,6 @@
-"""MCP-only settings (how long host and key lookups are cached, the request body cap).
+"""MCP-only settings (how long host and key lookups are kept, the request body cap).
+
+MCP_AUTH_CACHE_S is also the revocation bound (mcp_bridge.auth, docs/mcp-endpoint.md).
 
 The rate limit, the tenant's job cap and the source checks are the site's, in kernels.limits
 and kernels.inputs, so MCP, REST and the dashboard apply the same ones.
@@ -11,7 +13,7 @@ import os
 DEFAULTS: dict[str, float] = {
     "MCP_MAX_SOURCE_BYTES": 1_000_000,
     "MCP_TENANT_HOSTS_TTL_S": 30,
-    "MCP_AUTH_CACHE_S": 10,
+    "MCP_AUTH_CACHE_S": 1,
 }
 
 
