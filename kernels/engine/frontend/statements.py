@@ -139,6 +139,9 @@ class _ProcBuilder(ArrayLowering):
         self.extra_decls: dict[str, ir.Decl] = {}
         self.line_hint = 0  # line of the enclosing statement (one-line IF actions have none)
         self.spans: dict[int, tuple[int, int]] = {}  # id(Loop/WhileLoop/If) -> (first, last line)
+        # id(statement) -> the source statement it came from, for the statements of a source
+        # statement that became several (see :meth:`stmt`).
+        self.source_statement: dict[int, int] = {}
 
     # -- specification part ---------------------------------------------------------------------
     def spec(self, spec_node) -> None:
@@ -618,6 +621,11 @@ class _ProcBuilder(ArrayLowering):
         for s in out:
             if isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) and id(s) not in self.spans:
                 self.spans[id(s)] = (s.line or line, max(end, s.line or line))
+        if len(out) > 1:
+            # ``x = maxval(...)`` became an initialisation, a loop and the assignment of the
+            # result: a program's nest is extracted with all of them or not at all.
+            for s in out:
+                self.source_statement.setdefault(id(s), id(node))
         return out
 
     def _stmt_Assignment_Stmt(self, node) -> list[ir.Stmt]:
