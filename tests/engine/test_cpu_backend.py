@@ -302,3 +302,36 @@ end subroutine
     a = np.array([1.0, 2.0])
     fn(2, a, 3.0)
     assert a.tolist() == [3.0, 6.0]
+
+
+TIMESTEP = """
+subroutine timestep(n, m, c, u, v, big, dt)
+  implicit none
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: c(n, m), u(n, m), v(n, m), big
+  real(8), intent(out) :: dt
+  real(8) :: dtc, dtu, dtv
+  integer :: i, j
+  dt = big
+  do j = 1, m
+    do i = 1, n
+      dtc = 0.5d0 / c(i, j)
+      dtu = 0.7d0 / abs(u(i, j))
+      dtv = 0.7d0 / abs(v(i, j))
+      dt = min(dt, dtc, dtu, dtv)
+    end do
+  end do
+end subroutine timestep
+"""
+
+
+def test_a_min_of_several_values_into_a_reduction_variable_runs_as_a_parallel_reduction():
+    # numba accepts a parallel min reduction only as ``dt = min(dt, e)``: the Fortran
+    # MIN(dt, a, b, c) must not become min(min(min(dt, a), b), c), which numba refuses.
+    fn, gen = build(TIMESTEP)
+    assert gen.parallel_loops == 1
+    assert "dt = min(dt, min(min(dtc, dtu), dtv))" in gen.code
+    rng = np.random.default_rng(1)
+    c, u, v = (np.asfortranarray(rng.uniform(0.5, 1.5, (6, 5))) for _ in range(3))
+    expected = min(1e30, (0.5 / c).min(), (0.7 / abs(u)).min(), (0.7 / abs(v)).min())
+    assert fn(6, 5, c, u, v, 1e30, 0.0) == expected

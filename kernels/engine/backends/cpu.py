@@ -121,6 +121,29 @@ class CpuStmtPrinter(StmtPrinter):
             self.active_reductions = []
             s._printed_prange = False  # type: ignore[attr-defined]
 
+    def assign(self, s: ir.Assign) -> str:
+        # numba recognises a parallel min/max reduction only as ``m = min(m, e)``: a Fortran
+        # ``m = MIN(m, a, b, c)`` is printed as ``m = min(m, min(min(a, b), c))`` (the same
+        # value for non-NaN data), not as the nested ``min(min(min(m, a), b), c)``.
+        value = s.value
+        if (
+            self.parallel_depth
+            and isinstance(s.target, ir.Var)
+            and isinstance(value, ir.Call)
+            and value.name in _MIN_MAX
+            and len(value.args) > 2
+        ):
+            fn = "min" if "min" in value.name else "max"
+            mine = [a for a in value.args if isinstance(a, ir.Var) and a.name == s.target.name]
+            others = [a for a in value.args if a not in mine]
+            if len(mine) == 1 and any(
+                r.var == s.target.name and r.op == fn and not r.index_vars
+                for r in self.active_reductions
+            ):
+                regrouped = ir.Call(value.name, [mine[0], ir.Call(value.name, others)])
+                return super().assign(ir.Assign(s.target, regrouped, s.line))
+        return super().assign(s)
+
     def if_(self, s: ir.If, depth: int) -> list[str]:
         # Inside prange, `IF (e > s) s = e` is printed as `s = max(s, e)`: the form numba
         # recognises as a parallel reduction (same value as the IF for non-NaN data).
@@ -142,6 +165,9 @@ class CpuStmtPrinter(StmtPrinter):
                             f"{self.indent_unit * depth}{py_name(name)} = {r.op}({py_name(name)}, {value})"
                         ]
         return super().if_(s, depth)
+
+
+_MIN_MAX = ("min", "max", "amin1", "amax1", "dmin1", "dmax1", "min0", "max0")
 
 
 def _zero(t: ir.FType) -> str:

@@ -8,6 +8,7 @@ syntax and array reductions are lowered by :class:`kernels.engine.lowering.Array
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from kernels.engine.frontend.nodes import (
     _line,
     _name,
 )
-from kernels.engine.intrinsics import INTRINSICS, LOWERED
+from kernels.engine.intrinsics import COMMAND_LINE, INTRINSICS, LOWERED
 from kernels.engine.lowering import ArrayLowering, _only_same_element
 from kernels.engine.types import Scope, type_of
 
@@ -553,6 +554,8 @@ class _ProcBuilder(ArrayLowering):
 
     def _expr_Intrinsic_Function_Reference(self, node) -> ir.Expr:
         name = _name(node.items[0])
+        if name in COMMAND_LINE and name not in self.scope.procedures:
+            raise ir.UnsupportedConstruct(_command_line_message(name), 0, str(node))
         if name not in INTRINSICS and name not in LOWERED and name not in self.scope.procedures:
             raise ir.UnsupportedConstruct(f"intrinsic {name.upper()}", 0, str(node))
         if name == "dot_product":
@@ -839,6 +842,8 @@ class _ProcBuilder(ArrayLowering):
         if _cls(node.items[0]) != "Name":
             raise ir.UnsupportedConstruct("CALL of a type-bound procedure", line, str(node))
         proc = self.scope.procedures.get(name) or self.file.find_procedure(name)
+        if proc is None and name in COMMAND_LINE:
+            raise ir.UnsupportedConstruct(_command_line_message(name), line, str(node))
         if proc is None:
             raise ir.UnsupportedConstruct(
                 f"CALL of external subroutine {name.upper()}", line, str(node)
@@ -864,14 +869,12 @@ class _ProcBuilder(ArrayLowering):
         return []
 
     def _stmt_Write_Stmt(self, node) -> list[ir.Stmt]:
-        unit = str(node.items[0]).lower() if node.items else ""
-        if (
-            unit.startswith("*")
-            or unit.startswith("unit = *")
-            or unit.startswith("unit=*")
-            or unit.split(",")[0].strip() in ("*", "6")
-        ):
-            self.notes.append(f"line {_line(node)}: WRITE(*) left out of the kernel (output only)")
+        control = str(node.items[0]).lower() if node.items else ""
+        unit = re.sub(r"^unit\s*=\s*", "", control.split(",")[0].strip())
+        if unit in ("*", "6", "0"):  # standard output or standard error
+            self.notes.append(
+                f"line {_line(node)}: WRITE({unit}) left out of the kernel (output only)"
+            )
             return []
         raise ir.UnsupportedConstruct("WRITE to a file unit", _line(node), str(node))
 
@@ -1049,6 +1052,13 @@ class _ProcBuilder(ArrayLowering):
             return type_of(e, scope)
         except Exception:  # noqa: BLE001 - typing is best effort here; default to real(8)
             return ir.REAL8
+
+
+def _command_line_message(name: str) -> str:
+    return (
+        f"{name.upper()} reads the program's command line, which a kernel does not have "
+        "(pass what it parses as an argument)"
+    )
 
 
 def _scope_chain(scope: _Scope):
