@@ -90,3 +90,70 @@ end subroutine
     assert sizes.assumed_extents(k, {})["dim1"] == 14
     assert sizes.infer(k)["dim1"] == 14
     assert sizes.infer(k, {"dim1": 20})["dim1"] == 20
+
+
+def _sweep(values: dict[str, int]) -> int:
+    return values["direction"] + 2 * (values["sweep_number"] - 1)
+
+
+def test_inputs_that_choose_branches_get_the_constants_they_are_compared_with():
+    k = kernel_of("sweep_selectors.f90")
+    found = sizes.selectors(k)
+    # Sizes are not selectors; each selector ends with one value matching nothing (ELSE).
+    assert set(found) == {"direction", "sweep_number", "which_flux", "limiter"}
+    assert found["direction"][:2] == [1, 2] and found["which_flux"] == [1, 2]
+    assert {0, 1, 2, 3} <= set(found["limiter"])  # CASE (0), CASE (1:2), CASE DEFAULT
+    # sweep_number is compared with nothing itself: it is solved through the local `sweep`.
+    assert {1, 2} <= set(found["sweep_number"])
+
+
+def test_the_selections_together_reach_every_loop_with_natural_values_first():
+    k = kernel_of("sweep_selectors.f90")
+    best = sizes.candidates(k)[0]
+    assert best.never_reached == [] and best.empty_loops == []
+    assert 1 < len(best.selections) <= sizes.MAX_SELECTIONS
+    assert {_sweep(s) for s in best.selections} == {1, 2, 3, 4}
+    assert {s["direction"] for s in best.selections} == {1, 2}  # not 3 or 4
+    assert all(s["which_flux"] == 1 for s in best.selections)
+    limiters = {s["limiter"] for s in best.selections}
+    assert limiters & {1, 2} and limiters - {0, 1, 2}  # CASE (1:2) and CASE DEFAULT
+    # The run's own values are the first selection's.
+    assert {n: best.values[n] for n in best.selections[0]} == best.selections[0]
+    # One selection alone leaves loops unreached: the others are needed.
+    assert best.unreached
+
+
+def test_a_flag_array_is_filled_with_the_value_its_elements_are_compared_with():
+    k = kernel_of("halo_exchange_fields.f90")
+    assert sizes.selectors(k) == {"neighbours": [-1, 0], "fields": [1, 2]}
+    best = sizes.candidates(k)[0]
+    assert best.values["neighbours"] == -1 and best.values["fields"] == 1
+    assert len(best.selections) == 1 and best.unreached == [] and best.never_reached == []
+
+
+def test_a_selector_given_with_size_is_not_varied_and_its_other_branches_stay_unreached():
+    k = kernel_of("sweep_selectors.f90")
+    best = sizes.candidates(k, {"direction": 2})[0]
+    assert best.values["direction"] == 2
+    assert all("direction" not in s for s in best.selections)
+    assert {_sweep({**s, "direction": 2}) for s in best.selections} == {2, 4}
+    # The loops of direction == 1 (lines 55-62) can be reached by no selection.
+    assert {55, 56, 61, 62} <= set(best.never_reached)
+
+
+def test_an_integer_array_read_as_data_is_not_a_flag_array():
+    source = (
+        "subroutine gather(n, mode, idx, a, b)\n"
+        "  integer, intent(in) :: n, mode, idx(n)\n"
+        "  real(8), intent(in) :: a(n)\n"
+        "  real(8), intent(out) :: b(n)\n"
+        "  integer :: i\n"
+        "  if (idx(1) == 1 .and. mode == 4) then\n"
+        "    do i = 1, n\n"
+        "      b(i) = a(idx(i))\n"
+        "    end do\n"
+        "  end if\n"
+        "end subroutine gather\n"
+    )
+    (k,) = parse_file(source, filename="gather.f90").kernels
+    assert sizes.selectors(k) == {"mode": [4, 5]}
