@@ -52,7 +52,7 @@ COUNT_VALUE = 3
 OTHER_VALUE = 3
 MAX_CANDIDATES = 4
 MAX_SELECTIONS = 8  # selector combinations run per verification
-MAX_COMBINATIONS = 2048  # selector combinations evaluated statically
+MAX_COMBINATIONS = 256  # selector combinations evaluated statically (more: one at a time)
 
 
 @dataclass
@@ -192,8 +192,10 @@ def candidates(
     best = [out[k] for k in order][:MAX_CANDIDATES]
     # Selectors: the best sizes with each chosen combination of selector values, then the other
     # sizes with the combinations chosen for them.
-    for cand in best:
-        chosen = branch_selections(kernel, cand.values, fixed)
+    chosen = branch_selections(kernel, best[0].values, fixed)
+    for k, cand in enumerate(best):
+        if k:  # the same selections at other sizes: only which loops they reach is redone
+            chosen = _reached_by(kernel, cand.values, chosen.selections)
         cand.selections = chosen.selections
         cand.values = {**cand.values, **chosen.selections[0]} if chosen.selections else cand.values
         cand.unreached = chosen.unreached
@@ -497,6 +499,21 @@ def branch_selections(
         chosen = [0]
     first = check(kernel, {**sizes, **combos[chosen[0]]})
     return BranchChoice([combos[k] for k in chosen], first.unreached, sorted(set(loops) - covered))
+
+
+def _reached_by(
+    kernel: ir.Kernel, values: Mapping[str, int], selections: list[dict[str, int]]
+) -> BranchChoice:
+    """``selections`` at sizes ``values``: the loops the first misses and those all miss."""
+    loops = {x.line for x in ir.walk(kernel.body) if isinstance(x, ir.Loop)}
+    covered: set[int] = set()
+    first: Candidate | None = None
+    for selection in selections or [{}]:
+        got = check(kernel, {**values, **selection})
+        first = first or got
+        covered |= loops - set(got.empty_loops) - set(got.unreached)
+    assert first is not None
+    return BranchChoice(list(selections), first.unreached, sorted(loops - covered))
 
 
 def _int_constants(kernel: ir.Kernel) -> dict[str, int]:
