@@ -278,15 +278,26 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
         for name in _assigned_scalars(stmts):
             known.pop(name, None)
 
+    returned = False  # a RETURN on the path every run takes: nothing after it runs
+
     def visit(
-        stmts: list[ir.Stmt], ranges: dict[str, tuple[int, int]], known: dict[str, int]
+        stmts: list[ir.Stmt],
+        ranges: dict[str, tuple[int, int]],
+        known: dict[str, int],
+        definite: bool,
     ) -> None:
-        for s in stmts:
+        nonlocal returned
+        for n, s in enumerate(stmts):
+            if returned:
+                skip(stmts[n:])
+                return
             for e in _exprs(s):
                 for sub in ir.walk_expr(e):
                     if isinstance(sub, ir.ArrayRef) and sub.name in bounds:
                         _check_ref(sub, bounds[sub.name], ranges, env, cand)
-            if isinstance(s, ir.Assign) and isinstance(s.target, ir.Var):
+            if isinstance(s, ir.Return) and definite:
+                returned = True
+            elif isinstance(s, ir.Assign) and isinstance(s.target, ir.Var):
                 value = _decide(s.value, known, flag_arrays)
                 if value is None or isinstance(value, bool):
                     known.pop(s.target.name, None)
@@ -294,11 +305,12 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
                     known[s.target.name] = value
             elif isinstance(s, ir.Loop):
                 forget(s.body, known)
+                known.pop(s.var, None)
                 lo = _interval(s.start, ranges, env)
                 hi = _interval(s.stop, ranges, env)
                 step = _const_int(s.step) or 1
                 if lo is None or hi is None:
-                    visit(s.body, ranges, dict(known))
+                    visit(s.body, ranges, dict(known), False)
                     continue
                 # The loop runs for some outer iteration when its widest range is non-empty.
                 first, last = (lo[0], hi[1]) if step > 0 else (lo[1], hi[0])
@@ -307,10 +319,10 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
                     continue
                 inner = dict(ranges)
                 inner[s.var] = (min(first, last), max(first, last))
-                visit(s.body, inner, dict(known))
+                visit(s.body, inner, dict(known), False)
             elif isinstance(s, ir.WhileLoop):
                 forget(s.body, known)
-                visit(s.body, ranges, dict(known))
+                visit(s.body, ranges, dict(known), False)
             elif isinstance(s, ir.If):
                 # Branches decided false are skipped; the first decided true ends the chain.
                 # Once a branch is undecided, what any branch assigns is unknown afterwards.
@@ -322,20 +334,25 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
                     decided = _decide(cond, known, flag_arrays)
                     if decided is None:
                         undecided = True
-                        visit(body, ranges, dict(known))
+                        visit(body, ranges, dict(known), False)
                     elif decided:
                         taken = True
-                        visit(body, ranges, dict(known) if undecided else known)
+                        if undecided:
+                            visit(body, ranges, dict(known), False)
+                        else:
+                            visit(body, ranges, known, definite)
                     else:
                         skip(body)
                 if taken:
                     skip(s.orelse)
+                elif undecided:
+                    visit(s.orelse, ranges, dict(known), False)
                 else:
-                    visit(s.orelse, ranges, dict(known) if undecided else known)
+                    visit(s.orelse, ranges, known, definite)
                 if undecided:
                     forget([s], known)
 
-    visit(kernel.body, {}, dict(env))
+    visit(kernel.body, {}, dict(env), True)
     return cand
 
 
@@ -570,7 +587,12 @@ def _read_only_in_comparisons(
                 compared.add(side.name)
                 fine.add(id(side))
     for s in ir.walk(kernel.body):
-        exprs = _exprs(s) if not isinstance(s, ir.Loop) else [s.start, s.stop]
+        if isinstance(s, ir.Loop):
+            exprs = [s.start, s.stop]
+        elif isinstance(s, ir.WhileLoop):
+            exprs = [s.cond]  # a filled flag could keep a DO WHILE running for ever
+        else:
+            exprs = _exprs(s)
         for e in exprs:
             for sub in ir.walk_expr(e):
                 if isinstance(sub, (ir.ArrayRef, ir.Var)) and sub.name in arrays:

@@ -157,3 +157,21 @@ def test_an_integer_array_read_as_data_is_not_a_flag_array():
     )
     (k,) = parse_file(source, filename="gather.f90").kernels
     assert sizes.selectors(k) == {"mode": [4, 5]}
+
+
+def test_a_return_taken_for_a_selector_value_leaves_what_follows_unreached():
+    source = (
+        "subroutine early(n, mode, a)\n"
+        "  integer, intent(in) :: n, mode\n"
+        "  real(8), intent(inout) :: a(n)\n"
+        "  integer :: i\n"
+        "  if (mode == 0) return\n"
+        "  do i = 1, n\n"
+        "    a(i) = 2.0d0 * a(i)\n"
+        "  end do\n"
+        "end subroutine early\n"
+    )
+    (k,) = parse_file(source, filename="early.f90").kernels
+    assert sizes.check(k, {"n": 5, "mode": 0}).unreached == [6]
+    assert sizes.check(k, {"n": 5, "mode": 1}).unreached == []
+    assert sizes.candidates(k)[0].selections == [{"mode": 1}]
