@@ -159,11 +159,13 @@ def candidates(
         "other": OTHER_VALUE,
     }
 
-    def build(upper_values: list[int]) -> dict[str, int]:
+    def build(upper_values: list[int], lower: int) -> dict[str, int]:
         values = {}
         for v in inputs:
             if role.get(v) == "upper":
                 values[v] = upper_values[uppers.index(v)]
+            elif role.get(v) == "lower":
+                values[v] = lower
             else:
                 values[v] = small[role.get(v, "other")]
         values.update({k: v for k, v in fixed.items() if k in values or k.startswith("dim")})
@@ -171,22 +173,30 @@ def candidates(
 
     distinct = [table[i % len(table)] for i in range(len(uppers))]
     plans = [
-        distinct,
-        list(reversed(distinct)),
-        [max(distinct, default=0)] * len(uppers),
-        [table[0] + 2 * i for i in range(len(uppers))],
+        (distinct, LOWER_VALUE),
+        (list(reversed(distinct)), LOWER_VALUE),
+        ([max(distinct, default=0)] * len(uppers), LOWER_VALUE),
+        ([table[0] + 2 * i for i in range(len(uppers))], LOWER_VALUE),
     ]
     seen: list[dict[str, int]] = []
     out: list[Candidate] = []
-    for upper_values in plans:
-        values = build(upper_values)
-        for key, extent in assumed_extents(kernel, values).items():
-            if key not in fixed:
-                values[key] = extent
-        if values in seen:
-            continue
-        seen.append(values)
-        out.append(check(kernel, values))
+
+    def try_plans(plans: list[tuple[list[int], int]]) -> None:
+        for upper_values, lower in plans:
+            values = build(upper_values, lower)
+            for key, extent in assumed_extents(kernel, values).items():
+                if key not in fixed:
+                    values[key] = extent
+            if values in seen:
+                continue
+            seen.append(values)
+            out.append(check(kernel, values))
+
+    try_plans(plans)
+    if all(c.out_of_bounds for c in out) and "lower" in role.values():
+        # A loop from a lower bound reading a(i-1) (a sweep over a tile of a bigger array, whose
+        # callers start at 2): start the lowers higher, inside the arrays.
+        try_plans([(distinct, LOWER_VALUE + 1), (distinct, LOWER_VALUE + 2)])
     # Stable: the first (distinct sizes in argument order) wins ties.
     order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
     best = [out[k] for k in order][:MAX_CANDIDATES]

@@ -175,3 +175,24 @@ def test_a_return_taken_for_a_selector_value_leaves_what_follows_unreached():
     assert sizes.check(k, {"n": 5, "mode": 0}).unreached == [6]
     assert sizes.check(k, {"n": 5, "mode": 1}).unreached == []
     assert sizes.candidates(k)[0].selections == [{"mode": 1}]
+
+
+def test_a_tile_sweep_reading_i_minus_1_starts_inside_the_array():
+    # A wavefront sweep over one tile of grid(m, n): its callers start the tile at 2, and
+    # starting at 1 would read grid(0, j), outside the original's bounds.
+    source = (
+        "subroutine sweep_tile(startm, endm, startn, endn, m, n, grid)\n"
+        "  integer, intent(in) :: startm, endm, startn, endn, m, n\n"
+        "  real(8), intent(inout) :: grid(m, n)\n"
+        "  integer :: i, j\n"
+        "  do j = startn, endn\n"
+        "    do i = startm, endm\n"
+        "      grid(i, j) = grid(i - 1, j) + grid(i, j - 1) - grid(i - 1, j - 1)\n"
+        "    end do\n"
+        "  end do\n"
+        "end subroutine sweep_tile\n"
+    )
+    (k,) = parse_file(source, filename="sweep_tile.f90").kernels
+    best = sizes.candidates(k)[0]
+    assert best.out_of_bounds == [] and best.empty_loops == []
+    assert best.values["startm"] == 2 and best.values["startn"] == 2
