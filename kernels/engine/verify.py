@@ -139,6 +139,9 @@ class VerifyReport:
     # The original's library came from the tenant's reference cache instead of gfortran.
     reference_cache_hit: bool = False
     coverage: coverage.Coverage | None = None  # which DO loops ran in the reference
+    # The values of each run whose outputs were compared: the sizes, plus the branch selection
+    # (``direction=2``, ``fields=1``) when several selections ran.
+    runs: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -320,6 +323,8 @@ def harness_args(plan: RunPlan) -> list[dict[str, Any]]:
                 "output": a.is_output,
                 "shape": list(a.shape),
                 "value": value,
+                # A flag array given one value (``--size fields=1``, or a branch selection).
+                "fill": plan.scalars.get(a.name) if a.is_array else None,
             }
         )
     return out
@@ -803,9 +808,6 @@ class PortSandbox:
         """A request takes this sandbox now: its ``port_start`` counts from here."""
         self.claimed_at = time.monotonic()
 
-    def outputs(self, name: str) -> dict[str, np.ndarray]:
-        return _load_outputs(self.workdir / name)
-
     def usable(self) -> bool:
         """Not run yet, its harness alive, and its cache directory still the one at its path
         (bound when it started: a directory removed and made again since is another one)."""
@@ -955,9 +957,12 @@ def verify_against_gfortran(
     """Run the original (gfortran) and ``generated`` (``.code``/``.entry``) on the same inputs.
 
     Never raises for a broken port or source: compile errors, crashes and timeouts come back as
-    ``status='failed'`` with the first lines of the error in ``message``. When the outputs match
-    but a loop never ran (``inconclusive``), the next size candidate of
-    :func:`kernels.engine.sizes.candidates` is tried, within the same time budget.
+    ``status='failed'`` with the first lines of the error in ``message``. Inputs that choose
+    branches (:func:`kernels.engine.sizes.selectors`) are run with each of the candidate's
+    selections, in one sandboxed process per side; every selection must match gfortran, and the
+    loops they ran together count. When the outputs match but a loop never ran
+    (``inconclusive``), the next size candidate of :func:`kernels.engine.sizes.candidates` is
+    tried, within the same time budget.
 
     ``numba_cache_dir``: a directory of ONE tenant where numba keeps compiled ports between runs
     (:func:`numba_cache_layout`). Pass it only for the deterministic backend's output: cached
@@ -979,19 +984,14 @@ def verify_against_gfortran(
         if report is not None and left < 5.0:
             break
         if report is not None and union is not None:
-            # A candidate that statically leaves the same loops empty cannot do better (unless
-            # it sets a LOGICAL input differently: that picks other branches).
-            flags_differ = any(
-                option.values.get(a.name) != tried[-1].get(a.name)
-                for a in kernel.args
-                if not a.is_array and a.type.base == "logical"
-            )
-            if not flags_differ and set(union.not_run) <= set(option.empty_loops):
+            # A candidate that statically leaves the same loops unrun cannot do better.
+            if set(union.not_run) <= set(option.never_reached) | set(option.empty_loops):
                 continue
         report = _verify_once(
             kernel,
             generated,
             sizes={**option.values, **given},
+            selections=option.selections,
             seed=seed,
             device=device,
             timeout_s=max(1.0, left),
@@ -1002,7 +1002,7 @@ def verify_against_gfortran(
             on_stage=on_stage,
         )
         port = None  # used (and closed) by the first run
-        tried.append({**report.sizes, **_flag_values(kernel, option.values)})
+        tried.extend(report.runs or [dict(report.sizes)])
         if report.status != "inconclusive":
             break
         if report.coverage is None:
@@ -1027,20 +1027,12 @@ def verify_against_gfortran(
     return report
 
 
-def _flag_values(kernel: ir.Kernel, values: Mapping[str, Any]) -> dict[str, int]:
-    """The LOGICAL inputs a candidate set (they choose branches), for the report."""
-    return {
-        a.name: int(values[a.name])
-        for a in kernel.args
-        if not a.is_array and a.type.base == "logical" and a.name in values
-    }
-
-
 def _verify_once(
     kernel: ir.Kernel,
     generated: Any,
     *,
     sizes: Mapping[str, int | float],
+    selections: list[dict[str, int]] | None = None,
     seed: int,
     device: str,
     timeout_s: float,
@@ -1050,7 +1042,11 @@ def _verify_once(
     port: PortSandbox | None,
     on_stage: Callable[[str, float], None] | None,
 ) -> VerifyReport:
-    """One verification at one set of sizes (both sides, then the comparison)."""
+    """One verification at one set of sizes (both sides, then the comparison).
+
+    With several ``selections`` each side calls the kernel once per selection (one compile);
+    each call's outputs are compared on their own, and the coverage is what they ran together.
+    """
     deadline = time.monotonic() + timeout_s
 
     def timed(stage: str, ms: float) -> None:
@@ -1069,16 +1065,21 @@ def _verify_once(
             port.close()
         return VerifyReport("failed", device=device, message=str(exc))
 
-    report = VerifyReport("failed", sizes=dict(plan.sizes), device=device)
+    chosen = list(selections or []) if len(selections or []) > 1 else None
+    # Flag arrays given one value are reported with the sizes: ``--size fields=1`` redoes it.
+    fills = {
+        a.name: plan.scalars[a.name] for a in plan.args if a.is_array and a.name in plan.scalars
+    }
+    report = VerifyReport("failed", sizes={**plan.sizes, **fills}, device=device)
     # The two sides share nothing but the plan and the seed (each draws the same inputs in its
     # own sandbox), so they run at the same time; stages are reported from this thread.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as pool:
         sides = {
             pool.submit(
-                _reference_side, kernel, plan, seed, reference_cache_dir, remaining
+                _reference_side, kernel, plan, seed, reference_cache_dir, remaining, chosen
             ): "reference",
             pool.submit(
-                _port_side, generated, plan, seed, device, numba_cache_dir, remaining, port
+                _port_side, generated, plan, seed, device, numba_cache_dir, remaining, port, chosen
             ): "port",
         }
         outcomes: dict[str, _SideOutcome] = {}
@@ -1087,14 +1088,19 @@ def _verify_once(
             outcomes[sides[done]] = outcome
             for stage, ms in outcome.timings_ms.items():
                 timed(stage, ms)
-    for side in ("reference", "port"):  # the original's problems are reported first
-        if outcomes[side].failure:
-            report.message = outcomes[side].failure
-            return report
-    ref, port = outcomes["reference"].outputs, outcomes["port"].outputs
-    report.numba_cache_hit = outcomes["port"].cache_hit
-    report.reference_cache_hit = outcomes["reference"].cache_hit
-    report.coverage = outcomes["reference"].coverage
+    ref_side, port_side = outcomes["reference"], outcomes["port"]
+    # A selection the original itself cannot run (it crashed there) is left out, with the
+    # reason; the first one (the sizes' own values) and a port failure are failures as before.
+    compared = min(len(ref_side.runs), len(port_side.runs))
+    if ref_side.failure and (chosen is None or not ref_side.runs):
+        report.message = ref_side.failure
+        return report
+    if port_side.failure and len(port_side.runs) < len(ref_side.runs):
+        report.message = port_side.failure
+        return report
+    report.numba_cache_hit = port_side.cache_hit
+    report.reference_cache_hit = ref_side.cache_hit
+    report.coverage = ref_side.coverage
     started = time.perf_counter()
 
     reductions = reduction_targets(kernel)
@@ -1103,19 +1109,36 @@ def _verify_once(
     checks: list[tuple[str, ir.FType]] = [(a.name, a.type) for a in names]
     if plan.result_type is not None:
         checks.insert(0, (RESULT_KEY, plan.result_type))
-    for name, t in checks:
-        label = kernel.name if name == RESULT_KEY else name
-        tol = overrides.get(label) or default_tolerance(
-            t, device=device, reduction=(label in reductions and not _is_array(plan, label))
-        )
-        if name not in port:
-            report.arguments.append(
-                ArgError(
+    runs = [report.sizes | chosen[k] for k in range(compared)] if chosen else [report.sizes]
+    failing_runs: list[str] = []
+    worst: dict[str, ArgError] = {}
+    for k in range(compared):
+        ref, port = ref_side.runs[k], port_side.runs[k]
+        failed_here = []
+        for name, t in checks:
+            label = kernel.name if name == RESULT_KEY else name
+            tol = overrides.get(label) or default_tolerance(
+                t, device=device, reduction=(label in reductions and not _is_array(plan, label))
+            )
+            if name not in port:
+                err = ArgError(
                     label, math.inf, math.inf, math.inf, False, "missing from the port's outputs"
                 )
-            )
-            continue
-        report.arguments.append(compare_arrays(label, ref[name], port[name], tol))
+            else:
+                err = compare_arrays(label, ref[name], port[name], tol)
+            if not err.passed:
+                failed_here.append(label)
+            previous = worst.get(label)
+            if (
+                previous is None
+                or (previous.passed and not err.passed)
+                or (previous.passed == err.passed and err.max_abs_err > previous.max_abs_err)
+            ):
+                worst[label] = err
+        if failed_here and chosen:
+            failing_runs.append(_values_text(chosen[k]))
+    report.arguments = list(worst.values())
+    report.runs = runs
 
     if report.arguments:
         report.max_abs_err = max(a.max_abs_err for a in report.arguments)
@@ -1132,25 +1155,46 @@ def _verify_once(
             for a in report.arguments
             if not a.passed
         )
-    else:
-        report.status = "verified"
-        checked = len(report.arguments)
-        report.message = (
-            f"{checked} output{'s' if checked != 1 else ''} match gfortran"
-            if checked
-            else "the kernel has no outputs to compare"
+        if failing_runs:
+            report.message += " in the runs with " + "; with ".join(failing_runs)
+        return report
+    report.status = "verified"
+    checked = len(report.arguments)
+    report.message = (
+        f"{checked} output{'s' if checked != 1 else ''} match gfortran"
+        if checked
+        else "the kernel has no outputs to compare"
+    )
+    if chosen:
+        runs_text = f"in each of {compared} runs" if compared > 1 else "in the run"
+        report.message += f" {runs_text} choosing branches with " + "; with ".join(
+            _values_text(chosen[k]) for k in range(compared)
         )
-        if report.coverage is None or not report.coverage.complete:
-            report.status = "inconclusive"
-            report.message += "; " + coverage.inconclusive_message(report.coverage, [plan.sizes])
+        if compared < len(chosen):
+            report.message += (
+                f" (the original failed with {_values_text(chosen[compared])}, left out: "
+                + ref_side.failure
+                + ")"
+            )
+        if report.coverage is not None and report.coverage.complete:
+            report.message += "; every loop ran across the runs"
+    elif selections and selections[0]:
+        report.message += " with " + _values_text(selections[0]) + ", chosen to take the branches"
+    if report.coverage is None or not report.coverage.complete:
+        report.status = "inconclusive"
+        report.message += "; " + coverage.inconclusive_message(report.coverage, runs)
     return report
+
+
+def _values_text(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 @dataclass
 class _SideOutcome:
     """What one side of a verification produced: its outputs, or why it has none."""
 
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    runs: list[dict[str, np.ndarray]] = field(default_factory=list)  # outputs, per call
     timings_ms: dict[str, float] = field(default_factory=dict)
     failure: str = ""
     cache_hit: bool = False  # the side's build came from the tenant's cache
@@ -1163,9 +1207,11 @@ def _reference_side(
     seed: int,
     cache_dir: str | os.PathLike[str] | None,
     remaining: Callable[[], float],
+    selections: list[dict[str, int]] | None = None,
 ) -> _SideOutcome:
     """gfortran compile (or the tenant's cached build), then the original run on the seed's
-    inputs, in its own sandbox."""
+    inputs, in its own sandbox (once per selection when given: the outputs of the calls that
+    finished are kept)."""
     outcome = _SideOutcome()
     with sandbox_tempdir(prefix="verify-ref-") as workdir:
         harness.install(workdir)
@@ -1203,6 +1249,8 @@ def _reference_side(
             symbol=WRAPPER_SYMBOL,
             output="fsp_ref.npz",
         )
+        if selections:
+            spec.update(selections=selections, coverage_file=coverage.COVERAGE_FILE)
         (workdir / "fsp_ref.json").write_text(json.dumps(spec))
         started = time.perf_counter()
         ref_run = run_sandboxed(
@@ -1211,19 +1259,41 @@ def _reference_side(
             timeout_s=remaining(),
             memory_mb=FORTRAN_RUN_MEMORY_MB,
         )
+        outcome.runs = _finished_runs(workdir, "fsp_ref.npz", selections, ref_run.ok)
         if not ref_run.ok:
+            at = dict(plan.sizes)
+            if selections and len(outcome.runs) < len(selections):
+                at |= selections[len(outcome.runs)]
             outcome.failure = coverage.out_of_bounds_message(
-                ref_run.stderr, instrumented, plan.sizes
+                ref_run.stderr, instrumented, at
             ) or "the original Fortran failed to run: " + ref_run.describe_failure(
                 max_lines=12, tail=True
             )
-            return outcome
+            if not outcome.runs:
+                return outcome
         outcome.timings_ms["reference_run"] = _ms_since(started)
-        outcome.outputs = _load_outputs(workdir / "fsp_ref.npz")
+        counts = workdir / coverage.COVERAGE_FILE
+        if selections:  # counted since the first call: the last finished call's file has all
+            counts = workdir / harness.selection_path(coverage.COVERAGE_FILE, len(outcome.runs) - 1)
         outcome.coverage = coverage.summarize(
-            instrumented, coverage.read_counts(workdir) or [0] * instrumented.counters
+            instrumented, coverage.read_counts(counts) or [0] * instrumented.counters
         )
     return outcome
+
+
+def _finished_runs(
+    workdir: Path, output: str, selections: list[dict[str, int]] | None, ok: bool
+) -> list[dict[str, np.ndarray]]:
+    """The outputs of the calls that finished, in order (one without selections, when ok)."""
+    if not selections:
+        return [_load_outputs(workdir / output)] if ok else []
+    runs = []
+    for k in range(len(selections)):
+        path = workdir / harness.selection_path(output, k)
+        if not path.exists():
+            break
+        runs.append(_load_outputs(path))
+    return runs
 
 
 def _port_side(
@@ -1234,8 +1304,10 @@ def _port_side(
     numba_cache_dir: str | os.PathLike[str] | None,
     remaining: Callable[[], float],
     port: PortSandbox | None,
+    selections: list[dict[str, int]] | None = None,
 ) -> _SideOutcome:
-    """The port compiled (or loaded from the tenant's numba cache) and run, in its own sandbox.
+    """The port compiled (or loaded from the tenant's numba cache) and run, in its own sandbox
+    (once per selection when given).
 
     ``port``: a sandbox started ahead for this port (same device and cache directory), or None
     to start one now. Only this sandbox sees ``numba_cache_dir``; the one running the tenant's
@@ -1255,7 +1327,10 @@ def _port_side(
             entry=generated.entry,
             output="fsp_port.npz",
         )
+        if selections:
+            spec["selections"] = selections
         ran = port.run(spec, generated.code, timeout_s=remaining())
+        outcome.runs = _finished_runs(port.workdir, "fsp_port.npz", selections, ran.result.ok)
         if not ran.result.ok:
             outcome.failure = "the generated code failed: " + ran.result.describe_failure(
                 max_lines=12, tail=True
@@ -1263,7 +1338,6 @@ def _port_side(
             return outcome
         outcome.timings_ms.update(_port_timings(ran))
         outcome.cache_hit = _child_number(ran.result, "cache_hits") > 0
-        outcome.outputs = port.outputs("fsp_port.npz")
     return outcome
 
 

@@ -586,3 +586,82 @@ def test_closing_an_unused_port_sandbox_kills_it_and_removes_its_files() -> None
     ahead.close()
     assert not ahead.workdir.exists()
     assert ahead.process.finish().returncode == -signal.SIGKILL
+
+
+# Branches chosen by an integer argument: every selection is one call, checked on its own.
+MODES_SRC = """
+subroutine modes(n, mode, a, b)
+  implicit none
+  integer, intent(in) :: n, mode
+  real(8), intent(in) :: a(n)
+  real(8), intent(out) :: b(n)
+  integer :: i
+  if (mode == 1) then
+    do i = 1, n
+      b(i) = 2.0d0 * a(i)
+    end do
+  else if (mode == 2) then
+    do i = 1, n
+      b(i) = 3.0d0 * a(i)
+    end do
+  end if
+  if (mode == 1 .and. mode == 2) then
+    do i = 1, n
+      b(i) = 0.0d0
+    end do
+  end if
+end subroutine modes
+"""
+MODES_PORT = """
+def modes(n, mode, a, b):
+    if mode == 1:
+        for i in range(n):
+            b[i] = 2.0 * a[i]
+    elif mode == 2:
+        for i in range(n):
+            b[i] = 3.0 * a[i]
+"""
+
+
+def _modes_kernel(source: str = MODES_SRC):
+    from kernels.engine.frontend import parse_file
+
+    (k,) = parse_file(source, filename="modes.f90").kernels
+    return k
+
+
+def test_every_branch_selection_runs_and_a_loop_none_reaches_is_named():
+    report = verify_against_gfortran(_modes_kernel(), Port(MODES_PORT, "modes"))
+    assert report.status == "inconclusive", report.message
+    assert [r["mode"] for r in report.runs] == [1, 2]
+    assert report.coverage.ran == [9, 13] and report.coverage.not_run == [18]
+    assert "in each of 2 runs choosing branches with mode=1; with mode=2" in report.message
+    assert "loop at line 18 never ran" in report.message
+    assert "mode=1" in report.message.split("never ran")[1]
+
+
+def test_a_port_wrong_in_one_selection_only_is_a_mismatch_naming_it():
+    wrong = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[i] + 1e-6")
+    report = verify_against_gfortran(_modes_kernel(), Port(wrong, "modes"))
+    assert report.status == "mismatch"
+    assert [a.name for a in report.arguments if not a.passed] == ["b"]
+    assert report.message.endswith("in the runs with mode=2")
+
+
+def test_a_selection_the_original_cannot_run_is_left_out_with_the_reason():
+    crashing = MODES_SRC.replace("b(i) = 3.0d0 * a(i)", "b(i) = 3.0d0 * a(i + n)")
+    port = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[i + n]")
+    report = verify_against_gfortran(_modes_kernel(crashing), Port(port, "modes"))
+    # The static check sees a(i + n) leave its bounds: mode=2 is not even tried.
+    assert [r["mode"] for r in report.runs] == [1]
+    hidden = MODES_SRC.replace("b(i) = 3.0d0 * a(i)", "b(i) = 3.0d0 * a(i * i)")
+    port = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[(i + 1) * (i + 1) - 1]")
+    report = verify_against_gfortran(_modes_kernel(hidden), Port(port, "modes"))
+    assert report.status == "inconclusive", report.message
+    assert [r["mode"] for r in report.runs] == [1]
+    assert (
+        "in the run choosing branches with mode=1 (the original failed with mode=2, left out"
+        in (report.message)
+    )
+    assert "out-of-bounds access in the original Fortran at line 14" in report.message
+    assert 13 in report.coverage.not_run

@@ -8,6 +8,7 @@ syntax and array reductions are lowered by :class:`kernels.engine.lowering.Array
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from kernels.engine.frontend.nodes import (
     _line,
     _name,
 )
-from kernels.engine.intrinsics import INTRINSICS, LOWERED
+from kernels.engine.intrinsics import COMMAND_LINE, INTRINSICS, LOWERED
 from kernels.engine.lowering import ArrayLowering, _only_same_element
 from kernels.engine.types import Scope, type_of
 
@@ -165,6 +166,9 @@ class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
         self.extra_decls: dict[str, ir.Decl] = {}
         self.line_hint = 0  # line of the enclosing statement (one-line IF actions have none)
         self.spans: dict[int, tuple[int, int]] = {}  # id(Loop/WhileLoop/If) -> (first, last line)
+        # id(statement) -> the source statement it came from, for the statements of a source
+        # statement that became several (see :meth:`stmt`).
+        self.source_statement: dict[int, int] = {}
 
     # -- specification part ---------------------------------------------------------------------
     def spec(self, spec_node) -> None:
@@ -588,6 +592,8 @@ class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
 
     def _expr_Intrinsic_Function_Reference(self, node) -> ir.Expr:
         name = _name(node.items[0])
+        if name in COMMAND_LINE and name not in self.scope.procedures:
+            raise ir.UnsupportedConstruct(_command_line_message(name), 0, str(node))
         if name not in INTRINSICS and name not in LOWERED and name not in self.scope.procedures:
             raise ir.UnsupportedConstruct(f"intrinsic {name.upper()}", 0, str(node))
         if name == "dot_product":
@@ -656,6 +662,11 @@ class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
         for s in out:
             if isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) and id(s) not in self.spans:
                 self.spans[id(s)] = (s.line or line, max(end, s.line or line))
+        if len(out) > 1:
+            # ``x = maxval(...)`` became an initialisation, a loop and the assignment of the
+            # result: a program's nest is extracted with all of them or not at all.
+            for s in out:
+                self.source_statement.setdefault(id(s), id(node))
         return out
 
     def _stmt_Assignment_Stmt(self, node) -> list[ir.Stmt]:
@@ -869,6 +880,8 @@ class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
         if _cls(node.items[0]) != "Name":
             raise ir.UnsupportedConstruct("CALL of a type-bound procedure", line, str(node))
         proc = self.scope.procedures.get(name) or self.file.find_procedure(name)
+        if proc is None and name in COMMAND_LINE:
+            raise ir.UnsupportedConstruct(_command_line_message(name), line, str(node))
         if proc is None:
             raise ir.UnsupportedConstruct(
                 f"CALL of external subroutine {name.upper()}", line, str(node)
@@ -894,14 +907,12 @@ class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
         return []
 
     def _stmt_Write_Stmt(self, node) -> list[ir.Stmt]:
-        unit = str(node.items[0]).lower() if node.items else ""
-        if (
-            unit.startswith("*")
-            or unit.startswith("unit = *")
-            or unit.startswith("unit=*")
-            or unit.split(",")[0].strip() in ("*", "6")
-        ):
-            self.notes.append(f"line {_line(node)}: WRITE(*) left out of the kernel (output only)")
+        control = str(node.items[0]).lower() if node.items else ""
+        unit = re.sub(r"^unit\s*=\s*", "", control.split(",")[0].strip())
+        if unit in ("*", "6", "0"):  # standard output or standard error
+            self.notes.append(
+                f"line {_line(node)}: WRITE({unit}) left out of the kernel (output only)"
+            )
             return []
         raise ir.UnsupportedConstruct("WRITE to a file unit", _line(node), str(node))
 
@@ -1096,6 +1107,13 @@ def _use_names(node, mod: dict) -> list[tuple[str, str]]:
     renamed = {remote for _, remote in pairs}
     every = set(mod["consts"]) | set(mod["procs"]) | set(mod["types"]) | set(mod["vars"])
     return [(n, n) for n in sorted(every - renamed)] + pairs
+
+
+def _command_line_message(name: str) -> str:
+    return (
+        f"{name.upper()} reads the program's command line, which a kernel does not have "
+        "(pass what it parses as an argument)"
+    )
 
 
 def _scope_chain(scope: _Scope):

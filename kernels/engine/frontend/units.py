@@ -576,8 +576,7 @@ class _FileBuilder:
                 # Each branch's nests on their own: a kernel holding the whole IF would leave
                 # the branches not taken unrun, so never verified.
                 reason = f"extracted from a branch of the IF/SELECT CASE at line {span[0]}"
-                for child in inner:
-                    visit(child, notes, [*why, reason])
+                visit_children(stmt, notes, [*why, reason])
                 return
             trial = build([stmt], span[0], span[1], notes, f"{prog.name}_probe")
             self.notes.pop(f"{prog.name}_probe", None)
@@ -589,8 +588,19 @@ class _FileBuilder:
                 f"extracted from inside the loop at line {span[0]}, which cannot be a kernel "
                 f"as a whole (line {first.line}: {first.construct})"
             )
-            for child in inner:
-                visit(child, notes, [*why, reason])
+            visit_children(stmt, notes, [*why, reason])
+
+        def visit_children(stmt: ir.Stmt, notes: list[str], why: list[str]) -> None:
+            for group in _by_source_statement(_children(stmt), b.source_statement):
+                if not any(_has_loop(c) for c in group):
+                    continue
+                if len(group) == 1:
+                    visit(group[0], notes, why)
+                    continue
+                # One source statement made several IR statements (a reduction's
+                # initialisation, loop and result): the statement's text is the kernel.
+                spans = [b.spans[id(c)] for c in group if id(c) in b.spans]
+                accept(group, min(x[0] for x in spans), max(x[1] for x in spans), notes, why)
 
         for _node, stmts, start, end, notes in items:
             if not any(_has_loop(st) for st in stmts):
@@ -924,6 +934,20 @@ def _note_line(note: str) -> int:
 
 def _has_loop(stmt: ir.Stmt) -> bool:
     return any(isinstance(s, (ir.Loop, ir.WhileLoop)) for s in ir.walk([stmt]))
+
+
+def _by_source_statement(stmts: list[ir.Stmt], source_of: dict[int, int]) -> list[list[ir.Stmt]]:
+    """``stmts`` cut into runs that came from one source statement each (most are alone)."""
+    groups: list[list[ir.Stmt]] = []
+    previous = None
+    for s in stmts:
+        key = source_of.get(id(s))
+        if groups and key is not None and key == previous:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+        previous = key
+    return groups
 
 
 def _children(stmt: ir.Stmt) -> list[ir.Stmt]:
