@@ -11,10 +11,16 @@ throw-away FORTRANSPIRE_HOME), started one after the other on the same database:
   non-streaming requests, cached tools/list);
 - ``2 workers, stateless``: ``serve --workers 2``.
 
-For each, Streamable HTTP tools/list latency at C clients (open loop, 1 request/s each: p99) and
-saturated throughput (closed loop), side by side in one run, with the load average recorded
-before and after each (client and server share the machine's cores; other work on the machine
-shows up there). Then, on the 1-worker stateful server only, the legacy figures:
+For each, Streamable HTTP tools/list latency at C clients (open loop, 1 request/s each on a fixed
+schedule: p99) and saturated throughput (closed loop), side by side in one run, with the load
+average recorded before and after each (client and server share the machine's cores; other work
+on the machine shows up there). These clients are :class:`LightClient`: one asyncio process
+(uvloop) with one keep-alive connection per client, sending the bytes the SDK client sends, the
+Bearer key on every request, and checking every answer. The MCP SDK's ClientSession costs a few
+ms of CPU per request itself; 100 of them on the same two cores measured mostly the client.
+Each row also gives the server's CPU per request (closed loop) and the client's own CPU per
+request, and how late the open-loop client sent against its schedule (``send_lag_p99_ms``).
+Then, on the 1-worker stateful server only, the legacy figures with SDK ClientSessions:
 
 1. tools/list latency with C concurrent clients (Streamable HTTP and SSE), each an initialized
    MCP SDK ClientSession. Two regimes:
@@ -354,6 +360,244 @@ async def closed_loop(sessions, seconds: float) -> dict[str, Any]:
     return summary(latencies, errors, time.perf_counter() - wall)
 
 
+# ----------------------------------------------------------------------------------------------
+# the light client: what the tools/list comparison between worker configurations uses
+
+PROTOCOL_VERSION = "2025-11-25"  # what the SDK client negotiates with this server
+INITIALIZE = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "mcp-load", "version": "1"},
+        },
+    },
+    separators=(",", ":"),
+).encode()
+INITIALIZED = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+TOOLS_LIST = b'{"jsonrpc":"2.0","id":%d,"method":"tools/list"}'
+EXPECTED_TOOLS = 6
+
+
+class LightClient:
+    """One MCP client on one keep-alive HTTP/1.1 connection, with none of the SDK's machinery.
+
+    The SDK's ClientSession (httpx, anyio streams, pydantic models per message) costs a few ms
+    of CPU per request; 100 of them on the server's two cores measured mostly themselves. This
+    client sends the requests the SDK client sends (same method, body, headers: captured from
+    it): initialize, notifications/initialized, then tools/list, each with the Bearer key, the
+    negotiated ``Mcp-Protocol-Version`` and, when the server hands one out (stateful mode), the
+    ``Mcp-Session-Id``. Answers are read whole (Content-Length, or chunked for the SSE answers of
+    stateful mode) and checked: status 200, this request's id, and the same listing as the
+    first answer, which is parsed in full (six tools); later ones are compared by length.
+    """
+
+    last_connect_s = 0.0
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.key = key
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.session_headers = b""
+        self.next_id = 1
+        self.reference_length: int | None = None  # len(answer) - len(id) of the first listing
+
+    @classmethod
+    async def connect_all(cls, port: int, key: str, n: int) -> list[LightClient]:
+        """n initialized clients (50 handshakes at a time); failures are left out and printed."""
+        gate = asyncio.Semaphore(50)
+        started = time.perf_counter()
+
+        async def one() -> LightClient | None:
+            client = cls(port, key)
+            async with gate:
+                try:
+                    await client.open()
+                    return client
+                except Exception as exc:  # noqa: BLE001 - counted by the caller
+                    print(f"  client open failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    await client.close()
+                    return None
+
+        opened = await asyncio.gather(*(one() for _ in range(n)))
+        cls.last_connect_s = time.perf_counter() - started
+        return [c for c in opened if c is not None]
+
+    async def open(self) -> None:
+        """Connect, initialize, and list the tools once (the answer every later one must match)."""
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        status, headers, body = await self._round_trip(self._post(INITIALIZE))
+        answer = _json_of(body)
+        if status != 200 or "result" not in answer:
+            raise RuntimeError(f"initialize: HTTP {status} {body[:200]!r}")
+        version = answer["result"]["protocolVersion"].encode()
+        session = headers.get(b"mcp-session-id")
+        self.session_headers = b"Mcp-Protocol-Version: %s\r\n" % version + (
+            b"Mcp-Session-Id: %s\r\n" % session if session else b""
+        )
+        status, _, body = await self._round_trip(self._post(INITIALIZED, self.session_headers))
+        if status != 202:
+            raise RuntimeError(f"notifications/initialized: HTTP {status} {body[:200]!r}")
+        if not await self.tools_list():
+            raise RuntimeError("the first tools/list failed")
+
+    async def reconnect(self) -> None:
+        """After a failed round trip: a fresh connection (or none, and the next request fails)."""
+        await self.close()
+        self.reader = self.writer = None
+        try:
+            await self.open()
+        except Exception:  # noqa: BLE001 - the next round trip reports it
+            pass
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+
+    def _post(self, body: bytes, extra: bytes = b"") -> bytes:
+        return (
+            b"POST /mcp HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+            b"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+            b"%sContent-Length: %d\r\n\r\n%s"
+        ) % (HOSTNAME.encode(), self.port, self.key.encode(), extra, len(body), body)
+
+    async def _round_trip(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        if self.reader is None or self.writer is None:
+            raise ConnectionError("not connected")
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        if b"content-length" in headers:
+            body = await self.reader.readexactly(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            chunks = []
+            while size := int((await self.reader.readline()).split(b";")[0], 16):
+                chunks.append((await self.reader.readexactly(size + 2))[:-2])
+            await self.reader.readexactly(2)
+            body = b"".join(chunks)
+        else:
+            raise RuntimeError(f"HTTP {status} answer with no length: {head!r}")
+        return status, headers, body
+
+    async def tools_list(self) -> bool:
+        """One tools/list round trip; whether the answer was the right listing."""
+        request_id = self.next_id
+        self.next_id += 1
+        status, _, body = await self._round_trip(
+            self._post(TOOLS_LIST % request_id, self.session_headers)
+        )
+        if status != 200 or b'"id":%d,' % request_id not in body[:120]:
+            return False
+        length = len(body) - len(b"%d" % request_id)
+        if self.reference_length is None:
+            answer = _json_of(body)
+            tools = answer.get("result", {}).get("tools", [])
+            if answer.get("id") != request_id or len(tools) != EXPECTED_TOOLS:
+                return False
+            self.reference_length = length
+        return length == self.reference_length
+
+
+def _json_of(body: bytes) -> dict[str, Any]:
+    """A JSON-RPC answer sent as JSON, or as the data of an SSE event (stateful mode)."""
+    if body.startswith(b"{"):
+        return json.loads(body)
+    data = [line[5:].strip() for line in body.splitlines() if line.startswith(b"data:")]
+    return json.loads(b"".join(data))
+
+
+async def light_open_loop(
+    pool: list[LightClient], seconds: float, rate_per_client: float
+) -> dict[str, Any]:
+    """Every client sends one tools/list per 1/rate s on a fixed schedule (random phase).
+
+    Latency is from the send to the whole answer. ``send_lag`` is how late the client sent
+    against its schedule: when it grows, the client (or the machine) is the bottleneck.
+    """
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors = 0
+    period = 1 / rate_per_client
+    start = time.perf_counter() + 0.05
+    stop = start + seconds
+
+    async def run(client: LightClient) -> None:
+        nonlocal errors
+        due = start + random.random() * period
+        while due < stop:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.perf_counter()
+            lags.append(sent - due)
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    ok = await client.tools_list()
+            except Exception:  # noqa: BLE001 - counted; the connection is in an unknown state
+                ok = False
+                await client.reconnect()
+            if ok:
+                latencies.append(time.perf_counter() - sent)
+            else:
+                errors += 1
+            due += period
+
+    cpu = time.process_time()
+    await asyncio.gather(*(run(c) for c in pool))
+    out = summary(latencies, errors, time.perf_counter() - start)
+    out["send_lag_p99_ms"] = round(1000 * (percentile(lags, 99) or 0), 2)
+    out["client_cpu_ms_per_request"] = _per_request_ms(time.process_time() - cpu, out)
+    return out
+
+
+async def light_closed_loop(pool: list[LightClient], seconds: float) -> dict[str, Any]:
+    """Every client sends its next tools/list as soon as it has the answer (saturation)."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def run(client: LightClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                    ok = await client.tools_list()
+            except Exception:  # noqa: BLE001 - counted; the connection is in an unknown state
+                ok = False
+                await client.reconnect()
+            if ok:
+                latencies.append(time.perf_counter() - sent)
+            else:
+                errors += 1
+
+    cpu = time.process_time()
+    wall = time.perf_counter()
+    await asyncio.gather(*(run(c) for c in pool))
+    out = summary(latencies, errors, time.perf_counter() - wall)
+    out["client_cpu_ms_per_request"] = _per_request_ms(time.process_time() - cpu, out)
+    return out
+
+
+def _per_request_ms(cpu_s: float, result: dict[str, Any]) -> float | None:
+    answered = result["requests"] + result["errors"]
+    return round(1000 * cpu_s / answered, 3) if answered else None
+
+
 async def translate_burst(sessions) -> dict[str, Any]:
     results = []
 
@@ -425,32 +669,55 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
+LIGHT_CLIENT_NOTE = (
+    "workers: tools/list from LightClient (this script): one asyncio process (uvloop) holding "
+    "one keep-alive HTTP/1.1 connection per client, sending the SDK client's request bytes "
+    "(Bearer key on every request), each client opened with initialize, "
+    "notifications/initialized and one checked tools/list before the timed phases; "
+    "http/sse/sse_hold: the MCP SDK ClientSession (heavier: its CPU shows in those "
+    "latencies). Client and server share this machine's cores; load_avg is os.getloadavg() "
+    "before and after each server's run (other work on the machine included)."
+)
+
+
+def run_light(coro) -> Any:
+    """Run the light client's coroutine on uvloop (uvicorn[standard] installs it), the lighter
+    event loop, so the client takes as little of the shared cores as it can."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 async def run_tools_list(
-    base: str, headers: dict[str, str], clients: int, seconds: float, server_pid: int
-):
-    """Streamable HTTP tools/list at ``clients`` sessions: open loop (1/s each), then saturated.
+    port: int, key: str, clients: int, seconds: float, server_pid: int
+) -> dict[str, Any]:
+    """Streamable HTTP tools/list from ``clients`` light clients: open loop (1/s each), then
+    saturated (closed loop).
 
     ``server_cpu_ms_per_request`` (server and worker processes' CPU over the closed loop, per
-    answered request) does not depend on how busy the machine is, unlike the latencies.
+    answered request) does not depend on how busy the machine is, unlike the latencies;
+    ``client_cpu_ms_per_request`` is this process's own CPU per request (it shares the cores).
     """
-
-    async def body(sessions, failures, opened_s):
-        row = {
+    pool = await LightClient.connect_all(port, key, clients)
+    try:
+        row: dict[str, Any] = {
             "clients": clients,
-            "sessions_opened": len(sessions),
-            "open_failures": failures,
-            "session_open_s": round(opened_s, 2),
-            "tools_list_open_loop_1rps": await open_loop(sessions, seconds, 1.0),
+            "sessions_opened": len(pool),
+            "open_failures": clients - len(pool),
+            "session_open_s": round(LightClient.last_connect_s, 2),
         }
+        row["tools_list_open_loop_1rps"] = await light_open_loop(pool, seconds, 1.0)
         cpu_before = server_cpu_s(server_pid)
-        row["tools_list_closed_loop"] = closed = await closed_loop(sessions, seconds)
+        row["tools_list_closed_loop"] = closed = await light_closed_loop(pool, seconds)
         used = server_cpu_s(server_pid) - cpu_before
         row["server_cpu_ms_per_request"] = (
             round(1000 * used / closed["requests"], 3) if closed["requests"] else None
         )
-        return row
-
-    return await with_sessions(clients, "http", base, headers, body)
+    finally:
+        await asyncio.gather(*(c.close() for c in pool), return_exceptions=True)
+    return row
 
 
 async def hold_sse_sessions(
@@ -547,8 +814,7 @@ def main() -> int:
             "sse_sessions": args.sse_sessions,
         },
         "targets": {"sse_sessions_held": 500, "tools_list_p99_ms_at_100_clients": 50},
-        "note": "client and server share this machine's cores; load_avg is os.getloadavg() "
-        "before and after each server's run (other work on the machine included)",
+        "note": LIGHT_CLIENT_NOTE,
         "workers": {},
     }
     configs = [
@@ -565,7 +831,7 @@ def main() -> int:
         headers = {"Authorization": f"Bearer {key}", "Host": f"{HOSTNAME}:{port}"}
         load_before = os.getloadavg()
         try:
-            row = asyncio.run(run_tools_list(base, headers, args.clients, args.seconds, server.pid))
+            row = run_light(run_tools_list(port, key, args.clients, args.seconds, server.pid))
             row["load_avg_before"] = [round(x, 2) for x in load_before]
             row["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
             print(f"[{label}] {row}", flush=True)

@@ -330,6 +330,11 @@ FORTRANSPIRE_CACHE_DIR = Path(
     )
 )
 
+# Warm port sandboxes kept for tenants' next verifications (kernels.engine.spare_ports): each
+# holds an idle interpreter with numba imported (~200 MB) for at most 5 minutes. Off in tests,
+# whose runs count the sandboxes they start.
+FORTRANSPIRE_SPARE_PORTS = int(os.environ.get("FORTRANSPIRE_SPARE_PORTS", 0 if TESTING else 2))
+
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"

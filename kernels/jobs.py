@@ -51,6 +51,7 @@ HEARTBEAT_STALE_S = 30.0
 MAX_ATTEMPTS = 2
 # How often a waiting client re-reads the row even without a notification.
 WAIT_POLL_S = 1.0
+PENDING_EVENT_WAIT_S = 0.05  # for events still in a channel layer when the run is seen finished
 
 # Tests set this to run jobs in the submitting thread (inside their rolled-back transaction).
 RUN_INLINE = False
@@ -480,10 +481,26 @@ async def job_wait(
         await layer.group_add(_group(run_id), channel)
     else:
         _local.subscribe(run_id, queue)
+
+    async def deliver(event: dict | None) -> None:
+        if event and event.get("event") == "progress" and on_progress is not None:
+            outcome = on_progress(
+                event.get("stage", ""),
+                int(event.get("done") or 0),
+                int(event.get("total") or 0),
+                str(event.get("message") or ""),
+            )
+            if asyncio.iscoroutine(outcome):
+                await outcome
+
     try:
         while True:
             run = await get(tenant, run_id)
             if run.finished:
+                # The last stages often finish within milliseconds of each other and of the run:
+                # what they published before it finished still reaches the caller, in order.
+                for event in await _pending_events(layer, channel, queue):
+                    await deliver(event)
                 return run
             left = deadline - time.monotonic()
             if left <= 0:
@@ -492,16 +509,7 @@ async def job_wait(
                     f"read it later with its run id",
                     extra={"run_id": run_id, "job_status": run.status},
                 )
-            event = await _next_event(layer, channel, queue, min(left, WAIT_POLL_S))
-            if event and event.get("event") == "progress" and on_progress is not None:
-                outcome = on_progress(
-                    event.get("stage", ""),
-                    int(event.get("done") or 0),
-                    int(event.get("total") or 0),
-                    str(event.get("message") or ""),
-                )
-                if asyncio.iscoroutine(outcome):
-                    await outcome
+            await deliver(await _next_event(layer, channel, queue, min(left, WAIT_POLL_S)))
     finally:
         if layer is not None:
             await layer.group_discard(_group(run_id), channel)
@@ -516,6 +524,18 @@ async def _next_event(layer, channel, queue: asyncio.Queue, wait_s: float) -> di
         return await asyncio.wait_for(queue.get(), timeout=wait_s)
     except TimeoutError:
         return None
+
+
+async def _pending_events(layer, channel, queue: asyncio.Queue) -> list[dict]:
+    """Events already sent and not yet read (a channel layer gets a moment to hand them over)."""
+    events = []
+    if layer is None:
+        while not queue.empty():
+            events.append(queue.get_nowait())
+        return events
+    while (event := await _next_event(layer, channel, queue, PENDING_EVENT_WAIT_S)) is not None:
+        events.append(event)
+    return events
 
 
 def _run_reload(tenant: Tenant, run_id: str) -> KernelRun:

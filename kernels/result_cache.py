@@ -1,6 +1,6 @@
 """Reuse what was already proven: per-tenant result cache and per-tenant numba caches.
 
-Two caches, both scoped to one tenant and both invalidated by ``engine.version.ENGINE_VERSION``:
+Three caches, all scoped to one tenant and all invalidated by ``engine.version.ENGINE_VERSION``:
 
 - **Result cache.** A translation whose every kernel was verified is stored (it is a KernelRun
   anyway) with ``cache_key``: the hash of the source files, the options, the sizes, the seed, the
@@ -14,6 +14,15 @@ Two caches, both scoped to one tenant and both invalidated by ``engine.version.E
   directory is given only to the port's sandbox of that tenant, and only for code the translator
   wrote: LLM answers are verified without it, because whatever sits in the cache is loaded and run
   later without being compiled again.
+- **Reference builds.** The gfortran build of the original (with its wrapper), content-addressed
+  by what gfortran reads (:mod:`kernels.engine.reference_cache`), in
+  ``$FORTRANSPIRE_CACHE_DIR/gfortran/<ENGINE_VERSION>/<tenant schema>``: a verification with a new
+  seed runs the same library on new inputs instead of compiling again. The library is the
+  tenant's code: it only runs in the sandbox, and no sandbox sees this directory.
+
+After a verification the service also asks for a warm port sandbox for the tenant's next one
+(:mod:`kernels.engine.spare_ports`, ``settings.FORTRANSPIRE_SPARE_PORTS``): bound to that
+tenant's numba cache only, and given only to that tenant's verifications.
 
 :func:`cached_or_run` is the one place the service calls the engine through.
 """
@@ -37,6 +46,7 @@ from kernels import engine
 from kernels.engine.pipeline import device_for
 from kernels.engine.project import project_from_texts
 from kernels.engine.report import ProgressCallback, TranslationResult
+from kernels.engine.spare_ports import SPARE_PORTS
 from kernels.engine.version import ENGINE_VERSION
 from kernels.models import KernelRun
 from tenants.models import Tenant
@@ -78,15 +88,30 @@ def result_cache_key(
 
 def numba_cache_dir(tenant: Tenant) -> Path:
     """The tenant's numba cache for this engine version (created 0700; older versions removed)."""
-    root = Path(settings.FORTRANSPIRE_CACHE_DIR) / "numba"
-    path = root / ENGINE_VERSION / tenant.schema_name
+    return _tenant_cache(tenant, "numba")
+
+
+def reference_cache_dir(tenant: Tenant) -> Path:
+    """The tenant's gfortran builds of its originals for this engine version (0700; older
+    versions removed). Apart from the numba cache: that one is bound into the port's sandbox,
+    and no sandbox may write where reference builds are kept."""
+    return _tenant_cache(tenant, "gfortran")
+
+
+_CACHES = ("numba", "gfortran")
+
+
+def _tenant_cache(tenant: Tenant, kind: str) -> Path:
+    path = Path(settings.FORTRANSPIRE_CACHE_DIR) / kind / ENGINE_VERSION / tenant.schema_name
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not _pruned_versions.is_set():
         _pruned_versions.set()
-        # Code compiled by an older engine may differ from what this one generates: drop it.
-        for old in root.iterdir():
-            if old.name != ENGINE_VERSION and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+        # What an older engine built may differ from what this one would: drop it.
+        for name in _CACHES:
+            root = Path(settings.FORTRANSPIRE_CACHE_DIR) / name
+            for old in root.iterdir() if root.is_dir() else ():
+                if old.name != ENGINE_VERSION and old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
     return path
 
 
@@ -144,12 +169,20 @@ def cached_or_run(
         "progress": progress,
         "llm_fallback": llm_fallback,
         "numba_cache_dir": numba_cache_dir(tenant) if verify and target == "cpu" else None,
+        "reference_cache_dir": reference_cache_dir(tenant) if verify else None,
     }
     if files is not None:
         project = project_from_texts(files, include_dirs=include_dirs or [], defines=defines)
         result = engine.translate_project(project, **run_options)
     else:
         result = engine.translate_source(source, filename=filename, **run_options)
+    if run_options["numba_cache_dir"] is not None:
+        # This tenant's next verification finds its port's sandbox already warm.
+        SPARE_PORTS.prepare(
+            device=device_for(target),
+            numba_cache_dir=run_options["numba_cache_dir"],
+            keep=settings.FORTRANSPIRE_SPARE_PORTS,
+        )
     proven = verify and bool(result.kernels) and all(k.status == "verified" for k in result.kernels)
     return result, key if proven else ""
 

@@ -14,13 +14,18 @@ requests (sampling, elicitation), which no fortranspire tool makes. The legacy S
 stays session-bound: the ``GET /sse`` stream and its ``POST /messages/?session_id=..`` must reach
 the same process, so behind several workers it needs sticky routing (by ``session_id``), e.g. one
 SSE worker or a proxy hashing on the session.
+
+**The fast path.** In stateless mode, tools/list, ping, initialize and notifications/initialized
+have answers that never change; once the SDK has given one, later ones from a known tenant host
+with a recently verified bearer are answered before the middleware stack, byte for byte as the
+SDK answers them (mcp_bridge.fast_path). Auth still runs on every request; the key cache it
+relies on and its revocation bound are in mcp_bridge.auth; docs/mcp-endpoint.md has the figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -51,7 +56,18 @@ from mcp_bridge.auth import (
     base_url,
     connect_key_signals,
 )
-from mcp_bridge.hosts import TenantDirectory, tenant_directory
+from mcp_bridge.fast_path import (
+    PEEK_LIMIT,
+    AnswerCache,
+    StatelessFastPath,
+    answer_key,
+    first_headers,
+    host_of,
+    parse_message,
+    read_body,
+    replaying,
+)
+from mcp_bridge.hosts import TenantDirectory, lookup_thread, tenant_directory
 from mcp_bridge.limits import limit_setting
 
 # Paths the Channels router hands to this app (everything else goes to Django).
@@ -77,112 +93,17 @@ def max_body_bytes() -> int:
 # Requests whose answer may carry notifications (progress) before the result: answered on an SSE
 # stream. Everything else can be one JSON body.
 STREAMED_METHODS = frozenset({"tools/call"})
-_PEEK_LIMIT = 64 * 1024  # larger bodies are tools/call sources: no need to parse them here
 
 
-def _peek(body: bytes) -> dict | None:
-    """The POSTed JSON-RPC message when it is one small object, else None."""
-    if len(body) > _PEEK_LIMIT:
-        return None
-    try:
-        message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None  # the streaming manager answers malformed input as it always did
-    return message if isinstance(message, dict) else None  # a batch: None
-
-
-def _streams_its_answer(message: dict | None) -> bool:
+def _streams_its_answer(message: Any) -> bool:
     """Whether a POSTed JSON-RPC message needs the streaming (SSE) answer."""
-    if message is None:
-        return True
+    if not isinstance(message, dict):
+        return True  # a batch, malformed or oversized: the streaming manager answers as always
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     return message.get("method") in STREAMED_METHODS or (
         isinstance(meta, dict) and "progressToken" in meta
     )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-class _ToolListCache:
-    """tools/list answers, serialised once per protocol version (stateless mode only).
-
-    The tool registry is fixed when the server starts, so the SDK's answer to tools/list never
-    changes; building and validating it again (six tools with large JSON schemas, three pydantic
-    passes) plus a per-request transport was most of the CPU a tools/list cost (profiled with
-    py-spy under benchmarks/mcp_load.py). The first tools/list of each protocol version goes
-    through the SDK and its result is kept; later ones are answered from it with their own id.
-    Only plain requests use it: no cursor, JSON accepted, and no Origin header (browsers send one;
-    those keep the SDK's DNS-rebinding checks). Auth and the tenant's Host check ran before.
-    """
-
-    def __init__(self) -> None:
-        self.results: dict[str | None, bytes] = {}
-
-    @staticmethod
-    def eligible(scope: Scope, message: dict | None) -> bool:
-        if message is None or message.get("method") != "tools/list" or "id" not in message:
-            return False
-        params = message.get("params")
-        if isinstance(params, dict) and params.get("cursor") is not None:
-            return False
-        accept = _header(scope, b"accept") or ""
-        content_type = _header(scope, b"content-type") or ""
-        return (
-            _header(scope, b"origin") is None
-            and "application/json" in accept
-            and content_type.split(";")[0].strip() == "application/json"
-        )
-
-    async def answer(self, scope: Scope, message: dict, send: Send) -> bool:
-        result = self.results.get(_header(scope, b"mcp-protocol-version"))
-        if result is None:
-            return False
-        body = b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (
-            json.dumps(message["id"]).encode(),
-            result,
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        return True
-
-    def recording(self, scope: Scope, send: Send) -> Send:
-        """``send`` that keeps the SDK's successful tools/list result for this version."""
-        status = [0]
-        chunks: list[bytes] = []
-        version = _header(scope, b"mcp-protocol-version")
-
-        async def wrapped(event: dict) -> None:
-            if event["type"] == "http.response.start":
-                status[0] = event["status"]
-            elif event["type"] == "http.response.body" and status[0] == 200:
-                chunks.append(event.get("body", b""))
-                if not event.get("more_body"):
-                    try:
-                        answer = json.loads(b"".join(chunks))
-                    except ValueError:
-                        answer = None
-                    if isinstance(answer, dict) and "result" in answer and len(self.results) < 16:
-                        self.results[version] = json.dumps(
-                            answer["result"], separators=(",", ":")
-                        ).encode()
-            await send(event)
-
-        return wrapped
 
 
 class _StreamableHTTPEndpoint:
@@ -193,13 +114,17 @@ class _StreamableHTTPEndpoint:
     two: tools/call (and anything asking for progress) is answered on an SSE stream so progress
     notifications reach the client; every other request (initialize, tools/list, ping) gets a
     plain JSON body, which costs the server far less than opening and closing an SSE response.
-    Sessions do not exist in that mode, so either manager can take any request.
+    Sessions do not exist in that mode, so either manager can take any request. Requests whose
+    answer never changes are answered from ``answers`` once the SDK has answered one of them
+    (mcp_bridge.fast_path); :class:`StatelessFastPath` serves most of them before auth even
+    runs, this serves the rest (first sight of a key).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answers: AnswerCache, directory: TenantDirectory) -> None:
         self.manager: StreamableHTTPSessionManager | None = None
         self.json_manager: StreamableHTTPSessionManager | None = None
-        self.tool_list = _ToolListCache()
+        self.answers = answers
+        self.directory = directory
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager = self.manager
@@ -213,31 +138,17 @@ class _StreamableHTTPEndpoint:
             )(scope, receive, send)
             return
         if self.json_manager is not None and scope.get("method") == "POST":
-            messages: list = []
-            body = bytearray()
-            while True:
-                message = await receive()
-                messages.append(message)
-                if message["type"] != "http.request":
-                    break
-                body.extend(message.get("body", b""))
-                if not message.get("more_body") or len(body) > _PEEK_LIMIT:
-                    break
-
-            upstream = receive
-
-            async def replay() -> Any:
-                return messages.pop(0) if messages else await upstream()
-
-            message = _peek(bytes(body))
+            messages, body = await read_body(receive, PEEK_LIMIT)
+            receive = replaying(messages, receive)
+            message = parse_message(body) if body is not None else None
             if not _streams_its_answer(message):
                 manager = self.json_manager
-            receive = replay
-            if self.tool_list.eligible(scope, message):
-                assert message is not None
-                if await self.tool_list.answer(scope, message, send):
+            headers = first_headers(scope)
+            key = answer_key(headers, message)
+            if key is not None and self.directory.cached(host_of(headers)) is not None:
+                if await self.answers.answer(key, message, send):
                     return
-                send = self.tool_list.recording(scope, send)
+                send = self.answers.recording(key, message, send)
         await manager.handle_request(scope, receive, send)
 
 
@@ -317,7 +228,8 @@ def build_mcp_app(
     # MCPServer keeps its protocol server private; both transports need it to run sessions.
     lowlevel = server._lowlevel_server
     body_limit = max_body_bytes()
-    streamable = _StreamableHTTPEndpoint()
+    verifier = TenantKeyVerifier()
+    streamable = _StreamableHTTPEndpoint(AnswerCache(), directory)
     sse = SseServerTransport(
         MESSAGE_PATH, security_settings=directory.security, max_request_body_size=body_limit
     )
@@ -361,11 +273,12 @@ def build_mcp_app(
                 plain = manager(json_response=True)
                 await stack.enter_async_context(plain.run())
             streamable.manager, streamable.json_manager = streaming, plain
-            streamable.tool_list = _ToolListCache()
+            streamable.answers.answers.clear()
             try:
                 yield
             finally:
                 streamable.manager = streamable.json_manager = None
+                await anyio.to_thread.run_sync(lookup_thread.stop)
 
     well_known = "/.well-known/oauth-protected-resource"
     routes: list[Any] = [
@@ -379,7 +292,17 @@ def build_mcp_app(
     ]
     middleware = [
         Middleware(TenantHostMiddleware, directory=directory),
-        Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(TenantKeyVerifier())),
+        Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier)),
         Middleware(AuthContextMiddleware),
     ]
+    if stateless:
+        middleware.insert(
+            0,
+            Middleware(
+                StatelessFastPath,
+                answers=streamable.answers,
+                directory=directory,
+                verified=verifier.cached,
+            ),
+        )
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -12,10 +12,13 @@ the resulting :class:`TenantAccessToken` into ``scope["user"]``, where tools rea
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import time
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -23,7 +26,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from pydantic import ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mcp_bridge.hosts import TenantDirectory, run_db, tenant_directory
+from mcp_bridge.hosts import TenantDirectory, lookup_thread, run_db, tenant_directory
 from mcp_bridge.limits import limit_setting
 
 SCOPES = ("translate", "profile", "agent", "history")
@@ -37,6 +40,8 @@ TOOL_SCOPES: dict[str, str] = {
     "list_kernel_runs": "history",
     "get_kernel_run": "history",
 }
+
+logger = logging.getLogger(__name__)
 
 TENANT_SCOPE_KEY = "fortranspire.tenant"
 current_tenant: ContextVar[Any | None] = ContextVar("fortranspire_mcp_tenant", default=None)
@@ -54,65 +59,126 @@ class TenantAccessToken(AccessToken):
     oauth_client_id: str | None = Field(default=None, exclude=True)
 
 
+@dataclass
+class _Checked:
+    access: TenantAccessToken
+    checked_at: float  # time.monotonic() when the database check that found it valid started
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class TenantKeyVerifier(TokenVerifier):
     """Checks a raw API key or OAuth access token against the tenant of this request's Host.
 
-    Successful checks are cached for MCP_AUTH_CACHE_S seconds (0 disables): every MCP message
-    is its own HTTP request, and a database round trip per tools/list would dominate its cost.
-    Any save or delete of an ApiKey in this process (revocation through the dashboard, API or
-    admin) clears the cache at once; a revocation made by another process takes effect within
-    the TTL. A key's own expiry is checked on every hit.
+    Every MCP message is its own HTTP request, and a database check per request would dominate
+    the cost of a tools/list. So a successful check is kept, and served for at most
+    MCP_AUTH_CACHE_S seconds (default 1; 0 disables) after the database check behind it
+    *started*. While a key is in use, it is checked again in the background once its entry is
+    half that old, so a request never waits for the database. That gives the revocation bound:
+    a key or token revoked, deleted or expired by any process (dashboard, API, admin, another
+    worker, a bare UPDATE) is refused by every process at most MCP_AUTH_CACHE_S after the change
+    commits, because every check that starts after the commit sees it. Saves and deletes made
+    in this process (and, with REDIS_URL, in any process) clear the cache at once. A key's own
+    expiry is checked on every hit. Failed checks are never kept.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[Any, str], tuple[TenantAccessToken, float]] = {}
+        self._cache: dict[tuple[Any, str], _Checked] = {}
+        # clear() moves to a new generation: a check that started before it must not be kept.
+        self._generation = 0
+        self._rechecking: set[tuple[Any, str]] = set()
+        self._tasks: set[asyncio.Task] = set()
         _verifiers.append(self)
 
     def clear(self) -> None:
+        self._generation += 1
         self._cache.clear()
+
+    def cached(self, tenant: Any, token: str) -> TenantAccessToken | None:
+        """The access ``token`` has on ``tenant`` if a check within the bound found it valid;
+        None otherwise. Never touches the database (it may start the background re-check)."""
+        if tenant is None or not token or len(token) > 512:
+            return None
+        return self._fresh(tenant, token, token_digest(token))
 
     async def verify_token(self, token: str) -> AccessToken | None:
         tenant = current_tenant.get()
         # Checked before any hashing or DB work: a request on no known tenant host costs nothing.
         if tenant is None or not token or len(token) > 512:
             return None
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        cache_key = (tenant.pk, digest)
-        ttl = limit_setting("MCP_AUTH_CACHE_S")
-        now = time.monotonic()
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            access, cached_at = cached
-            if now - cached_at <= ttl and (
-                access.expires_at is None or access.expires_at > time.time()
-            ):
-                return access
-            self._cache.pop(cache_key, None)
+        digest = token_digest(token)
+        access = self._fresh(tenant, token, digest)
+        if access is not None:
+            return access
+        return await self._check_and_keep(tenant, token, digest)
 
+    def _fresh(self, tenant: Any, token: str, digest: str) -> TenantAccessToken | None:
+        cache_key = (tenant.pk, digest)
+        checked = self._cache.get(cache_key)
+        if checked is None:
+            return None
+        bound = limit_setting("MCP_AUTH_CACHE_S")
+        age = time.monotonic() - checked.checked_at
+        expires_at = checked.access.expires_at
+        if age > bound or (expires_at is not None and expires_at <= time.time()):
+            if self._cache.get(cache_key) is checked:
+                del self._cache[cache_key]
+            return None
+        if age > bound / 2 and cache_key not in self._rechecking:
+            self._rechecking.add(cache_key)
+            task = asyncio.get_running_loop().create_task(self._recheck(tenant, token, digest))
+            self._tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._tasks.discard)
+        return checked.access
+
+    async def _recheck(self, tenant: Any, token: str, digest: str) -> None:
+        try:
+            await self._check_and_keep(tenant, token, digest)
+        except Exception:  # noqa: BLE001 - the entry runs out at the bound; requests then check inline
+            logger.warning("background re-check of an MCP key or token failed", exc_info=True)
+        finally:
+            self._rechecking.discard((tenant.pk, digest))
+
+    async def _check_and_keep(
+        self, tenant: Any, token: str, digest: str
+    ) -> TenantAccessToken | None:
+        cache_key = (tenant.pk, digest)
+        generation = self._generation
+        started = time.monotonic()
+        access = await self._check(tenant, token, digest)
+        if access is None:
+            self._cache.pop(cache_key, None)
+            return None
+        current = self._cache.get(cache_key)
+        if (
+            limit_setting("MCP_AUTH_CACHE_S") > 0
+            and generation == self._generation
+            and (current is None or current.checked_at < started)
+        ):
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[cache_key] = _Checked(access, started)
+        return access
+
+    async def _check(self, tenant: Any, token: str, digest: str) -> TenantAccessToken | None:
         from fortranspire_site.errors import ApplicationError
         from tenants.services import api_key_authenticate
 
         try:
-            key = await run_db(api_key_authenticate, raw_key=token, tenant=tenant)
+            key = await lookup_thread.run(api_key_authenticate, raw_key=token, tenant=tenant)
         except ApplicationError:
-            access = await self._verify_oauth_token(token, tenant, digest)
-        else:
-            access = self._key_access(key, tenant, digest)
-        if access is None:
-            return None
-        if ttl > 0:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[cache_key] = (access, now)
-        return access
+            return await self._verify_oauth_token(token, tenant, digest)
+        return self._key_access(key, tenant, digest)
 
     @staticmethod
-    async def _verify_oauth_token(token: str, tenant: Any, digest: str) -> AccessToken | None:
+    async def _verify_oauth_token(token: str, tenant: Any, digest: str) -> TenantAccessToken | None:
         from fortranspire_site.errors import ApplicationError
         from tenants.oauth_services import oauth_token_authenticate
 
         try:
-            row = await run_db(oauth_token_authenticate, raw_token=token, tenant=tenant)
+            row = await lookup_thread.run(oauth_token_authenticate, raw_token=token, tenant=tenant)
         except ApplicationError:
             return None
         tenant_id = getattr(tenant, "schema_name", None) or getattr(tenant, "pk", "")

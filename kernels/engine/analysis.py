@@ -448,16 +448,141 @@ def _privatisable(name, mine: list[_Access], body, loop: ir.Loop, after, ctx: _C
             if _reads_in(ix, loop.var):
                 return False
     # Every read must see an element written earlier in the same iteration (reads of a
-    # statement come before its write in ``order``).
+    # statement come before its write in ``order``), by a write that always runs before it:
+    # one under an IF the read is not under may leave the element as the previous iteration
+    # set it.
     ranges = _inner_loop_ranges(body, ctx)
+    paths = _paths(body)
+    loops = {id(s): s for s in ir.walk(body) if isinstance(s, ir.Loop)}
     writes = []
     for a in sorted(mine, key=lambda a: a.order):
         if a.write:
             writes.append(a)
-            continue
-        if not any(_covers(w, a, ranges, ctx) for w in writes):
+        elif not _defined(writes, a, paths, loops, ranges, ctx):
             return False
     return bool(writes)
+
+
+def _paths(body) -> dict[int, list[tuple[int, int]]]:
+    """For each statement of ``body``: the constructs around it (id, branch), outermost first."""
+    out: dict[int, list[tuple[int, int]]] = {}
+
+    def visit(stmts, path) -> None:
+        for s in stmts:
+            out[id(s)] = path
+            if isinstance(s, (ir.Loop, ir.WhileLoop)):
+                visit(s.body, [*path, (id(s), 0)])
+            elif isinstance(s, ir.If):
+                for k, (_, b) in enumerate(s.branches):
+                    visit(b, [*path, (id(s), k)])
+                visit(s.orelse, [*path, (id(s), len(s.branches))])
+
+    visit(body, [])
+    return out
+
+
+MAX_COVER_POINTS = 4096  # elements of one read checked one by one against the writes
+
+
+def _defined(writes: list[_Access], r: _Access, paths, loops, ranges, ctx: _Context) -> bool:
+    """Whether ``writes`` have set, earlier in the same iteration, every element ``r`` reads.
+
+    A write counts when the constructs around it that are not around ``r`` too are DO loops
+    of constant range without EXIT/CYCLE/RETURN (they ran whole before the read): their
+    variables range over the indices written, those of the loops around ``r`` alone over the
+    indices read. A write under an IF the read is not under may not have run: the element
+    could still hold what the previous iteration left. The writes together must cover the
+    read (``v(1) = ..; v(2) = ..; s = sum(v)``).
+    """
+    pr = paths[id(r.stmt)]
+    boxes = []
+    for w in writes:
+        pw = paths[id(w.stmt)]
+        common = 0
+        while common < min(len(pw), len(pr)) and pw[common] == pr[common]:
+            common += 1
+        spans: dict[str, tuple[int, int]] = {}
+        for construct, _ in pw[common:]:
+            loop = loops.get(construct)
+            if loop is None or loop.var not in ranges:
+                break
+            if any(isinstance(x, (ir.Exit, ir.Cycle, ir.Return)) for x in ir.walk(loop.body)):
+                break
+            spans[loop.var] = ranges[loop.var]
+        else:
+            boxes.append(_box(w.indices, spans, ctx))
+    read_spans = {
+        loops[c].var: ranges[loops[c].var]
+        for c, _ in pr
+        if c in loops and loops[c].var in ranges and not _around_any(c, writes, paths)
+    }
+    read = _box(r.indices, read_spans, ctx)
+    points = 1
+    for kind, value in read:
+        if kind == "span":
+            points *= value[1] - value[0] + 1
+    if not boxes or points > MAX_COVER_POINTS:
+        return False
+    for point in _points(read):
+        if not any(_inside(point, box) for box in boxes):
+            return False
+    return True
+
+
+def _around_any(construct: int, writes: list[_Access], paths) -> bool:
+    return any((construct, 0) in paths[id(w.stmt)] for w in writes)
+
+
+def _box(indices, spans, ctx: _Context) -> list[tuple[str, object]]:
+    """Per dimension: ('span', (lo, hi)) of the indices taken, or ('expr', text) when unknown."""
+    out: list[tuple[str, object]] = []
+    for ix in indices:
+        span = _span(ix, spans, ctx)
+        out.append(("span", span) if span is not None else ("expr", repr(ix)))
+    return out
+
+
+def _points(box):
+    """Each element of a read box (expression dimensions stay as they are)."""
+    if not box:
+        yield ()
+        return
+    (kind, value), rest = box[0], box[1:]
+    heads = (
+        [("span", (x, x)) for x in range(value[0], value[1] + 1)]
+        if kind == "span"
+        else [(kind, value)]
+    )
+    for head in heads:
+        for tail in _points(rest):
+            yield (head, *tail)
+
+
+def _inside(point, box) -> bool:
+    for (pk, pv), (bk, bv) in zip(point, box, strict=True):
+        if pk != bk:
+            return False
+        if pk == "expr":
+            if pv != bv:
+                return False
+        elif not (bv[0] <= pv[0] and pv[1] <= bv[1]):
+            return False
+    return True
+
+
+def _span(ix, ranges, ctx: _Context) -> tuple[int, int] | None:
+    """The interval an index takes: a constant, or ``v + c`` for a loop ``v`` of ``ranges``."""
+    f = affine(ctx.fold(ix))
+    if f is None:
+        return None
+    if not f[0]:
+        return f[1], f[1]
+    if len(f[0]) == 1:
+        ((var, coef),) = f[0].items()
+        if coef == 1 and var in ranges:
+            lo, hi = ranges[var]
+            return lo + f[1], hi + f[1]
+    return None
 
 
 def _inner_loop_ranges(body, ctx: _Context) -> dict[str, tuple[int, int]]:
@@ -469,29 +594,6 @@ def _inner_loop_ranges(body, ctx: _Context) -> dict[str, tuple[int, int]]:
             if lo is not None and hi is not None and not lo[0] and not hi[0]:
                 out[s.var] = (lo[1], hi[1])
     return out
-
-
-def _covers(w: _Access, r: _Access, ranges, ctx: _Context) -> bool:
-    """Whether write ``w`` (all its iterations) defines the element read by ``r``."""
-    for wi, ri in zip(w.indices, r.indices, strict=True):
-        if repr(wi) == repr(ri):
-            continue
-        fw, fr = affine(ctx.fold(wi)), affine(ctx.fold(ri))
-        if fr is None or fr[0] or fw is None:
-            return False
-        if not fw[0]:
-            if fw[1] != fr[1]:
-                return False
-        elif len(fw[0]) == 1:
-            ((var, coef),) = fw[0].items()
-            if coef != 1 or var not in ranges:
-                return False
-            lo, hi = ranges[var]
-            if not (lo + fw[1] <= fr[1] <= hi + fw[1]):
-                return False
-        else:
-            return False
-    return True
 
 
 def _carried(name, mine: list[_Access], loop: ir.Loop, body, ctx, inner_vars, written_scalars):

@@ -236,9 +236,9 @@ end subroutine {DUMP}
 """
 
 
-def read_counts(workdir: Path) -> list[int] | None:
-    """The counters the reference run wrote, or None when it wrote none (it did not finish)."""
-    path = workdir / COVERAGE_FILE
+def read_counts(path: Path) -> list[int] | None:
+    """The counters a reference run wrote to ``path`` (:data:`COVERAGE_FILE` in its work dir),
+    or None when it wrote none (it did not finish)."""
     if not path.exists():
         return None
     try:

@@ -200,3 +200,55 @@ def _rbw_block(name: str, stmts: list[ir.Stmt], written: bool):
         elif reads:
             return "read"
     return "written" if written else "none"
+
+
+def substitute(e, mapping: dict[str, ir.Expr]):
+    """A copy of expression ``e`` with each ``Var`` named in ``mapping`` replaced."""
+    if not mapping or e is None:
+        return e
+    if isinstance(e, ir.Var):
+        return mapping.get(e.name, e)
+    if isinstance(e, ir.ArrayRef):
+        return ir.ArrayRef(e.name, [substitute(i, mapping) for i in e.indices])
+    if isinstance(e, ir.Slice):
+        return ir.Slice(*(substitute(p, mapping) for p in (e.lower, e.upper, e.step)))
+    if isinstance(e, ir.BinOp):
+        return ir.BinOp(e.op, substitute(e.left, mapping), substitute(e.right, mapping))
+    if isinstance(e, ir.UnaryOp):
+        return ir.UnaryOp(e.op, substitute(e.operand, mapping))
+    if isinstance(e, ir.Call):
+        return ir.Call(
+            e.name,
+            [substitute(a, mapping) for a in e.args],
+            {k: substitute(v, mapping) for k, v in e.keywords.items()},
+        )
+    return e
+
+
+def top_level_definitions(stmts: list[ir.Stmt], exclude=()) -> dict[str, ir.Expr]:
+    """Scalars set once, at the top level of ``stmts``, from names the statements never write.
+
+    ``nx = curr%nx`` before ``do i = 1, nx``: ``{'nx': curr_nx}``, so that sizes and bounds can
+    be read through the copy. A name assigned anywhere else (or a loop variable, or an actual
+    argument of a CALL) is not a definition; ``exclude`` (the arguments) never are.
+    """
+    writes: dict[str, int] = {}
+    for s in ir.walk(stmts):
+        for n in written_names([s]) if not isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) else ():
+            writes[n] = writes.get(n, 0) + 1
+        if isinstance(s, ir.Loop):
+            writes[s.var] = writes.get(s.var, 0) + 2
+        if isinstance(s, ir.Allocate):
+            writes[s.name] = writes.get(s.name, 0) + 2
+    out: dict[str, ir.Expr] = {}
+    for s in stmts:
+        if not (isinstance(s, ir.Assign) and isinstance(s.target, ir.Var)):
+            continue
+        name = s.target.name
+        if name in exclude or writes.get(name) != 1:
+            continue
+        reads = names_in_expr(s.value)
+        if any(writes.get(n) and n not in out for n in reads):
+            continue
+        out[name] = substitute(s.value, out)
+    return out

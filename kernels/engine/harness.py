@@ -4,6 +4,9 @@ It is copied into each run's work directory and executed there as
 ``python -I fsp_harness.py SPEC.json`` with only numpy (and numba for ports) importable: it must
 never import the project (the project's source is not visible in the sandbox). The server
 imports it too, for :func:`make_inputs` (one definition of the inputs) and :func:`install`.
+A port's harness is started ahead of its spec (``--wait``, see :func:`main`): it imports and
+warms up numba while the server parses, then runs the spec it is given. Every task ends with
+:func:`_exit_now`, which skips the interpreter's slow finalisation.
 
 A spec is JSON:
 
@@ -11,9 +14,16 @@ A spec is JSON:
   as the last stdout line), ``"time"`` (each variant timed ``warmups + repeats`` times from
   fresh inputs, ``{"variants": {name: {"times": [...]} | {"error": ...}}}`` written to
   ``output`` as JSON) or ``"stream"`` (a STREAM-like copy/triad, figures written to ``output``);
-- ``seed`` and ``args``: ``[{name, dtype, base, array, output, shape, value}]``; inputs are drawn
-  here, from the seed, so the server never allocates them (``value`` is set for scalars the
-  caller fixed: sizes and given scalars);
+- ``seed`` and ``args``: ``[{name, dtype, base, array, output, shape, value, fill}]``; inputs
+  are drawn here, from the seed, so the server never allocates them (``value`` is set for
+  scalars the caller fixed: sizes and given scalars; ``fill`` for an array whose every element
+  the caller fixed, a flag array choosing branches);
+- ``selections`` (task ``run``, optional): a list of ``{name: value}``, one call each with those
+  scalars (``value``) or arrays (``fill``) changed and everything else drawn as without them;
+  call ``k`` writes its outputs to :func:`selection_path` ``(output, k)`` and, when
+  ``coverage_file`` names the file the call leaves (the reference's loop counters, counted
+  since the first call), moves it to ``selection_path(coverage_file, k)``. A call that crashes
+  leaves the files of the calls before it;
 - ``result``: the function result's dtype, or null for a subroutine;
 - ``run``: ``mode`` ``"fortran"`` (``library``, ``symbol``: verify's bind(C) wrapper, every
   argument by reference, logicals as int32, complex scalars through a one-element array, the
@@ -204,12 +214,31 @@ def make_inputs(args, seed):
     for a in args:
         dtype = np.dtype(a["dtype"])
         if a["array"]:
+            # Drawn even when filled: the other inputs stay the same whatever the fill.
             values[a["name"]] = _random_array(rng, a["base"], dtype, tuple(a["shape"]))
+            if a.get("fill") is not None:
+                values[a["name"]][...] = a["fill"]
         elif a.get("value") is not None:
             values[a["name"]] = dtype.type(a["value"])
         else:
             values[a["name"]] = dtype.type(_random_array(rng, a["base"], dtype, ()).item())
     return values
+
+
+def with_selection(args, selection):
+    """``args`` with the scalars (``value``) and flag arrays (``fill``) of ``selection`` set."""
+    out = []
+    for a in args:
+        if a["name"] in selection:
+            a = dict(a, **{"fill" if a["array"] else "value": selection[a["name"]]})
+        out.append(a)
+    return out
+
+
+def selection_path(path, index):
+    """Where call ``index`` of a run with several selections writes the file ``path``."""
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}.s{index}.{suffix}" if dot else f"{path}.s{index}"
 
 
 def input_bytes(args):
@@ -375,27 +404,37 @@ def _python_outputs(args, call, returned, result):
 
 
 def task_run(spec):
-    compile_s, compile_cpu_s, cache_hits = 0.0, 0.0, 0
-    args = spec["args"]
-    base = make_inputs(args, spec["seed"])
-    values = _fresh(args, base)
-    if spec["mode"] == "fortran":
-        fn = _load_fortran(spec["library"], spec["symbol"])
-        thunk, keep = _fortran_call(fn, args, values, spec["result"])
-        t0 = time.perf_counter()
-        thunk()
-        elapsed = time.perf_counter() - t0
-        out = _fortran_outputs(args, keep, spec["result"])
-    else:
-        fn = _load_python(spec["module"], spec["entry"])
-        compile_s, compile_cpu_s, cache_hits = _compile_for(
-            fn, values, spec.get("numba_cache", False)
-        )
-        t0 = time.perf_counter()
-        returned = fn(*values)
-        elapsed = time.perf_counter() - t0
-        out = _python_outputs(args, values, returned, spec["result"])
-    np.savez(spec["output"], **out)
+    compile_s, compile_cpu_s, cache_hits, elapsed = 0.0, 0.0, 0, 0.0
+    selections = spec.get("selections")
+    fn = None
+    for index, selection in enumerate(selections or [{}]):
+        args = with_selection(spec["args"], selection)
+        values = _fresh(args, make_inputs(args, spec["seed"]))
+        if spec["mode"] == "fortran":
+            fn = fn or _load_fortran(spec["library"], spec["symbol"])
+            thunk, keep = _fortran_call(fn, args, values, spec["result"])
+            t0 = time.perf_counter()
+            thunk()
+            elapsed += time.perf_counter() - t0
+            out = _fortran_outputs(args, keep, spec["result"])
+        else:
+            if fn is None:
+                fn = _load_python(spec["module"], spec["entry"])
+                # One compilation: every selection has the same argument types.
+                compile_s, compile_cpu_s, cache_hits = _compile_for(
+                    fn, values, spec.get("numba_cache", False)
+                )
+            t0 = time.perf_counter()
+            returned = fn(*values)
+            elapsed += time.perf_counter() - t0
+            out = _python_outputs(args, values, returned, spec["result"])
+        if selections is None:
+            np.savez(spec["output"], **out)
+            continue
+        np.savez(selection_path(spec["output"], index), **out)
+        counters = spec.get("coverage_file")
+        if counters and os.path.exists(counters):
+            os.replace(counters, selection_path(counters, index))
     print(
         json.dumps(
             {
@@ -403,6 +442,7 @@ def task_run(spec):
                 "compile_s": compile_s,
                 "compile_cpu_s": compile_cpu_s,
                 "cache_hits": cache_hits,
+                **spec.get("timing", {}),
             }
         )
     )
@@ -591,12 +631,55 @@ def task_stream(spec):
 
 
 TASKS = {"run": task_run, "time": task_time, "stream": task_stream}
+WAIT_FLAG = "--wait"  # fsp_harness.py --wait SPEC: warm up, then run SPEC once told "go"
+GO = b"go\n"
+
+
+def warm_up_numba():
+    """Pay numba's one-time costs before the port exists (see :func:`main`).
+
+    The import (about 0.4 s), the CPU target's typing and lowering registries (about 0.25 s:
+    otherwise the first compile or cache load fills them) and ``typeof``'s first array.
+    """
+    import numba
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+    numba.typeof(np.zeros((1, 1), order="F"))
 
 
 def main(argv):
-    with open(argv[1]) as fh:
+    """``fsp_harness.py SPEC``, or ``fsp_harness.py --wait SPEC``.
+
+    With ``--wait`` the harness is started before SPEC exists (while the server still parses
+    and generates the port): it imports numba and warms it up, then reads stdin. Only ``go``
+    followed by a newline makes it read SPEC and run it; anything else (EOF: the server did not
+    need it) ends it without running anything. ``ready_at``, the ``time.monotonic()`` at which
+    the warm-up ended, then comes with the task's last line.
+    """
+    timing = {}
+    if len(argv) > 2 and argv[1] == WAIT_FLAG:
+        warm_up_numba()
+        timing["ready_at"] = time.monotonic()
+        if sys.stdin.buffer.readline() != GO:
+            _exit_now(0)
+    with open(argv[-1]) as fh:
         spec = json.load(fh)
+    spec["timing"] = timing
     TASKS[spec["task"]](spec)
+    _exit_now(0)
+
+
+def _exit_now(status):
+    """Flush and leave without the interpreter's finalisation.
+
+    Tearing down an interpreter that imported numba takes 0.3-0.6 s (every module and LLVM
+    object freed one by one), all of it after the outputs were written and closed.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,8 @@ ARRAY_REDUCTIONS = {
 LOWERED = {"count", "any", "all", "maxloc", "minloc", "dot_product"}
 # Intrinsic inquiry functions whose array argument is not elementwise.
 INQUIRY = {"size", "lbound", "ubound", "kind", "huge", "tiny", "epsilon"}
+
+#: Intrinsics that read the program's command line (argv) and nothing else. The security scan
+#: lets them through (a driver parsing its arguments touches no file and no process); a kernel
+#: has no command line, so the frontend reports them as unsupported inside one.
+COMMAND_LINE = {"command_argument_count", "get_command_argument", "get_command", "getarg", "iargc"}

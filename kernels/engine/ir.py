@@ -133,10 +133,63 @@ class Decl:
     parameter: Expr | None = None  # value of a named constant
     allocatable: bool = False
     line: int = 0
+    derived: str | None = None  # a variable of this derived TYPE (``type`` is then DERIVED)
 
     @property
     def is_array(self) -> bool:
         return bool(self.dims)
+
+
+DERIVED = FType("type", 0)  # the placeholder type of a derived-type variable (never printed)
+
+
+@dataclass
+class DerivedType:
+    """A TYPE defined in the given files: its data components in order.
+
+    ``problem`` says why variables of the type cannot be scalarised (EXTENDS, PRIVATE
+    components...); ``pointers`` are POINTER components (unsupported when a kernel uses them).
+    """
+
+    name: str
+    components: dict[str, Decl]
+    module: str | None = None  # the module that defines it (None: inside a procedure)
+    pointers: set[str] = field(default_factory=set)
+    problem: str = ""
+    line: int = 0
+
+
+@dataclass
+class ComponentOf:
+    """A port argument that is one component of a derived-type dummy of the original.
+
+    The port takes each component the kernel uses as its own argument (structure of arrays:
+    ``p(i)%x`` of ``type(particle) :: p(n)`` is ``p_x(i)``); ``path`` is the component chain
+    (``['g', 'x']`` for ``f%g%x``).
+    """
+
+    parent: str
+    path: list[str]
+    allocatable: bool = False  # the array part is an ALLOCATABLE component
+
+
+@dataclass
+class ModuleVariable:
+    """A port argument that is a variable of a module (not a PARAMETER) the kernel uses."""
+
+    module: str
+    name: str  # its name in the module (the argument has the name the kernel uses)
+    allocatable: bool = False  # the wrapper allocates it with the run's bounds
+
+
+@dataclass
+class DerivedArg:
+    """A derived-type dummy argument of the original, replaced in the port by its components."""
+
+    name: str
+    type_name: str
+    module: str  # the module defining the TYPE (the verification wrapper USEs it)
+    dims: list[Dim] = field(default_factory=list)  # an array of derived type: its dimensions
 
 
 @dataclass
@@ -148,6 +201,8 @@ class Arg:
     intent: str  # 'in' | 'out' | 'inout' (inferred from use when the source does not say)
     dims: list[Dim] = field(default_factory=list)
     allocatable: bool = False  # an ALLOCATABLE dummy: the caller passes an allocated array
+    # Not a dummy of the original: a component of a derived-type dummy, or a module variable.
+    source: ComponentOf | ModuleVariable | None = None
 
     @property
     def is_array(self) -> bool:
@@ -314,6 +369,10 @@ class Kernel:
     # (a module before the units that USE it); empty when every file has the kernel's form.
     compiled_before: list[SourcePart] = field(default_factory=list)
     compiled_after: list[SourcePart] = field(default_factory=list)
+    # The original's dummy arguments in call order, when they are not ``args`` one to one (a
+    # derived-type dummy is replaced by its components, module variables are added).
+    fortran_args: list[str] | None = None
+    derived_args: dict[str, DerivedArg] = field(default_factory=dict)
 
     def arg(self, name: str) -> Arg:
         for a in self.args:
@@ -324,6 +383,29 @@ class Kernel:
 
 # --------------------------------------------------------------------------------------------
 # Helpers shared by the stages
+
+
+def argument_sources(kernel: Kernel) -> list[str]:
+    """One line per port argument that is no dummy of the original (calling convention, report)."""
+    lines = []
+    for name, da in kernel.derived_args.items():
+        parts = [
+            f"{'%'.join([name, *a.source.path])} -> {a.name}"
+            for a in kernel.args
+            if isinstance(a.source, ComponentOf) and a.source.parent == name
+        ]
+        lines.append(
+            f"argument {name} (TYPE({da.type_name})) is passed as its components, one argument "
+            f"each (structure of arrays): {', '.join(parts) or 'none used'}"
+        )
+    for a in kernel.args:
+        if isinstance(a.source, ModuleVariable):
+            lines.append(
+                f"module variable {a.source.name} of module {a.source.module} is argument "
+                f"{a.name}, intent({a.intent}): the caller passes its value"
+                + (" and gets the new one back" if a.intent != "in" else "")
+            )
+    return lines
 
 
 def walk(stmts: list[Stmt]) -> Iterator[Stmt]:

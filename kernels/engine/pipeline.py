@@ -33,6 +33,8 @@ from kernels.engine.report import (
     TranslationResult,
 )
 from kernels.engine.sandbox import SandboxUnavailable
+from kernels.engine.spare_ports import SPARE_PORTS
+from kernels.engine.verify import MAX_VERIFY_S, PortSandbox
 
 
 def find_kernels(
@@ -147,6 +149,7 @@ def translate_source(
     time_budget_s: float | None = None,
     allowed_includes: Collection[str] = (),
     numba_cache_dir: str | os.PathLike[str] | None = None,
+    reference_cache_dir: str | os.PathLike[str] | None = None,
 ) -> TranslationResult:
     """Translate every kernel of ``source`` (or only ``kernel``) and verify it against gfortran.
 
@@ -156,8 +159,10 @@ def translate_source(
 
     ``numba_cache_dir`` is a directory owned by one tenant where numba keeps the compiled ports of
     the deterministic backend between verifications (see :func:`verify.verify_against_gfortran`);
-    LLM answers never get it. Each kernel's ``timings_ms`` says where the time went, and every
-    finished stage is reported through ``progress`` with its duration.
+    LLM answers never get it. ``reference_cache_dir`` is the same tenant's cache of gfortran
+    builds of the originals (:mod:`kernels.engine.reference_cache`). Each kernel's ``timings_ms``
+    says where the time went, and every finished stage is reported through ``progress`` with its
+    duration.
     """
     return translate_project(
         single_file(source, filename),
@@ -171,6 +176,7 @@ def translate_source(
         time_budget_s=time_budget_s,
         allowed_includes=allowed_includes,
         numba_cache_dir=numba_cache_dir,
+        reference_cache_dir=reference_cache_dir,
     )
 
 
@@ -187,21 +193,105 @@ def translate_project(
     time_budget_s: float | None = None,
     allowed_includes: Collection[str] = (),
     numba_cache_dir: str | os.PathLike[str] | None = None,
+    reference_cache_dir: str | os.PathLike[str] | None = None,
 ) -> TranslationResult:
     """Translate the kernels of every source of ``project`` (see :func:`translate_source`).
 
     Each kernel is reported with the ``file`` it is in; the result's ``file`` names the project.
+    With verification, the first port's sandbox starts now and warms up while the source is
+    parsed (:class:`verify.PortSandbox`); each verification starts the next one.
     """
-    filename = project.label
     if target not in ("cpu", "gpu"):
         raise EngineError(f"unknown target {target!r}: use 'cpu' or 'gpu'")
+    budget = time_budget_s if time_budget_s is not None else _default_time_budget()
+    deadline = time.monotonic() + budget
+    device = device_for(target)
+    ports = _PortsAhead(device=device, numba_cache_dir=numba_cache_dir, deadline=deadline)
+    if verify:
+        ports.start_next()
+    try:
+        return _translate_project(
+            project,
+            target=target,
+            device=device,
+            kernel=kernel,
+            verify=verify,
+            sizes=sizes,
+            seed=seed,
+            progress=progress,
+            llm_fallback=llm_fallback,
+            budget=budget,
+            deadline=deadline,
+            allowed_includes=allowed_includes,
+            numba_cache_dir=numba_cache_dir,
+            reference_cache_dir=reference_cache_dir,
+            ports=ports,
+        )
+    finally:
+        ports.close()
+
+
+class _PortsAhead:
+    """At most one port sandbox started ahead of the verification that will use it: a spare
+    kept warm for this tenant since its last request (:mod:`kernels.engine.spare_ports`), or one
+    started now."""
+
+    def __init__(
+        self, *, device: str, numba_cache_dir: str | os.PathLike[str] | None, deadline: float
+    ) -> None:
+        self._device = device
+        self._numba_cache_dir = numba_cache_dir
+        self._deadline = deadline
+        self._ready: PortSandbox | None = None
+
+    def start_next(self) -> None:
+        left = self._deadline - time.monotonic()
+        if self._ready is not None or left < 1.0:
+            return
+        self._ready = SPARE_PORTS.take(device=self._device, numba_cache_dir=self._numba_cache_dir)
+        if self._ready is not None:
+            return
+        try:
+            self._ready = PortSandbox.start(
+                device=self._device, numba_cache_dir=self._numba_cache_dir, timeout_s=left
+            )
+        except SandboxUnavailable:
+            pass  # the verification itself reports it, with the reason and the fix
+
+    def take(self) -> PortSandbox | None:
+        ready, self._ready = self._ready, None
+        return ready
+
+    def close(self) -> None:
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
+
+
+def _translate_project(
+    project: Project,
+    *,
+    target: str,
+    device: str,
+    kernel: str | None,
+    verify: bool,
+    sizes: dict[str, int] | None,
+    seed: int,
+    progress: ProgressCallback | None,
+    llm_fallback: Any,
+    budget: float,
+    deadline: float,
+    allowed_includes: Collection[str],
+    numba_cache_dir: str | os.PathLike[str] | None,
+    reference_cache_dir: str | os.PathLike[str] | None,
+    ports: _PortsAhead,
+) -> TranslationResult:
+    filename = project.label
 
     def report(stage: str, done: int, total: int, message: str) -> None:
         if progress is not None:
             progress(stage, done, total, message)
 
-    budget = time_budget_s if time_budget_s is not None else _default_time_budget()
-    deadline = time.monotonic() + budget
     report("parse", 0, 1, f"parsing {filename}")
     started = time.perf_counter()
     kernels, excluded = find_project_kernels_and_exclusions(
@@ -217,7 +307,6 @@ def translate_project(
             names = ", ".join(k.name for k in kernels) or "none"
             raise EngineError(f"no kernel named {kernel!r} in {filename}; kernels: {names}")
         kernels = chosen
-    device = device_for(target)
     result = TranslationResult(file=filename, target=target)
     result.kernels.extend(excluded_result(e, device, file) for file, e in excluded)
     total = len(kernels)
@@ -335,6 +424,9 @@ def translate_project(
         kr.notes.extend(sized.notes)
         if sized.kernel is not None:
             run_kernel, run_code = sized.kernel, sized.generated
+        port = ports.take()
+        if n + 1 < total:
+            ports.start_next()  # the next kernel's, warming up while this one is verified
         _verify_into(
             kr,
             run_kernel,
@@ -342,8 +434,10 @@ def translate_project(
             sizes=sizes,
             seed=seed,
             device=device,
-            timeout_s=min(120.0, remaining),
+            timeout_s=min(MAX_VERIFY_S, remaining),
             numba_cache_dir=numba_cache_dir,
+            reference_cache_dir=reference_cache_dir,
+            port=port,
             on_stage=stage_done,
         )
         kr.sizes.update(sized.values)  # the run's sizes, PARAMETERs set for it included
@@ -618,16 +712,14 @@ def _verify_into(
     sizes,
     seed,
     device,
-    timeout_s: float = 120.0,
+    timeout_s: float = MAX_VERIFY_S,
     numba_cache_dir=None,
+    reference_cache_dir=None,
+    port: PortSandbox | None = None,
     on_stage=None,
 ) -> None:
-    try:
-        from kernels.engine.verify import verify_against_gfortran
-    except ImportError:
-        kr.status = "translated"
-        kr.notes.append("verification unavailable (kernels.engine.verify is missing)")
-        return
+    from kernels.engine.verify import verify_against_gfortran  # looked up here: tests replace it
+
     t0 = time.perf_counter()
     try:
         rep = verify_against_gfortran(
@@ -638,15 +730,22 @@ def _verify_into(
             device=device,
             timeout_s=timeout_s,
             numba_cache_dir=numba_cache_dir,
+            reference_cache_dir=reference_cache_dir,
+            port=port,
             on_stage=on_stage,
         )
     except EngineError as exc:
         kr.status = "failed"
         kr.diagnostics.append(Diagnostic(k.line, 1, f"verification failed: {exc.message}"))
         return
+    finally:
+        if port is not None:
+            port.close()  # verification closes it too; this covers one that never got that far
     kr.timings_ms.update((s, rep.timings_ms[s]) for s in VERIFY_STAGES if s in rep.timings_ms)
     if rep.numba_cache_hit:
         kr.notes.append("numba: the compiled port was loaded from this tenant's cache")
+    if rep.reference_cache_hit:
+        kr.notes.append("gfortran: the original's build was loaded from this tenant's cache")
     kr.status = rep.status
     kr.arguments = list(rep.arguments)
     kr.max_abs_err = rep.max_abs_err

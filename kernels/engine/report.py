@@ -21,14 +21,19 @@ TARGETS = ("cpu", "gpu")
 ProgressCallback = Callable[[str, int, int, str], None]
 
 #: The stages a kernel's ``timings_ms`` reports, in the order they happen. ``parse`` is the
-#: file's parse (shared by its kernels). With verification, the gfortran side (``gfortran_compile``,
-#: ``reference_run``) and the numba side (``numba_compile``, ``port_run``) run concurrently, so a
-#: kernel's wall time is about parse + analyse + generate + max(the two sides) + compare.
-#: ``port_run`` includes the sandboxed interpreter's start and its numpy/numba import.
+#: file's parse (shared by its kernels). With verification, the port's sandbox is started with the
+#: request, or was kept warm since the tenant's last one (``port_start``: what is left of its
+#: interpreter start, numpy/numba import and numba warm-up once the request takes it, running
+#: while parse, analyse and generate run); then the gfortran side (``gfortran_compile``: a few
+#: milliseconds when the tenant's cached build is loaded, ``reference_run``) and the numba side
+#: (``numba_compile``: a load when the tenant's numba cache has the port, ``port_run``) run
+#: concurrently. A kernel's wall time is then about max(parse + analyse + generate + the gfortran
+#: side, max(port_start, parse + analyse + generate) + the numba side) + compare.
 TIMING_STAGES = (
     "parse",
     "analyse",
     "generate",
+    "port_start",
     "gfortran_compile",
     "reference_run",
     "numba_compile",

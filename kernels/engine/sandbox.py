@@ -636,7 +636,7 @@ def _run_probe() -> SandboxProbe:
             return SandboxProbe(False, f"{tool} (util-linux) is missing. {_FIX}", mode, version)
     try:
         with sandbox_tempdir(prefix="probe-") as work:
-            result = _launch(
+            result = _start(
                 ["/usr/bin/id", "-u"],
                 cwd=str(work),
                 timeout_s=30,
@@ -649,12 +649,12 @@ def _run_probe() -> SandboxProbe:
                     nproc=DEFAULT_MAX_PROCESSES,
                 ),
                 env=scrubbed_env(home=work),
-                stdin=None,
+                input_later=False,
                 allow_gpu=False,
                 ro_paths=(),
                 rw_paths=(),
                 max_output_bytes=4096,
-            )
+            )._collect(None, None)
     except (OSError, SandboxUnavailable) as exc:
         return SandboxProbe(False, f"cannot start bubblewrap: {exc}. {_FIX}", mode, version)
     if not result.ok:
@@ -718,6 +718,56 @@ def run_sandboxed(
     only to the runs of that tenant's translator-written ports. ``isolate_network`` must stay
     True: there is no networked mode.
     """
+    started = start_sandboxed(
+        argv,
+        cwd=cwd,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        env=env,
+        input_later=stdin is not None,
+        allow_gpu=allow_gpu,
+        cpu_s=cpu_s,
+        isolate_network=isolate_network,
+        max_output_bytes=max_output_bytes,
+        max_file_mb=max_file_mb,
+        max_open_files=max_open_files,
+        max_processes=max_processes,
+        ro_paths=ro_paths,
+        rw_paths=rw_paths,
+    )
+    return started.finish(stdin)
+
+
+def start_sandboxed(
+    argv: list[str],
+    *,
+    cwd: str | os.PathLike[str],
+    timeout_s: float,
+    memory_mb: int,
+    env: Mapping[str, str] | None = None,
+    input_later: bool = False,
+    allow_gpu: bool = False,
+    cpu_s: float | None = None,
+    isolate_network: bool = True,
+    max_output_bytes: int = DEFAULT_OUTPUT_CAP,
+    max_file_mb: int = DEFAULT_FILE_MB,
+    max_open_files: int = 256,
+    max_processes: int = DEFAULT_MAX_PROCESSES,
+    ro_paths: Sequence[str | os.PathLike[str]] = (),
+    rw_paths: Sequence[str | os.PathLike[str]] = (),
+) -> SandboxProcess:
+    """Start ``argv`` in the sandbox now and collect it later (:meth:`SandboxProcess.finish`).
+
+    The same sandbox as :func:`run_sandboxed` (which is ``start_sandboxed(...).finish(stdin)``),
+    for a child that can do useful work before its input exists: the port's harness imports
+    numba while the translator is still parsing. ``input_later`` gives the child a stdin pipe
+    that :meth:`~SandboxProcess.finish` writes and closes (otherwise stdin is ``/dev/null``).
+    ``timeout_s`` counts from now; nothing enforces it until ``finish`` is called, so the caller
+    must call ``finish`` or ``kill`` (use it as a context manager).
+
+    bubblewrap's ``--die-with-parent`` follows the *thread* that started the child: start it on
+    a thread that lives until the child is finished.
+    """
     if not isolate_network:
         raise ValueError("the sandbox has no network mode; isolate_network must be True")
     workdir = os.path.realpath(os.fspath(cwd))
@@ -739,35 +789,27 @@ def run_sandboxed(
     argv = [str(a) for a in argv]
     program = _resolve_program(argv[0] if argv else "", workdir, ro_paths)
     if program is None:
-        return SandboxResult(
-            127,
-            "",
-            f"sandbox: cannot execute {argv[0] if argv else '(nothing)'}: not found "
-            "inside the sandbox\n",
-            False,
+        return SandboxProcess.already_done(
+            SandboxResult(
+                127,
+                "",
+                f"sandbox: cannot execute {argv[0] if argv else '(nothing)'}: not found "
+                "inside the sandbox\n",
+                False,
+            )
         )
-    result = _launch(
+    return _start(
         [program, *argv[1:]],
         cwd=workdir,
         timeout_s=timeout_s,
         limits=limits,
         env=child_env,
-        stdin=stdin,
+        input_later=input_later,
         allow_gpu=allow_gpu,
         ro_paths=[os.fspath(p) for p in ro_paths],
         rw_paths=[os.path.realpath(os.fspath(p)) for p in rw_paths],
         max_output_bytes=max_output_bytes,
     )
-    if result.returncode == 1 and result.stderr.startswith("bwrap:"):
-        # bwrap itself failed (or the child imitates it): re-check the sandbox before trusting
-        # either reading. A child cannot fake a failed probe.
-        require_sandbox_after = probe(force=True)
-        if not require_sandbox_after.ok:
-            raise SandboxUnavailable(
-                "untrusted code cannot run: the sandbox is unavailable: "
-                + require_sandbox_after.reason
-            )
-    return result
 
 
 def _resolve_program(name: str, workdir: str, ro_paths: Sequence) -> str | None:
@@ -785,19 +827,19 @@ def _resolve_program(name: str, workdir: str, ro_paths: Sequence) -> str | None:
     return None
 
 
-def _launch(
+def _start(
     argv: list[str],
     *,
     cwd: str,
     timeout_s: float,
     limits: Sequence[str],
     env: Mapping[str, str],
-    stdin: str | bytes | None,
+    input_later: bool,
     allow_gpu: bool,
     ro_paths: Sequence[str],
     rw_paths: Sequence[str],
     max_output_bytes: int,
-) -> SandboxResult:
+) -> SandboxProcess:
     if _privileged():
         for top in (cwd, *rw_paths):
             _hand_to_sandbox_user(top)
@@ -816,14 +858,13 @@ def _launch(
         rw_paths=rw_paths,
         seccomp_fd=seccomp_r,
     )
-    data = stdin.encode() if isinstance(stdin, str) else stdin
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
             cmd,
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if input_later else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # our own process group: a timeout kills bwrap and all
@@ -835,34 +876,129 @@ def _launch(
     finally:
         if seccomp_r is not None:
             os.close(seccomp_r)
-    if data is not None:
-        threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
-    # Both pipes are drained here, in this thread (no reader threads to start and schedule):
-    # they reach EOF when every process of the sandbox has gone, which its pid namespace ensures.
-    out, err = _Capped(max_output_bytes), _Capped(max_output_bytes)
-    deadline = time.monotonic() + timeout_s
-    timed_out = not _drain({proc.stdout: out, proc.stderr: err}, deadline)
-    if not timed_out:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    if timed_out:
-        # Killing bwrap kills the sandbox's pid 1 (--die-with-parent), which ends its namespace.
-        _kill_group(proc)
-        proc.wait()
-    _kill_group(proc)
-    for pipe in (proc.stdout, proc.stderr):
-        with contextlib.suppress(OSError):
-            pipe.close()
-    return SandboxResult(
-        returncode=_signal_status(proc.returncode),
-        stdout=out.text(),
-        stderr=err.text(),
-        timed_out=timed_out,
-        duration_s=time.monotonic() - start,
-        output_truncated=out.truncated or err.truncated,
-    )
+    return SandboxProcess(proc, start=start, timeout_s=timeout_s, max_output_bytes=max_output_bytes)
+
+
+class SandboxProcess:
+    """A child started by :func:`start_sandboxed`; :meth:`finish` collects it, :meth:`kill`
+    ends it unused. Either happens once; leaving the ``with`` block kills what was not finished.
+    """
+
+    def __init__(
+        self,
+        proc: subprocess.Popen | None,
+        *,
+        start: float,
+        timeout_s: float,
+        max_output_bytes: int = DEFAULT_OUTPUT_CAP,
+        result: SandboxResult | None = None,
+    ):
+        self._proc = proc
+        self._start = start
+        self._deadline = start + timeout_s
+        self._cap = max_output_bytes
+        self._result = result
+        self._lock = threading.Lock()
+
+    @classmethod
+    def already_done(cls, result: SandboxResult) -> SandboxProcess:
+        return cls(None, start=time.monotonic(), timeout_s=0.0, result=result)
+
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` when the child was started."""
+        return self._start
+
+    @property
+    def running(self) -> bool:
+        """The child is alive and has been neither finished nor killed."""
+        with self._lock:
+            return self._result is None and self._proc is not None and self._proc.poll() is None
+
+    def finish(
+        self, stdin: str | bytes | None = None, *, timeout_s: float | None = None
+    ) -> SandboxResult:
+        """Send ``stdin`` and EOF, wait for the child to end and return what it did.
+
+        ``timeout_s`` counts from now and can only bring the deadline set at the start closer.
+        Raises :class:`SandboxUnavailable` when bubblewrap itself failed (see
+        :func:`run_sandboxed`).
+        """
+        result = self._collect(stdin, timeout_s)
+        if result.returncode == 1 and result.stderr.startswith("bwrap:"):
+            # bwrap itself failed (or the child imitates it): re-check the sandbox before
+            # trusting either reading. A child cannot fake a failed probe.
+            again = probe(force=True)
+            if not again.ok:
+                raise SandboxUnavailable(
+                    "untrusted code cannot run: the sandbox is unavailable: " + again.reason
+                )
+        return result
+
+    def kill(self) -> None:
+        """End the child (and everything it started) without waiting for it to finish."""
+        with self._lock:
+            if self._result is not None or self._proc is None:
+                return
+            _kill_group(self._proc)
+            self._proc.wait()
+            self._close_pipes()
+            self._result = SandboxResult(-signal.SIGKILL, "", "", False, self._elapsed())
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def _close_pipes(self) -> None:
+        assert self._proc is not None
+        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def _collect(self, stdin: str | bytes | None, timeout_s: float | None) -> SandboxResult:
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            proc = self._proc
+            assert proc is not None
+            if timeout_s is not None:
+                self._deadline = min(self._deadline, time.monotonic() + timeout_s)
+            deadline = self._deadline
+            if proc.stdin is not None:
+                data = stdin.encode() if isinstance(stdin, str) else stdin or b""
+                threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True).start()
+            # Both pipes are drained here, in this thread (no reader threads to start and
+            # schedule): they reach EOF when every process of the sandbox has gone, which its
+            # pid namespace ensures.
+            out, err = _Capped(self._cap), _Capped(self._cap)
+            timed_out = not _drain({proc.stdout: out, proc.stderr: err}, deadline)
+            if not timed_out:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            if timed_out:
+                # Killing bwrap kills the sandbox's pid 1 (--die-with-parent), which ends its
+                # namespace.
+                _kill_group(proc)
+                proc.wait()
+            _kill_group(proc)
+            self._close_pipes()
+            self._result = SandboxResult(
+                returncode=_signal_status(proc.returncode),
+                stdout=out.text(),
+                stderr=err.text(),
+                timed_out=timed_out,
+                duration_s=self._elapsed(),
+                output_truncated=out.truncated or err.truncated,
+            )
+            return self._result
 
 
 def _drain(pipes: dict, deadline: float) -> bool:

@@ -24,10 +24,14 @@ Refused:
   (``st = kill(pid, 9)``) and when named in ``EXTERNAL``/``INTRINSIC`` or after ``=>``;
 - the file statements ``open``, ``close``, ``inquire``, ``rewind``, ``backspace``, ``endfile``,
   ``flush``, ``wait``;
-- ``read`` / ``write`` with a unit other than ``*``; ``read *``, ``read(*, ...)``,
-  ``write(*, ...)`` and ``print`` are allowed, and so is an *internal* READ/WRITE, whose unit is a
-  variable declared CHARACTER in the file (and never INTEGER): it reads or writes that string,
-  no file;
+- ``read`` / ``write`` with a unit other than the standard streams: ``read *``,
+  ``read(*, ...)``, ``write(*, ...)``, ``write(6, ...)`` (standard output), ``write(0, ...)``
+  (standard error), ``flush(6)``/``flush(0)`` and ``print`` are allowed, and so is an *internal*
+  READ/WRITE, whose unit is a variable declared CHARACTER in the file (and never INTEGER): it
+  reads or writes that string, no file. Any other unit, a unit number written as an expression
+  or a named constant among them, is a file (``fort.N`` is created when nothing opened it), so it
+  is refused; ``open`` is refused too, so units 0 and 6 stay the streams. ``read(5, ...)`` stays
+  refused: input a kernel reads is input the verification cannot give it;
 - ``bind(c)``: it lets a kernel call any libc function (``system``, ``kill``, ``open``);
 - every file-reading preprocessor form, unless it names a file the user uploaded
   (``allowed_includes``): ``#include``, ``#include_next``, ``#import``, ``#embed``, also spelled
@@ -83,12 +87,9 @@ PROCESS_AND_FILE_ROUTINES = (
     "flush",
     "isatty",
     "ttynam",
-    # environment and command line
+    # the environment (the command line is allowed: intrinsics.COMMAND_LINE reads argv only)
     "getenv",
     "get_environment_variable",
-    "getarg",
-    "get_command",
-    "get_command_argument",
     "hostnm",
     "getlog",
     # raw memory (Cray pointers) and C function pointers
@@ -103,6 +104,9 @@ _ANY_MENTION = {n for n in PROCESS_AND_FILE_ROUTINES if len(n) >= 6 and n != "si
 # Statements that always address a file or a unit.
 _FILE_STATEMENTS = ("open", "close", "inquire", "rewind", "backspace", "endfile", "flush", "wait")
 _IO_STATEMENTS = ("read", "write")
+# Units gfortran preconnects to the standard output streams (OPEN, which could reconnect them,
+# is refused): standard output (6) and standard error (0). A driver reports on them as with PRINT.
+_PRECONNECTED = {"read": ("*",), "write": ("*", "6", "0")}
 
 
 @dataclass
@@ -670,6 +674,8 @@ def _check_statement(
     call_gap = "" if fixed_form else r"\s+"
     head = _statement_start(low)
     rest = low[head:]
+    # ``flush(6)`` after writing a table to standard output: the stream, not a file.
+    flushes_a_stream = _is_statement(rest, "flush", fixed_form) and _flush_unit(rest) in ("6", "0")
     declares = re.match(rf"(?:external|intrinsic|procedure{sep}\([^)]*\))", rest)
     for name in PROCESS_AND_FILE_ROUTINES:
         seen: set[int] = set()
@@ -683,6 +689,8 @@ def _check_statement(
             continue
         bare = rf"(?<![a-z0-9_%]){name}(?![a-z0-9_])"
         for m in re.finditer(bare, low):
+            if flushes_a_stream and m.start() == head:
+                continue
             after = low[m.end() :].lstrip()
             if (
                 name in _ANY_MENTION
@@ -710,6 +718,8 @@ def _check_statement(
             named = f" {target!r}" if target is not None else ""
             hit(head, f"include{named} reads a file that was not uploaded with the source")
     for kw in _FILE_STATEMENTS:
+        if kw == "flush" and flushes_a_stream:
+            continue
         if _is_statement(rest, kw, fixed_form):
             hit(head, f"{kw.upper()} statement (file access) is not allowed")
     for kw in _IO_STATEMENTS:
@@ -718,8 +728,13 @@ def _check_statement(
             internal = unit is not None and re.match(r"[a-z_]\w*", unit)
             if internal and internal.group(0) in strings:
                 continue  # an internal file: a CHARACTER variable, not a unit
-            if unit is not None and unit != "*":
-                hit(head, f"{kw.upper()} to unit {unit!s} (file I/O) is not allowed; only * is")
+            if unit is not None and unit not in _PRECONNECTED[kw]:
+                streams = ", ".join(_PRECONNECTED[kw])
+                hit(
+                    head,
+                    f"{kw.upper()} to unit {unit!s} (file I/O) is not allowed; only the "
+                    f"preconnected units ({streams}) are",
+                )
     return out
 
 
@@ -791,6 +806,23 @@ def _io_unit(after_kw: str) -> str | None:
         if m:
             return m.group(1).strip()
     return first
+
+
+def _flush_unit(rest: str) -> str | None:
+    """The unit of a FLUSH statement (``flush 6``, ``flush(6)``, ``flush(unit=6, iostat=i)``)."""
+    after = rest[len("flush") :].lstrip()
+    if not after.startswith("("):
+        return after.strip() or None
+    close = _matching_paren(after, 0)
+    if close is None or after[close + 1 :].strip():
+        return None
+    items = _split_top(after[1:close])
+    for item in items:
+        m = re.match(r"\s*unit\s*=\s*(.*)$", item, re.S)
+        if m:
+            return m.group(1).strip()
+    first = items[0].strip()
+    return None if "=" in first else first
 
 
 def _split_top(text: str) -> list[str]:

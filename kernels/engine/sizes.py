@@ -31,15 +31,30 @@ constant ``width = npml * dx`` that the kernel uses, an integer assigned to a RE
 change the numbers, not the size (:func:`parameter_float_uses`). Its role (as for inputs) picks the smaller value
 (:func:`parameter_plans`); the caller substitutes it in the source, so that the original and the
 port see the same value, and checks the result with :func:`check`.
+
+**Branch selectors.** Some inputs choose which branch runs, not how far loops go:
+``IF (direction == 1) ... ELSE IF (direction == 2)``, ``SELECT CASE (limiter)``, a LOGICAL flag,
+an integer array of flags (``IF (fields(FIELD_DENSITY) == 1)``), or a local computed from such
+inputs (``sweep = direction + 2*(sweep_number-1)`` then ``IF (sweep == 3)``). One call runs one
+branch of each, so no single set of values runs every loop. :func:`selectors` finds these inputs
+(integers that bound no loop and size no array, compared with constants; LOGICAL scalars; integer
+arrays read only in such comparisons) and the values worth trying: the constants they are
+compared with, one value matching none of them (the ELSE branch), and for an input that reaches
+the comparison through a local, the values that make the local equal each constant.
+:func:`branch_selections` then evaluates the IF conditions statically for combinations of those
+values and picks, greedily, a few combinations that together reach every loop that can be
+reached. The verifier runs the kernel once per combination (each run compared on its own) and
+takes the union of the loops they ran. A flag array is filled with one value in every element.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from itertools import product
 
 from kernels.engine import ir, types
-from kernels.engine.dataflow import affine
+from kernels.engine.dataflow import affine, substitute, top_level_definitions
 
 UPPER_VALUES = (13, 11, 9, 10, 7, 12, 6, 5)
 SIMULATOR_UPPER_VALUES = (7, 6, 5, 8, 4, 9, 3, 10)
@@ -48,6 +63,8 @@ OFFSET_VALUE = 2
 COUNT_VALUE = 3
 OTHER_VALUE = 3
 MAX_CANDIDATES = 4
+MAX_SELECTIONS = 8  # selector combinations run per verification
+MAX_COMBINATIONS = 256  # selector combinations evaluated statically (more: one at a time)
 
 
 @dataclass
@@ -55,6 +72,12 @@ class Candidate:
     values: dict[str, int]
     empty_loops: list[int] = field(default_factory=list)  # lines of loops that cannot run
     out_of_bounds: list[str] = field(default_factory=list)  # accesses outside declared bounds
+    # Lines of loops in branches the selector values in ``values`` do not take (statically).
+    unreached: list[int] = field(default_factory=list)
+    # Selector values, one dict per run (see :func:`branch_selections`); the first is in ``values``.
+    selections: list[dict[str, int]] = field(default_factory=list)
+    # Loops none of the selections reaches, or empty at these sizes.
+    never_reached: list[int] = field(default_factory=list)
 
     @property
     def score(self) -> tuple[int, int]:
@@ -102,8 +125,11 @@ def roles(kernel: ir.Kernel, names: Collection[str] | None = None) -> dict[str, 
     lower_side: dict[str, int] = {}
     upper_side: dict[str, int] = {}
 
+    # Read loop bounds through top-level copies (``nx = grid%nx`` before ``do i = 1, nx``).
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+
     def note(e: ir.Expr | None, into: dict[str, int]) -> None:
-        a = affine(e) if e is not None else None
+        a = affine(substitute(e, defs)) if e is not None else None
         if a is None:
             return
         for v, c in a[0].items():
@@ -139,6 +165,16 @@ def roles(kernel: ir.Kernel, names: Collection[str] | None = None) -> dict[str, 
     return out
 
 
+def _add_copies(kernel: ir.Kernel, env: dict[str, int]) -> None:
+    """Add to ``env`` the top-level copies of what it holds (``nx = grid%nx``: nx)."""
+    defs = top_level_definitions(kernel.body, exclude={a.name for a in kernel.args})
+    for name, e in defs.items():
+        try:
+            env.setdefault(name, ir.eval_int(e, env))
+        except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError, OverflowError):
+            continue
+
+
 def candidates(
     kernel: ir.Kernel, given: Mapping[str, int | float] | None = None, *, simulator: bool = False
 ) -> list[Candidate]:
@@ -155,11 +191,13 @@ def candidates(
         "other": OTHER_VALUE,
     }
 
-    def build(upper_values: list[int]) -> dict[str, int]:
+    def build(upper_values: list[int], lower: int) -> dict[str, int]:
         values = {}
         for v in inputs:
             if role.get(v) == "upper":
                 values[v] = upper_values[uppers.index(v)]
+            elif role.get(v) == "lower":
+                values[v] = lower
             else:
                 values[v] = small[role.get(v, "other")]
         values.update({k: v for k, v in fixed.items() if k in values or k.startswith("dim")})
@@ -167,49 +205,50 @@ def candidates(
 
     distinct = [table[i % len(table)] for i in range(len(uppers))]
     plans = [
-        distinct,
-        list(reversed(distinct)),
-        [max(distinct, default=0)] * len(uppers),
-        [table[0] + 2 * i for i in range(len(uppers))],
+        (distinct, LOWER_VALUE),
+        (list(reversed(distinct)), LOWER_VALUE),
+        ([max(distinct, default=0)] * len(uppers), LOWER_VALUE),
+        ([table[0] + 2 * i for i in range(len(uppers))], LOWER_VALUE),
     ]
     seen: list[dict[str, int]] = []
     out: list[Candidate] = []
-    for upper_values in plans:
-        values = build(upper_values)
-        for key, extent in assumed_extents(kernel, values).items():
-            if key not in fixed:
-                values[key] = extent
-        if values in seen:
-            continue
-        seen.append(values)
-        out.append(check(kernel, values))
+
+    def try_plans(plans: list[tuple[list[int], int]]) -> None:
+        for upper_values, lower in plans:
+            values = build(upper_values, lower)
+            for key, extent in assumed_extents(kernel, values).items():
+                if key not in fixed:
+                    values[key] = extent
+            if values in seen:
+                continue
+            seen.append(values)
+            out.append(check(kernel, values))
+
+    try_plans(plans)
+    if all(c.out_of_bounds for c in out) and "lower" in role.values():
+        # A loop from a lower bound reading a(i-1) (a sweep over a tile of a bigger array, whose
+        # callers start at 2): start the lowers higher, inside the arrays.
+        try_plans([(distinct, LOWER_VALUE + 1), (distinct, LOWER_VALUE + 2)])
     # Stable: the first (distinct sizes in argument order) wins ties.
     order = sorted(range(len(out)), key=lambda k: (out[k].score, k))
     best = [out[k] for k in order][:MAX_CANDIDATES]
-    # A LOGICAL input picks the branch that runs (IF (predict) ... ELSE ...): the best sizes with
-    # each flag true, then false, so that together the runs reach both branches.
-    flags = [
-        a.name
-        for a in kernel.args
-        if not a.is_array and a.type.base == "logical" and a.intent != "out" and a.name not in fixed
-    ]
-    if flags:
-        base = best[0].values
-        best = [
-            Candidate({**base, **{f: 1 for f in flags}}, best[0].empty_loops),
-            Candidate({**base, **{f: 0 for f in flags}}, best[0].empty_loops),
-            *best[1:],
-        ]
+    # Selectors: the best sizes with each chosen combination of selector values, then the other
+    # sizes with the combinations chosen for them.
+    chosen = branch_selections(kernel, best[0].values, fixed)
+    for k, cand in enumerate(best):
+        if k:  # the same selections at other sizes: only which loops they reach is redone
+            chosen = _reached_by(kernel, cand.values, chosen.selections)
+        cand.selections = chosen.selections
+        cand.values = {**cand.values, **chosen.selections[0]} if chosen.selections else cand.values
+        cand.unreached = chosen.unreached
+        cand.never_reached = chosen.never_reached
     return best
 
 
 def assumed_extents(kernel: ir.Kernel, values: dict[str, int]) -> dict[str, int]:
     """``dim1``, ``dim2``...: extents of assumed-shape dimensions large enough for every affine
     subscript the kernel uses on them (``fields(FIELD_DENSITY1)`` with a constant 14 needs 14)."""
-    env: dict[str, int] = dict(values)
-    for name, c in kernel.constants.items():
-        if isinstance(c.value, int) and not isinstance(c.value, bool):
-            env.setdefault(name, c.value)
+    env = _env(kernel, values)
     open_dims = {
         a.name: [k for k, d in enumerate(a.dims) if d.upper is None] for a in kernel.args if a.dims
     }
@@ -260,30 +299,64 @@ def _env(kernel: ir.Kernel, values: Mapping[str, int]) -> dict[str, int]:
     for name, c in kernel.constants.items():
         if isinstance(c.value, int) and not isinstance(c.value, bool):
             env.setdefault(name, c.value)
+    _add_copies(kernel, env)
     return env
 
 
 def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
-    """Loops that cannot run and subscripts outside declared bounds at ``values`` (static)."""
+    """Loops that cannot run and subscripts outside declared bounds at ``values`` (static).
+
+    IF conditions that ``values`` decide (selector inputs, and locals assigned from them before
+    the IF) take only their branch: the loops of the others are listed in ``unreached``.
+    """
     env = _env(kernel, values)
     bounds: dict[str, list[tuple[int, int] | None]] = {}
     for a in kernel.args:
         if a.dims:
             bounds[a.name] = [_dim_range(d, env) for d in a.dims]
+    flag_arrays = {a.name: values[a.name] for a in kernel.args if a.dims and a.name in values}
     cand = Candidate(dict(values))
 
-    def visit(stmts: list[ir.Stmt], ranges: dict[str, tuple[int, int]]) -> None:
-        for s in stmts:
+    def skip(stmts: list[ir.Stmt]) -> None:
+        cand.unreached.extend(x.line for x in ir.walk(stmts) if isinstance(x, ir.Loop))
+
+    def forget(stmts: list[ir.Stmt], known: dict[str, int]) -> None:
+        for name in _assigned_scalars(stmts):
+            known.pop(name, None)
+
+    returned = False  # a RETURN on the path every run takes: nothing after it runs
+
+    def visit(
+        stmts: list[ir.Stmt],
+        ranges: dict[str, tuple[int, int]],
+        known: dict[str, int],
+        definite: bool,
+    ) -> None:
+        nonlocal returned
+        for n, s in enumerate(stmts):
+            if returned:
+                skip(stmts[n:])
+                return
             for e in _exprs(s):
                 for sub in ir.walk_expr(e):
                     if isinstance(sub, ir.ArrayRef) and sub.name in bounds:
                         _check_ref(sub, bounds[sub.name], ranges, env, cand)
-            if isinstance(s, ir.Loop):
+            if isinstance(s, ir.Return) and definite:
+                returned = True
+            elif isinstance(s, ir.Assign) and isinstance(s.target, ir.Var):
+                value = _decide(s.value, known, flag_arrays)
+                if value is None or isinstance(value, bool):
+                    known.pop(s.target.name, None)
+                else:
+                    known[s.target.name] = value
+            elif isinstance(s, ir.Loop):
+                forget(s.body, known)
+                known.pop(s.var, None)
                 lo = _interval(s.start, ranges, env)
                 hi = _interval(s.stop, ranges, env)
                 step = _const_int(s.step) or 1
                 if lo is None or hi is None:
-                    visit(s.body, ranges)
+                    visit(s.body, ranges, dict(known), False)
                     continue
                 # The loop runs for some outer iteration when its widest range is non-empty.
                 first, last = (lo[0], hi[1]) if step > 0 else (lo[1], hi[0])
@@ -292,15 +365,40 @@ def check(kernel: ir.Kernel, values: dict[str, int]) -> Candidate:
                     continue
                 inner = dict(ranges)
                 inner[s.var] = (min(first, last), max(first, last))
-                visit(s.body, inner)
+                visit(s.body, inner, dict(known), False)
             elif isinstance(s, ir.WhileLoop):
-                visit(s.body, ranges)
+                forget(s.body, known)
+                visit(s.body, ranges, dict(known), False)
             elif isinstance(s, ir.If):
-                for _, body in s.branches:
-                    visit(body, ranges)
-                visit(s.orelse, ranges)
+                # Branches decided false are skipped; the first decided true ends the chain.
+                # Once a branch is undecided, what any branch assigns is unknown afterwards.
+                taken = undecided = False
+                for cond, body in s.branches:
+                    if taken:
+                        skip(body)
+                        continue
+                    decided = _decide(cond, known, flag_arrays)
+                    if decided is None:
+                        undecided = True
+                        visit(body, ranges, dict(known), False)
+                    elif decided:
+                        taken = True
+                        if undecided:
+                            visit(body, ranges, dict(known), False)
+                        else:
+                            visit(body, ranges, known, definite)
+                    else:
+                        skip(body)
+                if taken:
+                    skip(s.orelse)
+                elif undecided:
+                    visit(s.orelse, ranges, dict(known), False)
+                else:
+                    visit(s.orelse, ranges, known, definite)
+                if undecided:
+                    forget([s], known)
 
-    visit(kernel.body, {})
+    visit(kernel.body, {}, dict(env), True)
     return cand
 
 
@@ -546,6 +644,360 @@ def _stmt_exprs(s: ir.Stmt) -> list[ir.Expr]:
     if isinstance(s, ir.CallStmt):
         return list(s.args)
     return []
+
+
+# --------------------------------------------------------------------------------------------
+# Branch selectors
+
+
+def selectors(
+    kernel: ir.Kernel, fixed: Mapping[str, int | float] | None = None
+) -> dict[str, list[int]]:
+    """The inputs that choose branches, each with the values worth trying (see the module doc).
+
+    Integer scalars whose role is ``other``, LOGICAL scalars, and integer arrays read only in
+    comparisons with constants (filled with one value). Inputs in ``fixed`` are left out.
+    """
+    ranked = _ranked_selectors(kernel, *_selector_inputs(kernel, fixed), fixed=fixed)
+    return {name: [v for v, _ in pairs] for name, pairs in ranked.items()}
+
+
+def _selector_inputs(
+    kernel: ir.Kernel, fixed: Mapping[str, int | float] | None
+) -> tuple[set[str], list[str], set[str]]:
+    """(integer scalars, LOGICAL scalars, integer flag arrays) that may select branches."""
+    given = {k.lower() for k in (fixed or {})}
+    role = roles(kernel)
+    scalars = {
+        a.name
+        for a in kernel.args
+        if not a.dims
+        and a.intent != "out"
+        and a.name not in given
+        and a.type.base == "integer"
+        and role.get(a.name) == "other"
+    }
+    logicals = [
+        a.name
+        for a in kernel.args
+        if not a.dims and a.intent != "out" and a.type.base == "logical" and a.name not in given
+    ]
+    arrays = {
+        a.name
+        for a in kernel.args
+        if a.dims and a.intent == "in" and a.type.base == "integer" and a.name not in given
+    }
+    arrays &= _read_only_in_comparisons(kernel, arrays, _int_constants(kernel))
+    return scalars, logicals, arrays
+
+
+#: How natural a selector value is, to break ties between combinations reaching the same loops:
+#: a constant the input itself is compared with, then a value solved through a local, then the
+#: value matching nothing (the ELSE branch).
+_COMPARED, _SOLVED, _ELSE = 0, 1, 2
+
+
+def _ranked_selectors(
+    kernel: ir.Kernel,
+    scalars: set[str],
+    logicals: list[str],
+    arrays: set[str],
+    *,
+    fixed: Mapping[str, int | float] | None = None,
+) -> dict[str, list[tuple[int, int]]]:
+    """Each selector's values with their rank (see :data:`_COMPARED`), in argument order.
+
+    A local computed from selectors and inputs the caller ``fixed`` is solved with those inputs
+    at their given values.
+    """
+    consts = _int_constants(kernel)
+    given = {k.lower(): int(v) for k, v in (fixed or {}).items()}
+    derived = _derived_locals(kernel, scalars, set(given))
+    found: dict[str, dict[int, int]] = {}
+
+    def add(name: str, values: set[int], rank: int) -> None:
+        mine = found.setdefault(name, {})
+        for v in values:
+            mine[v] = min(mine.get(v, rank), rank)
+
+    solved: list[tuple[ir.Expr, set[int]]] = []
+    for cond in _conditions(kernel.body):
+        for side, other, op in _comparisons(cond):
+            c = _const_value(other, consts)
+            if c is None:
+                continue
+            tried = {c} if op in ("==", "/=") else {c - 1, c, c + 1}
+            if isinstance(side, ir.Var) and side.name in scalars:
+                add(side.name, tried, _COMPARED)
+            elif isinstance(side, ir.ArrayRef) and side.name in arrays:
+                add(side.name, tried, _COMPARED)
+            elif isinstance(side, ir.Var) and side.name in derived:
+                solved.append((derived[side.name], tried))
+    direct = {name: set(values) for name, values in found.items()}
+    direct.update({name: {value} for name, value in given.items()})
+    for expr, tried in solved:
+        for name, values in _solve(expr, tried, direct, kernel).items():
+            if name in scalars:
+                add(name, values, _SOLVED)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for a in kernel.args:
+        if a.name in found:
+            ranked = sorted(found[a.name].items())
+            # One value matching none of the constants: the ELSE / CASE DEFAULT branch.
+            out[a.name] = ranked + [(ranked[-1][0] + 1, _ELSE)]
+        elif a.name in logicals:
+            out[a.name] = [(1, _COMPARED), (0, _COMPARED)]
+    return out
+
+
+@dataclass
+class BranchChoice:
+    selections: list[dict[str, int]]
+    unreached: list[int]  # loops the first selection does not reach
+    never_reached: list[int]  # loops no selection reaches (or empty at these sizes)
+
+
+def branch_selections(
+    kernel: ir.Kernel, values: Mapping[str, int], fixed: Mapping[str, int | float] | None = None
+) -> BranchChoice:
+    """A few combinations of selector values that, at sizes ``values``, reach every loop that
+    some combination reaches (greedy set cover over the statically evaluated IF conditions)."""
+    ranked = _ranked_selectors(kernel, *_selector_inputs(kernel, fixed), fixed=fixed)
+    options = {name: [v for v, _ in pairs] for name, pairs in ranked.items()}
+    rank = {name: dict(pairs) for name, pairs in ranked.items()}
+    sizes = {k: v for k, v in values.items() if k not in options}
+    loops = [x.line for x in ir.walk(kernel.body) if isinstance(x, ir.Loop)]
+    if not options:
+        base = check(kernel, dict(values))
+        never = sorted(set(base.empty_loops) | set(base.unreached))
+        return BranchChoice([], base.unreached, never)
+    names = list(options)
+    combos: list[dict[str, int]] = []
+    total = 1
+    for n in names:
+        total *= len(options[n])
+    if total <= MAX_COMBINATIONS:
+        for picks in product(*(options[n] for n in names)):
+            combos.append(dict(zip(names, picks, strict=True)))
+    else:  # one selector varied at a time, the others at their first value
+        first = {n: options[n][0] for n in names}
+        combos.append(first)
+        for n in names:
+            combos.extend({**first, n: v} for v in options[n][1:])
+    baseline = check(kernel, {**sizes, **combos[0]})
+    reach: list[set[int]] = []
+    for combo in combos:
+        got = check(kernel, {**sizes, **combo})
+        if len(got.out_of_bounds) > len(baseline.out_of_bounds):
+            reach.append(set())  # these values would make the original read out of bounds
+            continue
+        reach.append(set(loops) - set(got.empty_loops) - set(got.unreached))
+    cost = [sum(rank[n][v] for n, v in combo.items()) for combo in combos]
+    chosen: list[int] = []
+    covered: set[int] = set()
+    while len(chosen) < MAX_SELECTIONS:
+        gains = [len(r - covered) for r in reach]
+        best = max(range(len(combos)), key=lambda k: (gains[k], -cost[k], -k))
+        if gains[best] == 0:
+            break
+        chosen.append(best)
+        covered |= reach[best]
+    if not chosen:
+        chosen = [0]
+    first = check(kernel, {**sizes, **combos[chosen[0]]})
+    return BranchChoice([combos[k] for k in chosen], first.unreached, sorted(set(loops) - covered))
+
+
+def _reached_by(
+    kernel: ir.Kernel, values: Mapping[str, int], selections: list[dict[str, int]]
+) -> BranchChoice:
+    """``selections`` at sizes ``values``: the loops the first misses and those all miss."""
+    loops = {x.line for x in ir.walk(kernel.body) if isinstance(x, ir.Loop)}
+    covered: set[int] = set()
+    first: Candidate | None = None
+    for selection in selections or [{}]:
+        got = check(kernel, {**values, **selection})
+        first = first or got
+        covered |= loops - set(got.empty_loops) - set(got.unreached)
+    assert first is not None
+    return BranchChoice(list(selections), first.unreached, sorted(loops - covered))
+
+
+def _int_constants(kernel: ir.Kernel) -> dict[str, int]:
+    return {
+        n: c.value
+        for n, c in kernel.constants.items()
+        if isinstance(c.value, int) and not isinstance(c.value, bool)
+    }
+
+
+def _const_value(e: ir.Expr, consts: Mapping[str, int]) -> int | None:
+    try:
+        v = ir.eval_int(e, consts)
+    except (ir.NotConstant, ZeroDivisionError, ValueError, TypeError):
+        return None
+    return v
+
+
+_COMPARISONS = {"==": "==", "/=": "/=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _comparisons(e: ir.Expr) -> list[tuple[ir.Expr, ir.Expr, str]]:
+    """(one side, the other side, operator) for each comparison in ``e``, both ways round."""
+    out = []
+    for sub in ir.walk_expr(e):
+        if isinstance(sub, ir.BinOp) and sub.op in _COMPARISONS:
+            out.append((sub.left, sub.right, sub.op))
+            out.append((sub.right, sub.left, _COMPARISONS[sub.op]))
+    return out
+
+
+def _conditions(stmts: list[ir.Stmt]) -> list[ir.Expr]:
+    return [c for s in ir.walk(stmts) if isinstance(s, ir.If) for c, _ in s.branches]
+
+
+def _read_only_in_comparisons(
+    kernel: ir.Kernel, arrays: set[str], consts: Mapping[str, int]
+) -> set[str]:
+    """The arrays of ``arrays`` read only as ``a(constant) <op> constant`` in IF conditions."""
+    compared: set[str] = set()
+    elsewhere: set[str] = set()
+    fine: set[int] = set()
+    for cond in _conditions(kernel.body):
+        for side, other, _ in _comparisons(cond):
+            if (
+                isinstance(side, ir.ArrayRef)
+                and side.name in arrays
+                and _const_value(other, consts) is not None
+                and all(
+                    not isinstance(i, ir.Slice) and _const_value(i, consts) is not None
+                    for i in side.indices
+                )
+            ):
+                compared.add(side.name)
+                fine.add(id(side))
+    for s in ir.walk(kernel.body):
+        if isinstance(s, ir.Loop):
+            exprs = [s.start, s.stop]
+        elif isinstance(s, ir.WhileLoop):
+            exprs = [s.cond]  # a filled flag could keep a DO WHILE running for ever
+        else:
+            exprs = _exprs(s)
+        for e in exprs:
+            for sub in ir.walk_expr(e):
+                if isinstance(sub, (ir.ArrayRef, ir.Var)) and sub.name in arrays:
+                    if id(sub) not in fine:
+                        elsewhere.add(sub.name)
+    return compared - elsewhere
+
+
+def _derived_locals(
+    kernel: ir.Kernel,
+    scalars: set[str],
+    known: set[str] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, ir.Expr]:
+    """Locals assigned once, outside loops, from an expression of selector inputs (and of
+    ``known`` inputs, whose values are given)."""
+    args = {a.name for a in kernel.args}
+    counts: dict[str, int] = {}
+    for s in ir.walk(kernel.body):
+        if isinstance(s, ir.Assign) and isinstance(s.target, ir.Var):
+            counts[s.target.name] = counts.get(s.target.name, 0) + 1
+    out: dict[str, ir.Expr] = {}
+    for s in kernel.body:  # top level only: assigned before any branch or loop runs
+        if (
+            isinstance(s, ir.Assign)
+            and isinstance(s.target, ir.Var)
+            and s.target.name not in args
+            and counts.get(s.target.name) == 1
+        ):
+            used = {e.name for e in ir.walk_expr(s.value) if isinstance(e, ir.Var)}
+            if used & scalars and used <= scalars | known | set(kernel.constants):
+                out[s.target.name] = s.value
+    return out
+
+
+def _solve(
+    expr: ir.Expr, targets: set[int], found: Mapping[str, set[int]], kernel: ir.Kernel
+) -> dict[str, set[int]]:
+    """Values of the inputs of affine ``expr`` that make it equal each target: each input in
+    turn, the others at the values found for them so far (or 1)."""
+    a = affine(expr)
+    consts = _int_constants(kernel)
+    if a is None:
+        return {}
+    coef, const = a
+    for name in list(coef):
+        if name in consts:
+            const += coef.pop(name) * consts[name]
+    out: dict[str, set[int]] = {}
+    for name, c in coef.items():
+        others = [n for n in coef if n != name]
+        pools = [sorted(found.get(n) or {1}) for n in others]
+        for picks in product(*pools):
+            rest = const + sum(coef[n] * v for n, v in zip(others, picks, strict=True))
+            for t in targets:
+                if (t - rest) % c == 0:
+                    out.setdefault(name, set()).add((t - rest) // c)
+    return out
+
+
+def _assigned_scalars(stmts: list[ir.Stmt]) -> set[str]:
+    names = {
+        s.target.name
+        for s in ir.walk(stmts)
+        if isinstance(s, ir.Assign) and isinstance(s.target, ir.Var)
+    }
+    names |= {s.var for s in ir.walk(stmts) if isinstance(s, ir.Loop)}
+    return names
+
+
+def _decide(
+    e: ir.Expr, known: Mapping[str, int], flag_arrays: Mapping[str, int]
+) -> int | bool | None:
+    """The value of ``e`` when ``known`` decides it (integers and logicals), else None."""
+    if isinstance(e, ir.Const):
+        return e.value if isinstance(e.value, (bool, int)) else None
+    if isinstance(e, ir.Var):
+        return known.get(e.name)
+    if isinstance(e, ir.ArrayRef):
+        return flag_arrays.get(e.name)
+    if isinstance(e, ir.UnaryOp):
+        v = _decide(e.operand, known, flag_arrays)
+        if v is None:
+            return None
+        if e.op == "not":
+            return not v
+        return -v if e.op == "-" else v
+    if isinstance(e, ir.BinOp):
+        left = _decide(e.left, known, flag_arrays)
+        right = _decide(e.right, known, flag_arrays)
+        if e.op == "and":
+            if left is not None and not left or right is not None and not right:
+                return False
+            return None if left is None or right is None else True
+        if e.op == "or":
+            if left is not None and left or right is not None and right:
+                return True
+            return None if left is None or right is None else False
+        if left is None or right is None:
+            return None
+        ops = {
+            "==": lambda a, b: a == b,
+            "/=": lambda a, b: a != b,
+            "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b,
+            ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b,
+            "eqv": lambda a, b: bool(a) == bool(b),
+            "neqv": lambda a, b: bool(a) != bool(b),
+            "+": lambda a, b: a + b,
+            "-": lambda a, b: a - b,
+            "*": lambda a, b: a * b,
+        }
+        if e.op in ops:
+            return ops[e.op](left, right)
+    return None
 
 
 def _exprs(s: ir.Stmt) -> list[ir.Expr]:

@@ -1,8 +1,10 @@
 """``timing_lanes``: a kernel's ``timings_ms`` laid out as a bar, for the run page (no JS).
 
-The translator stages run one after the other; then the gfortran side (compile, reference run)
-and the numba side (compile, port run) run at the same time, in two lanes; ``compare`` starts
-when both are done. Each segment gets its offset and width as a percentage of that critical path.
+The translator stages run one after the other; the port's sandbox starts with them
+(``port_start``, in the second lane from 0). Then the gfortran side (compile, reference run) and
+the numba side (compile, port run, once the port's sandbox is ready too) run at the same time, in
+two lanes; ``compare`` starts when both are done. Each segment gets its offset and width as a
+percentage of that critical path.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def timing_lanes(timings_ms: Any) -> dict[str, Any] | None:
             lanes[0].append((stage, clock, ms[stage]))
             clock += ms[stage]
     side_end = clock
+    port_ready = 0.0
+    if "port_start" in ms:
+        lanes[1].append(("port_start", 0.0, ms["port_start"]))
+        port_ready = ms["port_start"]
     for lane, stages in ((0, _GFORTRAN_SIDE), (1, _NUMBA_SIDE)):
-        at = clock
+        at = clock if lane == 0 else max(clock, port_ready)
         for stage in stages:
             if stage in ms:
                 lanes[lane].append((stage, at, ms[stage]))

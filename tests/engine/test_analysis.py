@@ -204,3 +204,45 @@ end subroutine
 """
     )
     assert not loops["i"].parallel
+
+
+SWEEP_3D = """
+subroutine s(nx, ny, nz, u, g)
+  integer, intent(in) :: nx, ny, nz
+  real(8), intent(in) :: u(0:nx+1, 0:ny+1, 0:nz+1)
+  real(8), intent(out) :: g(nx, ny, nz)
+  real(8) :: tmp(3)
+  integer :: i, j, k
+  do k = 1, nz
+    do j = 1, ny
+      do i = 1, nx
+        RESET
+        tmp(1) = u(i+1, j, k) - u(i-1, j, k)
+        tmp(2) = u(i, j+1, k) - u(i, j-1, k)
+        if (k > 1) tmp(3) = u(i, j, k+1) - u(i, j, k-1)
+        g(i, j, k) = sum(tmp)
+      end do
+    end do
+  end do
+end subroutine
+"""
+
+
+def test_local_array_reset_by_array_syntax_then_set_by_elements_is_private_to_the_outer_loop():
+    _, info, loops = analysed(SWEEP_3D.replace("RESET", "tmp = 0.0d0"))
+    assert [loops[v].parallel for v in "kji"] == [True, True, True]
+    (outer,) = [x for x in info.loops if x.outermost_parallel]
+    assert outer.var == "k" and outer.private_arrays == ["tmp"]
+
+
+def test_local_array_element_set_only_under_an_if_carries_over_iterations():
+    # Without the reset, tmp(3) keeps the previous iteration's value when k == 1: privatising
+    # tmp would change what SUM reads.
+    _, _, loops = analysed(SWEEP_3D.replace("RESET", ""))
+    assert [loops[v].parallel for v in "kji"] == [False, False, False]
+    assert "tmp" in loops["k"].reason
+
+
+def test_elements_set_one_by_one_together_cover_a_sum_over_the_array():
+    _, _, loops = analysed(SWEEP_3D.replace("RESET", "").replace("if (k > 1) tmp(3)", "tmp(3)"))
+    assert loops["k"].parallel and loops["k"].private_arrays == ["tmp"]

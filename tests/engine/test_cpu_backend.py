@@ -302,3 +302,98 @@ end subroutine
     a = np.array([1.0, 2.0])
     fn(2, a, 3.0)
     assert a.tolist() == [3.0, 6.0]
+
+
+TIMESTEP = """
+subroutine timestep(n, m, c, u, v, big, dt)
+  implicit none
+  integer, intent(in) :: n, m
+  real(8), intent(in) :: c(n, m), u(n, m), v(n, m), big
+  real(8), intent(out) :: dt
+  real(8) :: dtc, dtu, dtv
+  integer :: i, j
+  dt = big
+  do j = 1, m
+    do i = 1, n
+      dtc = 0.5d0 / c(i, j)
+      dtu = 0.7d0 / abs(u(i, j))
+      dtv = 0.7d0 / abs(v(i, j))
+      dt = min(dt, dtc, dtu, dtv)
+    end do
+  end do
+end subroutine timestep
+"""
+
+
+def test_a_min_of_several_values_into_a_reduction_variable_runs_as_a_parallel_reduction():
+    # numba accepts a parallel min reduction only as ``dt = min(dt, e)``: the Fortran
+    # MIN(dt, a, b, c) must not become min(min(min(dt, a), b), c), which numba refuses.
+    fn, gen = build(TIMESTEP)
+    assert gen.parallel_loops == 1
+    assert "dt = min(dt, min(min(dtc, dtu), dtv))" in gen.code
+    rng = np.random.default_rng(1)
+    c, u, v = (np.asfortranarray(rng.uniform(0.5, 1.5, (6, 5))) for _ in range(3))
+    expected = min(1e30, (0.5 / c).min(), (0.7 / abs(u)).min(), (0.7 / abs(v)).min())
+    assert fn(6, 5, c, u, v, 1e30, 0.0) == expected
+
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
+
+
+def _generated(source: str, name: str | None = None):
+    ks = parse_file(source, filename="t.f90").kernels
+    return generate_cpu(ks[0] if name is None else next(k for k in ks if k.name == name))
+
+
+def test_halo_loops_run_sequentially_and_the_notes_say_why():
+    # Every nest walks an edge of a 2-D array, its inner loop over 1..depth: as prange each
+    # would cost a gufunc compile (CloverLeaf's update_halo has 60 and timed out compiling).
+    gen = _generated((FIXTURES / "halo_exchange_fields.f90").read_text())
+    assert gen.parallel_loops == 0 and "prange(" not in gen.code.split('"""', 2)[2]
+    halo_notes = [n for n in gen.notes if "stays sequential: a halo loop" in n]
+    assert [int(n.split(":")[0].split()[1]) for n in halo_notes] == [23, 30, 37, 44, 53, 60, 69, 76]
+    assert "rank-2 array" in halo_notes[0]
+
+
+HALO_AND_INTERIOR = """
+subroutine step(x_min, x_max, y_min, y_max, depth, u, q, unew)
+  implicit none
+  integer, intent(in) :: x_min, x_max, y_min, y_max, depth
+  real(8), intent(inout) :: u(x_min-2:x_max+2, y_min-2:y_max+2)
+  real(8), intent(inout) :: q(4, x_min:x_max, y_min:y_max)
+  real(8), intent(out) :: unew(x_min-2:x_max+2, y_min-2:y_max+2)
+  integer :: j, k, m
+  do j = x_min - depth, x_max + depth
+    do k = 1, depth
+      u(j, y_min - k) = u(j, y_min + k - 1)
+    end do
+  end do
+  do k = y_min, y_max
+    do j = x_min, x_max
+      unew(j, k) = 0.25d0 * (u(j-1, k) + u(j+1, k) + u(j, k-1) + u(j, k+1))
+    end do
+  end do
+  do k = y_min, y_max
+    do j = x_min, x_max
+      do m = 1, 4
+        q(m, j, k) = q(m, j, k) * unew(j, k)
+      end do
+    end do
+  end do
+end subroutine step
+"""
+
+
+def test_a_halo_loop_is_sequential_beside_domain_nests_that_stay_parallel():
+    gen = _generated(HALO_AND_INTERIOR)
+    # The interior stencil and the nest over a state vector of 4 components per cell are
+    # domain work (the small dimension of q does not make it an edge); the halo copy is not.
+    assert gen.parallel_loops == 2
+    assert "for k in prange(y_min, y_max + 1):" in gen.code
+    assert any(n.startswith("line 9: do j stays sequential: a halo loop") for n in gen.notes)
+
+
+def test_a_radius_stencil_is_domain_work_and_stays_parallel():
+    gen = _generated((FIXTURES / "radius_stencil.f90").read_text())
+    assert gen.parallel_loops == 1
+    assert not any("halo loop" in n for n in gen.notes)

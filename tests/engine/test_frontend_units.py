@@ -227,3 +227,258 @@ end program
     assert k.functions["half"].args == ["x", "c"]
     assert "contains" in k.fortran_source and "function half" in k.fortran_source
     assert not k.unsupported
+
+
+# --------------------------------------------------------------------------------------------
+# Derived types, module variables, initialised locals
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
+
+
+def fixture_kernels(name: str) -> dict[str, ir.Kernel]:
+    return kernels_of((FIXTURES / name).read_text(), filename=name)
+
+
+def test_derived_type_dummies_are_passed_as_one_argument_per_component_used():
+    k = fixture_kernels("derived_type_field.f90")["diffuse"]
+    assert not k.unsupported
+    assert [(a.name, a.intent) for a in k.args] == [
+        ("new_ni", "in"),
+        ("new_nj", "in"),
+        ("new_hx", "in"),
+        ("new_hy", "in"),
+        ("new_val", "out"),
+        ("old_val", "in"),
+        ("kappa", "in"),
+        ("dt", "in"),
+    ]
+    assert k.arg("new_val").source == ir.ComponentOf("new", ["val"], allocatable=True)
+    assert k.fortran_args == ["new", "old", "kappa", "dt"]
+    assert {n: (d.type_name, d.module) for n, d in k.derived_args.items()} == {
+        "new": ("grid", "grid_types"),
+        "old": ("grid", "grid_types"),
+    }
+    # The ALLOCATABLE component's bounds: the box of every access to grid%val, halo included,
+    # read through the local copies ni = new%ni, nj = new%nj.
+    env = {"new_ni": 5, "new_nj": 4}
+    for name in ("new_val", "old_val"):
+        bounds = [(ir.eval_int(d.lower, env), ir.eval_int(d.upper, env)) for d in k.arg(name).dims]
+        assert bounds == [(0, 6), (0, 5)], name
+    assert any("new%val -> new_val" in n for n in k.notes)
+
+
+def test_an_intent_out_derived_type_dummy_returns_the_components_it_sets():
+    k = fixture_kernels("derived_type_field.f90")["grid_init"]
+    assert [(a.name, a.intent) for a in k.args if a.source is not None] == [
+        ("g_ni", "out"),
+        ("g_nj", "out"),
+        ("g_hx", "out"),
+        ("g_hy", "out"),
+    ]
+
+
+def test_an_array_of_derived_type_becomes_one_array_per_component():
+    k = fixture_kernels("derived_type_particles.f90")["push_particles"]
+    assert not k.unsupported
+    assert [a.name for a in k.args] == [
+        "n",
+        "p_x",
+        "p_y",
+        "p_v",
+        "p_w",
+        "p_mass",
+        "p_frozen",
+        "p_f_fx",
+        "p_f_fy",
+        "dt",
+    ]
+    assert k.arg("p_frozen").type == ir.LOGICAL and k.arg("p_frozen").intent == "in"
+    assert k.arg("p_x").intent == "inout" and k.arg("p_f_fx").source.path == ["f", "fx"]
+    for a in k.args[1:-1]:
+        assert [(d.lower.value, d.upper.name) for d in a.dims] == [(1, "n")]
+    reflect = fixture_kernels("derived_type_particles.f90")["reflect"]
+    assert [(a.name, a.intent, len(a.dims)) for a in reflect.args[2:]] == [
+        ("box_lo", "in", 1),
+        ("box_hi", "in", 1),
+        ("box_nbounce", "inout", 0),
+    ]
+
+
+def test_pointer_components_type_bound_calls_and_class_variables_stay_unsupported():
+    ks = fixture_kernels("unsupported_derived_type.f90")
+    found = {
+        name: [(u.line, u.column, u.construct) for u in k.unsupported] for name, k in ks.items()
+    }
+    assert found["total_area"] == [(27, 7, "POINTER component area of TYPE mesh")]
+    assert found["rescale_all"] == [(37, 7, "CALL of a type-bound procedure")]
+    assert found["rescale"][0] == (16, 5, "CLASS(mesh) (polymorphic) variable")
+
+
+def test_a_derived_type_variable_used_whole_is_unsupported_with_its_line():
+    k = only(
+        """
+module m
+  type :: pair
+    real(8) :: a, b
+  end type pair
+contains
+  subroutine copy_pair(x, y)
+    type(pair), intent(in) :: x
+    type(pair), intent(out) :: y
+    y = x
+  end subroutine copy_pair
+end module m
+"""
+    )
+    assert [(u.line, u.construct.split(" (")[0]) for u in k.unsupported] == [
+        (10, "derived-type variable y used whole")
+    ]
+
+
+def test_an_allocatable_array_of_derived_type_argument_is_unsupported():
+    k = only(
+        """
+module m
+  type :: pt
+    real(8) :: x
+  end type pt
+contains
+  subroutine shift(n, p)
+    integer, intent(in) :: n
+    type(pt), allocatable, intent(inout) :: p(:)
+    integer :: i
+    do i = 1, n
+      p(i)%x = p(i)%x + 1.0d0
+    end do
+  end subroutine shift
+end module m
+"""
+    )
+    assert [(u.line, u.construct) for u in k.unsupported] == [
+        (9, "ALLOCATABLE argument p of derived TYPE pt")
+    ]
+
+
+def test_module_variables_become_arguments_with_intent_from_use():
+    ks = fixture_kernels("module_variables.f90")
+    step = ks["diffuse_step"]
+    assert not step.unsupported and step.fortran_args == []
+    assert [(a.name, a.intent) for a in step.args] == [
+        ("nx", "in"),
+        ("ny", "in"),
+        ("steps_done", "inout"),
+        ("dt", "in"),
+        ("coef", "in"),
+        ("u", "in"),
+        ("unew", "out"),
+    ]
+    assert step.arg("u").source == ir.ModuleVariable("diffusion_state", "u", allocatable=True)
+    env = {"nx": 9, "ny": 7, "ncoef": 3}
+    assert [ir.eval_int(d.upper, env) for d in step.arg("coef").dims] == [3]
+    assert [(ir.eval_int(d.lower, env), ir.eval_int(d.upper, env)) for d in step.arg("u").dims] == [
+        (1, 9),
+        (1, 7),
+    ]
+    energy = ks["field_energy"]
+    assert [a.name for a in energy.args] == ["energy", "nx", "ny", "dt", "field"]
+    assert energy.arg("field").source == ir.ModuleVariable(
+        "diffusion_state", "unew", allocatable=True
+    )
+    assert energy.fortran_args == ["energy"]
+
+
+def test_a_used_module_variable_is_no_longer_taken_for_an_implicit_local():
+    k = only(
+        """
+module settings
+  real(8) :: scale
+end module settings
+subroutine apply(n, a)
+  use settings
+  integer, intent(in) :: n
+  real(8), intent(inout) :: a(n)
+  integer :: i
+  do i = 1, n
+    a(i) = scale * a(i)
+  end do
+end subroutine apply
+"""
+    )
+    assert "scale" not in k.locals
+    assert k.arg("scale").source == ir.ModuleVariable("settings", "scale")
+
+
+def test_an_initialised_local_never_assigned_is_a_constant():
+    k = fixture_kernels("initialised_locals.f90")["limited_mass_flux"]
+    assert not k.unsupported
+    assert k.constants["g_upwind_shift"].value == 2
+    assert k.constants["one_by_six"].type == ir.REAL8
+    assert abs(k.constants["one_by_six"].value - 1.0 / 6.0) < 1e-16
+    assert k.constants["use_limiter"].value is True
+    assert "one_by_six" not in k.locals
+
+
+def test_an_initialised_local_the_procedure_assigns_is_unsupported_as_implicit_save():
+    k = only(
+        """
+subroutine count_calls(n, a)
+  integer, intent(in) :: n
+  real(8), intent(inout) :: a(n)
+  integer :: ncalls = 0
+  integer :: i
+  ncalls = ncalls + 1
+  do i = 1, n
+    a(i) = a(i) * ncalls
+  end do
+end subroutine count_calls
+"""
+    )
+    ((line, construct),) = [(u.line, u.construct) for u in k.unsupported]
+    assert line == 5 and "implicit SAVE" in construct and "ncalls" in construct
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_a_program_nest_on_module_variables_takes_them_as_arguments_it_does_not_declare(
+    tmp_path,
+):
+    ks = kernels_of(
+        """
+module state
+  implicit none
+  integer :: n
+  real(8) :: dt
+  real(8), allocatable :: u(:)
+end module state
+program run
+  use state
+  implicit none
+  integer :: i, it
+  n = 20
+  dt = 0.1d0
+  allocate(u(n))
+  do it = 1, 3
+    do i = 2, n
+      u(i) = u(i) + dt * u(i-1)
+    end do
+  end do
+end program run
+"""
+    )
+    (k,) = [x for x in ks.values() if any(isinstance(s, ir.Loop) and s.var == "it" for s in x.body)]
+    assert {a.name: (a.intent, a.source) for a in k.args} == {
+        "n": ("in", ir.ModuleVariable("state", "n")),
+        "dt": ("in", ir.ModuleVariable("state", "dt")),
+        "u": ("inout", ir.ModuleVariable("state", "u", allocatable=True)),
+    }
+    assert [ir.fortran_text(d.upper) for d in k.arg("u").dims] == ["n"]  # from the ALLOCATE
+    assert k.fortran_args == []
+    src = tmp_path / "k.f90"
+    src.write_text(k.fortran_source)
+    proc = subprocess.run(
+        ["gfortran", "-fsyntax-only", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr

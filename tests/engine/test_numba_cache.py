@@ -28,15 +28,17 @@ LOADED = "numba: the compiled port was loaded from this tenant's cache"
 
 @pytest.fixture
 def sandbox_calls(monkeypatch):
-    """(argv, rw_paths) of every sandboxed process verification starts."""
+    """(argv, rw_paths) of every sandboxed process verification starts (run now or started
+    ahead, as the port's is)."""
     calls: list[tuple[list[str], list[str]]] = []
-    real = verify.run_sandboxed
+    for name in ("run_sandboxed", "start_sandboxed"):
+        real = getattr(verify, name)
 
-    def recording(argv, **kwargs):
-        calls.append(([str(a) for a in argv], [str(p) for p in kwargs.get("rw_paths", ())]))
-        return real(argv, **kwargs)
+        def recording(argv, real=real, **kwargs):
+            calls.append(([str(a) for a in argv], [str(p) for p in kwargs.get("rw_paths", ())]))
+            return real(argv, **kwargs)
 
-    monkeypatch.setattr(verify, "run_sandboxed", recording)
+        monkeypatch.setattr(verify, name, recording)
     return calls
 
 

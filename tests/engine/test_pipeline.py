@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 
 import pytest
 
@@ -291,3 +292,54 @@ def test_a_real_parameter_computed_from_a_size_but_unused_by_the_kernel_does_not
     assert k.status == "verified", [d.message for d in k.diagnostics]
     assert k.sizes == {"n": 6, "nt": 2}
     assert "PARAMETER n = 300 shrunk to 6 for the CPU run" in k.notes
+
+
+@pytest.fixture
+def port_sandboxes(monkeypatch):
+    """Every PortSandbox the pipeline starts, and whether the source had been parsed by then."""
+    from kernels.engine import pipeline, verify
+
+    started: list[tuple[verify.PortSandbox, bool]] = []
+    parsed: list[bool] = []
+    real_start, real_parse = verify.PortSandbox.start, pipeline.find_project_kernels_and_exclusions
+
+    def start(**kwargs):
+        port = real_start(**kwargs)
+        started.append((port, bool(parsed)))
+        return port
+
+    def parse(*args, **kwargs):
+        parsed.append(True)
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(verify.PortSandbox, "start", staticmethod(start))
+    monkeypatch.setattr(pipeline, "find_project_kernels_and_exclusions", parse)
+    return started
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_the_first_ports_sandbox_starts_before_the_parse_and_each_kernel_uses_one(
+    port_sandboxes,
+):
+    result = translate_source(TWO_KERNELS, sizes={"n": 7})
+    assert [k.status for k in result.kernels] == ["verified", "verified"]
+    assert [parsed_already for _, parsed_already in port_sandboxes] == [False, True]
+    for port, _ in port_sandboxes:
+        ran = port.process.finish()
+        assert ran.returncode == 0 and "elapsed_s" in ran.stdout  # it ran a port, not killed
+        assert not port.workdir.exists()
+    assert all("port_start" in k.timings_ms for k in result.kernels)
+
+
+def test_a_port_sandbox_started_for_a_file_that_does_not_parse_is_ended(port_sandboxes):
+    with pytest.raises(FortranSyntaxError):
+        translate_source("subroutine s(x)\n  real :: x\n  x = = 1\nend subroutine s\n")
+    ((port, parsed_already),) = port_sandboxes
+    assert not parsed_already
+    assert port.process.finish().returncode == -signal.SIGKILL
+    assert not port.workdir.exists()
+
+
+def test_no_port_sandbox_starts_without_verification(port_sandboxes):
+    translate_source(TWO_KERNELS, verify=False)
+    assert port_sandboxes == []

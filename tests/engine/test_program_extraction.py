@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernels.engine import find_kernels
+from kernels.engine import find_kernels, ir
 from kernels.engine.security import find_forbidden
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fortran"
@@ -83,3 +83,23 @@ def test_file_io_in_a_subroutine_still_excludes_that_subroutine():
         "  do i = 1, n\n    a(i) = 2 * a(i)\n  end do\nend subroutine\n"
     )
     assert [k.name for k in find_kernels(src, filename="two.f90")] == ["scale"]
+
+
+def test_a_reduction_statement_in_a_time_loop_is_extracted_with_its_result():
+    # ``energy(it) = 0.5d0 * sum(...)`` becomes an initialisation, a loop and an assignment;
+    # the kernel holds all three (the original's text is the whole statement), not the loop
+    # alone with an undeclared ``energy`` left in gfortran's source.
+    ks = kernels("time_loop_reductions.f90")
+    energy = next(k for k in ks.values() if k.line == 25)
+    norm = next(k for k in ks.values() if k.line == 28)
+    assert {a.name: a.intent for a in energy.args} == {
+        "energy": "out",
+        "u": "in",
+        "v": "in",
+        "it": "in",
+    }
+    assert {a.name: a.intent for a in norm.args} == {"u": "in", "v": "in", "unorm": "out"}
+    for k, result in ((energy, "energy"), (norm, "unorm")):
+        assigned = [s.target.name for s in k.body if isinstance(s, ir.Assign)]
+        assert assigned[-1] == result and any(isinstance(s, ir.Loop) for s in k.body)
+        assert not k.unsupported

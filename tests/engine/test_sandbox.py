@@ -20,7 +20,7 @@ from kernels.engine.sandbox import (
     sandbox_tempdir,
     scrubbed_env,
 )
-from tests.security.payloads import none_left
+from tests.security.payloads import none_left, processes_running
 
 PY = sys.executable
 
@@ -354,3 +354,58 @@ def test_the_unprivileged_command_line_gives_uid_65534_without_capabilities(
     assert lines[lines.index("NoNewPrivs:") + 1] == "1"
     assert made_by == 1000  # the host sees the server's own uid
     assert str(os.getpid()) not in lines  # host processes are invisible
+
+
+# --------------------------------------------------------------------------------------------
+# Started ahead: the input comes later
+
+
+def test_a_child_started_ahead_works_before_its_input_and_reads_it_when_finished(
+    work: Path,
+) -> None:
+    code = (
+        "import sys, time\n"
+        "open('warm', 'w').write('done')\n"  # work done before the input exists
+        "print('got ' + sys.stdin.read().strip())\n"
+    )
+    with sandbox.start_sandboxed(
+        [PY, "-I", "-c", code], cwd=work, timeout_s=30, memory_mb=1024, input_later=True
+    ) as child:
+        deadline = time.monotonic() + 20
+        while not (work / "warm").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (work / "warm").read_text() == "done"
+        result = child.finish("the spec\n")
+    assert result.ok and result.stdout.strip() == "got the spec"
+    assert result.duration_s >= 0
+
+
+def test_a_child_started_ahead_and_never_used_is_killed_with_everything_it_started(
+    work: Path,
+) -> None:
+    token = _unique_sleep()
+    code = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen(['setsid', 'sleep', '{token}'])\n"
+        "sys.stdin.read()\n"
+    )
+    with sandbox.start_sandboxed(
+        [PY, "-I", "-c", code], cwd=work, timeout_s=60, memory_mb=1024, input_later=True
+    ):
+        deadline = time.monotonic() + 20
+        while not processes_running(f"sleep {token}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_running(f"sleep {token}")
+    assert none_left(f"sleep {token}")
+
+
+def test_finish_can_only_shorten_the_deadline_set_at_the_start(work: Path) -> None:
+    with sandbox.start_sandboxed(
+        [PY, "-I", "-c", "import time; time.sleep(60)"],
+        cwd=work,
+        timeout_s=120,
+        memory_mb=1024,
+    ) as child:
+        result = child.finish(timeout_s=1)
+    assert result.timed_out
+    assert result.duration_s < 10

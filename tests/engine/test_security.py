@@ -41,12 +41,18 @@ def _refused(source: str, *, fixed_form: bool = False) -> list[tuple[int, int, s
         "  rewind 10",
         "  rewind(10)",
         "  backspace 3",
-        "  flush(6)",
+        "  flush(10)",
+        "  flush(unit=u)",
+        "  call flush(6)",
         "  read(10, *) a(1)",
         "  read(unit=5, fmt=*) a(1)",
+        "  read(unit=0, fmt=*) a(1)",
+        "  read(6, *) a(1)",
         "  write(10, *) a(1)",
         "  write(unit=u, fmt='(a)') 'x'",
-        "  write(6, *) a(1)",
+        "  write(5, *) a(1)",
+        "  write(6+1, *) a(1)",
+        "  write(error_unit, *) a(1)",
         "  call get_environment_variable('HOME', s)",
         "  call unlink('f')",
         "  include 'secrets.inc'",
@@ -74,6 +80,15 @@ def test_forbidden_statement_reports_its_line_and_column() -> None:
         "  write(*, '(a)') \"read(10,*) x\"",
         "  read(*, *) n2",
         "  read *, n2",
+        # The preconnected output units: standard output (6), standard error (0).
+        "  write(6, *) a(1)",
+        "  write(0, *) 'negative density at ', n",
+        "  write(unit=0, fmt='(a)') 'error'",
+        "  flush(6)",
+        "  flush(unit=0)",
+        # The command line: argv only, no file, no process.
+        "  call get_command_argument(1, s, length, status)",
+        "  nargs = command_argument_count()",
         "  ! call system('ls') in a comment",
         "  a(1) = 1.0d0 ! open(10)",
         "  write_count = 3",
@@ -185,3 +200,22 @@ def test_preprocessed_fixture_without_forbidden_calls_passes() -> None:
 )
 def test_forbidden_routine_passed_around_without_a_call_is_refused(body: str) -> None:
     assert any("is not allowed" in msg for _, _, msg in _refused(_kernel(body)))
+
+
+def test_a_driver_reading_argv_and_writing_to_standard_streams_is_translated():
+    # Nothing here touches a file: the helper is not refused (it is unsupported as a kernel,
+    # with a reason), and the kernel beside it verifies with its WRITE(0) left out.
+    from kernels.engine import translate_source
+
+    source = (FIXTURES / "argv_driver_module.f90").read_text()
+    result = translate_source(source, filename="argv_driver_module.f90")
+    by_name = {k.name: k for k in result.kernels}
+    assert by_name["relax"].status == "verified", by_name["relax"].diagnostics
+    assert any("WRITE(0) left out of the kernel" in n for n in by_name["relax"].notes)
+    helper = by_name["read_arguments"]
+    assert helper.status == "unsupported"
+    messages = [d.message for d in helper.diagnostics]
+    assert any("COMMAND_ARGUMENT_COUNT reads the program's command line" in m for m in messages), (
+        messages
+    )
+    assert any("GET_COMMAND_ARGUMENT reads the program's command line" in m for m in messages)

@@ -6,7 +6,9 @@ check the harness itself: the bind(C) wrapper, the sandboxed runs, the compariso
 
 from __future__ import annotations
 
+import json
 import math
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -17,11 +19,14 @@ from kernels.engine import ir
 from kernels.engine.frontend.parse import is_fixed_form
 from kernels.engine.verify import (
     DIM_DEFAULTS,
+    PORT_SPEC,
+    PortSandbox,
     Tolerance,
     compare_arrays,
     default_tolerance,
     fortran_sources,
     fortran_wrapper,
+    harness_spec,
     infer_sizes,
     make_inputs,
     plan_run,
@@ -506,3 +511,157 @@ def test_simulator_device_runs_a_cuda_port_under_the_cuda_simulator() -> None:
     assert report.status == "verified", report.message
     assert report.device == "simulator"
     assert {a.name: a.tolerance for a in report.arguments}["b"] == "rel<=1e-10 or abs<=1e-10"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kernel", "mutation"),
+    [
+        # new%hx and new%hy reach the original apart: swapping them is seen.
+        ("derived_type_field.f90", "diffuse", ("/ new_hx ** 2", "/ new_hy ** 2")),
+        # the wrapper sets the module array coef before the call ...
+        ("module_variables.f90", "diffuse_step", ("coef[0] *", "coef[1] *")),
+        # ... and reads the module counter back after it.
+        ("module_variables.f90", "diffuse_step", ("steps_done + 1", "steps_done + 2")),
+    ],
+)
+def test_a_port_that_misuses_a_component_or_a_module_variable_is_a_mismatch(
+    fixture: str, kernel: str, mutation: tuple[str, str]
+) -> None:
+    from pathlib import Path
+
+    from kernels.engine import find_kernels, translate_source
+
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "fortran" / fixture
+    source = path.read_text()
+    (port,) = [
+        k
+        for k in translate_source(source, filename=fixture, verify=False).kernels
+        if k.name == kernel
+    ]
+    (k,) = [x for x in find_kernels(source, filename=fixture) if x.name == kernel]
+    old, new = mutation
+    assert old in port.code
+
+    class Mutated:
+        code = port.code.replace(old, new, 1)
+        entry = port.entry
+
+    report = verify_against_gfortran(k, Mutated())
+    assert report.status == "mismatch", report.message
+
+
+# --------------------------------------------------------------------------------------------
+# The port's sandbox started ahead (PortSandbox)
+
+
+def test_a_port_sandbox_started_ahead_runs_exactly_the_port_it_is_given() -> None:
+    good = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    report = verify_against_gfortran(SMOOTH, Port(SMOOTH_PORT, "smooth"), sizes={"n": 9}, port=good)
+    assert report.status == "verified", report.message
+    assert report.timings_ms["port_start"] > 0
+    assert not good.workdir.exists()
+
+    wrong = SMOOTH_PORT.replace("(1.0 - 2.0 * w)", "(1.0 - 2.0 * w + 1e-9)")
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    report = verify_against_gfortran(SMOOTH, Port(wrong, "smooth"), sizes={"n": 9}, port=ahead)
+    assert report.status == "mismatch"
+
+
+def test_a_port_sandbox_that_is_not_needed_ends_without_running_anything() -> None:
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    workdir = ahead.workdir
+    # A spec is there, but without the go the harness must not run it.
+    (workdir / PORT_SPEC).write_text(
+        json.dumps(harness_spec(plan_run(SMOOTH, {"n": 3}), 0, task="run", mode="python"))
+    )
+    result = ahead.process.finish(b"")  # EOF instead of the go
+    assert result.returncode == 0, result.stderr
+    assert "elapsed_s" not in result.stdout
+    ahead.close()
+    assert not workdir.exists()
+
+
+def test_closing_an_unused_port_sandbox_kills_it_and_removes_its_files() -> None:
+    ahead = PortSandbox.start(device="cpu", numba_cache_dir=None, timeout_s=60)
+    ahead.close()
+    assert not ahead.workdir.exists()
+    assert ahead.process.finish().returncode == -signal.SIGKILL
+
+
+# Branches chosen by an integer argument: every selection is one call, checked on its own.
+MODES_SRC = """
+subroutine modes(n, mode, a, b)
+  implicit none
+  integer, intent(in) :: n, mode
+  real(8), intent(in) :: a(n)
+  real(8), intent(out) :: b(n)
+  integer :: i
+  if (mode == 1) then
+    do i = 1, n
+      b(i) = 2.0d0 * a(i)
+    end do
+  else if (mode == 2) then
+    do i = 1, n
+      b(i) = 3.0d0 * a(i)
+    end do
+  end if
+  if (mode == 1 .and. mode == 2) then
+    do i = 1, n
+      b(i) = 0.0d0
+    end do
+  end if
+end subroutine modes
+"""
+MODES_PORT = """
+def modes(n, mode, a, b):
+    if mode == 1:
+        for i in range(n):
+            b[i] = 2.0 * a[i]
+    elif mode == 2:
+        for i in range(n):
+            b[i] = 3.0 * a[i]
+"""
+
+
+def _modes_kernel(source: str = MODES_SRC):
+    from kernels.engine.frontend import parse_file
+
+    (k,) = parse_file(source, filename="modes.f90").kernels
+    return k
+
+
+def test_every_branch_selection_runs_and_a_loop_none_reaches_is_named():
+    report = verify_against_gfortran(_modes_kernel(), Port(MODES_PORT, "modes"))
+    assert report.status == "inconclusive", report.message
+    assert [r["mode"] for r in report.runs] == [1, 2]
+    assert report.coverage.ran == [9, 13] and report.coverage.not_run == [18]
+    assert "in each of 2 runs choosing branches with mode=1; with mode=2" in report.message
+    assert "loop at line 18 never ran" in report.message
+    assert "mode=1" in report.message.split("never ran")[1]
+
+
+def test_a_port_wrong_in_one_selection_only_is_a_mismatch_naming_it():
+    wrong = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[i] + 1e-6")
+    report = verify_against_gfortran(_modes_kernel(), Port(wrong, "modes"))
+    assert report.status == "mismatch"
+    assert [a.name for a in report.arguments if not a.passed] == ["b"]
+    assert report.message.endswith("in the runs with mode=2")
+
+
+def test_a_selection_the_original_cannot_run_is_left_out_with_the_reason():
+    crashing = MODES_SRC.replace("b(i) = 3.0d0 * a(i)", "b(i) = 3.0d0 * a(i + n)")
+    port = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[i + n]")
+    report = verify_against_gfortran(_modes_kernel(crashing), Port(port, "modes"))
+    # The static check sees a(i + n) leave its bounds: mode=2 is not even tried.
+    assert [r["mode"] for r in report.runs] == [1]
+    hidden = MODES_SRC.replace("b(i) = 3.0d0 * a(i)", "b(i) = 3.0d0 * a(i * i)")
+    port = MODES_PORT.replace("b[i] = 3.0 * a[i]", "b[i] = 3.0 * a[(i + 1) * (i + 1) - 1]")
+    report = verify_against_gfortran(_modes_kernel(hidden), Port(port, "modes"))
+    assert report.status == "inconclusive", report.message
+    assert [r["mode"] for r in report.runs] == [1]
+    assert (
+        "in the run choosing branches with mode=1 (the original failed with mode=2, left out"
+        in (report.message)
+    )
+    assert "out-of-bounds access in the original Fortran at line 14" in report.message
+    assert 13 in report.coverage.not_run

@@ -104,13 +104,29 @@ def _inspector(
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("transport,path", [("http", "/mcp"), ("sse", "/sse")])
+@pytest.fixture
+def served(request, monkeypatch):
+    """The live server, stateless (serve --workers N) when the test's ``stateless`` is True."""
+    from mcp_bridge.app import STATELESS_ENV
+
+    monkeypatch.setenv(STATELESS_ENV, "1" if request.getfixturevalue("stateless") else "0")
+    return request.getfixturevalue("mcp_live")
+
+
+@pytest.mark.parametrize(
+    "transport,path,stateless",
+    [("http", "/mcp", False), ("http", "/mcp", True), ("sse", "/sse", False)],
+)
 def test_mcp_inspector_cli_lists_and_calls_tools(
-    mcp_live, tenant_a, make_key, inspector_env, tmp_path, transport, path
+    served, tenant_a, make_key, inspector_env, tmp_path, transport, path, stateless
 ):
     key = make_key(tenant_a)
-    url = f"http://a.localhost:{mcp_live.port}{path}"
+    url = f"http://a.localhost:{served.port}{path}"
     listed = _inspector(inspector_env, tmp_path, url, transport, key, "--method", "tools/list")
+    # Stateless: the second run's initialize, notifications/initialized and tools/list are
+    # answered from the kept SDK answers (mcp_bridge.fast_path); the Inspector sees no change.
+    again = _inspector(inspector_env, tmp_path, url, transport, key, "--method", "tools/list")
+    assert again == listed
     names = {tool["name"] for tool in listed["tools"]}
     assert names == {
         "translate_kernel",

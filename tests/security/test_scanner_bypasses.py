@@ -82,7 +82,6 @@ def test_comment_lines_inside_a_fixed_form_continuation_join_the_statement() -> 
         "  call link('a', 'b')",
         "  call sleep(100)",
         "  call getenv('HOME', s)",
-        "  call get_command_argument(1, s)",
         "  external kill\n  call run(kill)",
         "  intrinsic stat\n  call run(stat)",
         "  p => kill",
@@ -217,3 +216,67 @@ def test_profile_lists_the_excluded_unit_and_profiles_the_others() -> None:
     assert [k.name for k in result.kernels] == ["good"]
     (excluded,) = result.to_dict()["excluded"]
     assert excluded["name"] == "bad" and "unlink" in excluded["reason"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # the standard streams keep their numbers only while nothing reconnects them
+        "  open(unit=6, file='out.txt')\n  write(6, *) a",
+        "  open(newunit=st, file='err.txt')\n  write(0, *) a",
+        # a unit that is not 0/5/6 as written: a file (gfortran creates fort.N)
+        "  write(06 + 1, *) a",
+        "  write(0_8, *) a",
+        "  write(unit=st, fmt=*) a",
+        "  read(unit=0, fmt=*) a",
+        "  flush(st)",
+        # an allowed write does not hide what follows it on the line
+        "  write(0, *) a; call execute_command_line('id')",
+        "  write(6, *) a; i = system('id')",
+        "  flush(6); open(10, file='x')",
+        # reading the command line is allowed, the environment and a shell are not
+        "  call get_command_argument(1, s)\n  call get_environment_variable('HOME', s)",
+        "  n = command_argument_count()\n  call system('ls')",
+    ],
+)
+def test_standard_streams_and_argv_open_no_way_to_files_or_processes(body: str) -> None:
+    assert _messages(_kernel(body)), body
+
+
+def test_standard_streams_and_argv_are_allowed_in_both_source_forms() -> None:
+    free = _kernel(
+        "  write(0, *) 'bad cell', n\n  write (6, '(a)') 'ok'\n  write(unit=0, fmt=*) a\n"
+        "  write(fmt=*, unit=6) a\n  flush(6)\n"
+        "  st = command_argument_count()\n  call get_command_argument(1, s, st)\n"
+        "  call get_command(s)"
+    )
+    assert _messages(free) == []
+    fixed = (
+        "      SUBROUTINE K(N, A)\n"
+        "      DIMENSION A(N)\n"
+        "      CHARACTER*16 S\n"
+        "      WRITE ( 0 , * ) N\n"
+        "      WRITE(6,'(A)') 'OK'\n"
+        "      CALL GET COMMAND ARGUMENT(1, S)\n"
+        "      CALL GETARG(1, S)\n"
+        "      WRITE(9,*) N\n"
+        "      END\n"
+    )
+    assert [(d.line, d.message.split(" (")[0]) for d in find_forbidden(fixed, fixed_form=True)] == [
+        (8, "forbidden: WRITE to unit 9")
+    ]
+
+
+def test_a_module_whose_helper_reads_argv_is_not_refused_but_its_file_io_is() -> None:
+    helper = (
+        "module driver\ncontains\n"
+        "subroutine args(n)\n  integer :: n\n  character(len=16) :: s\n"
+        "  if (command_argument_count() < 1) then\n    write(0, *) 'usage: prog n'\n"
+        "    return\n  end if\n  call get_command_argument(1, s)\n  read(s, *) n\n"
+        "end subroutine args\nend module driver\n"
+    )
+    assert scan_units(helper).excluded == []
+    with_file = helper.replace("    return\n", "    open(10, file='log.txt')\n    return\n")
+    with pytest.raises(ForbiddenStatementError) as info:
+        scan_units(with_file)  # the module is the only unit: the whole file is refused
+    assert "OPEN statement" in info.value.message

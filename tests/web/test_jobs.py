@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from django_tenants.utils import tenant_context
@@ -88,6 +90,32 @@ def test_a_job_goes_from_queued_through_running_to_its_outcome(tenant_a, fake_en
     assert run.progress["stages"] == ["parse", "analyse", "generate"]
     assert run.started_at <= run.finished_at
     assert jobs.job_outcome(run)["run_id"] == str(run.id)
+
+
+def test_progress_sent_just_before_the_run_finished_still_reaches_the_waiter(tenant_a, monkeypatch):
+    # The last stages of a verification end within milliseconds of each other and of the run:
+    # the waiter sees the run finished with their events still queued, and passes them on.
+    finished = SimpleNamespace(finished=True)
+    stages = [f"stage {k}" for k in range(5)]
+
+    def reload_after_the_last_stages(tenant, run_id):
+        for k, stage in enumerate(stages):
+            jobs.job_event_publish(
+                run_id,
+                {"event": "progress", "stage": "verify", "done": k, "total": 5, "message": stage},
+            )
+        return finished
+
+    monkeypatch.setattr(jobs, "_run_reload", reload_after_the_last_stages)
+    seen: list[str] = []
+
+    async def wait():
+        return await jobs.job_wait(
+            tenant=tenant_a, run_id="r-1", on_progress=lambda *event: seen.append(event[3])
+        )
+
+    assert asyncio.run(wait()) is finished
+    assert seen == stages
 
 
 def test_an_engine_error_is_raised_again_from_the_run_with_its_diagnostics(tenant_a):

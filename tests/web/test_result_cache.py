@@ -33,13 +33,14 @@ def sandbox_runs(monkeypatch, settings, tmp_path):
     """Counts every sandboxed process verification starts (gfortran, reference, port)."""
     settings.FORTRANSPIRE_CACHE_DIR = tmp_path / "cache"
     calls: list[list[str]] = []
-    real = verify.run_sandboxed
+    for name in ("run_sandboxed", "start_sandboxed"):  # the port's sandbox is started ahead
+        real = getattr(verify, name)
 
-    def counting(argv, **kwargs):
-        calls.append(list(argv))
-        return real(argv, **kwargs)
+        def counting(argv, real=real, **kwargs):
+            calls.append(list(argv))
+            return real(argv, **kwargs)
 
-    monkeypatch.setattr(verify, "run_sandboxed", counting)
+        monkeypatch.setattr(verify, name, counting)
     return calls
 
 
@@ -86,6 +87,21 @@ def test_another_tenant_with_the_same_source_is_not_served_the_first_tenants_res
     # Same content address, but each proof lives in its own tenant's schema.
     assert run_b.cache_key == run_a.cache_key
     assert result_cache.numba_cache_dir(tenant_a) != result_cache.numba_cache_dir(tenant_b)
+    # Tenant b's gfortran ran (nothing of tenant a's builds is reused), into b's own cache.
+    assert sum(1 for argv in sandbox_runs[before:] if argv[0] == verify.GFORTRAN) == 1
+    ref_a, ref_b = (result_cache.reference_cache_dir(t) for t in (tenant_a, tenant_b))
+    assert ref_a != ref_b and len(list(ref_a.iterdir())) == len(list(ref_b.iterdir())) == 1
+
+
+def test_a_new_seed_reuses_the_tenants_gfortran_build_and_numba_code(tenant_a, sandbox_runs):
+    translate(tenant_a)
+    before = len(sandbox_runs)
+    run, result = translate(tenant_a, seed=4)
+    assert run.status == "verified" and result.original_run_id is None
+    assert not any(argv[0] == verify.GFORTRAN for argv in sandbox_runs[before:])
+    notes = result.kernels[0].notes
+    assert "gfortran: the original's build was loaded from this tenant's cache" in notes
+    assert "numba: the compiled port was loaded from this tenant's cache" in notes
 
 
 def test_a_different_seed_or_size_is_verified_again(tenant_a, sandbox_runs):
@@ -102,7 +118,9 @@ def test_an_engine_upgrade_invalidates_stored_proofs_and_numba_caches(
 ):
     first_run, _ = translate(tenant_a)
     old_dir = result_cache.numba_cache_dir(tenant_a)
+    old_builds = result_cache.reference_cache_dir(tenant_a)
     assert result_cache.ENGINE_VERSION in old_dir.parts
+    assert list(old_builds.iterdir())
 
     monkeypatch.setattr(result_cache, "ENGINE_VERSION", "9999.0.0-test")
     monkeypatch.setattr(result_cache, "_pruned_versions", type(result_cache._pruned_versions)())
@@ -114,6 +132,7 @@ def test_an_engine_upgrade_invalidates_stored_proofs_and_numba_caches(
     new_dir = result_cache.numba_cache_dir(tenant_a)
     assert "9999.0.0-test" in new_dir.parts
     assert not old_dir.exists(), "the old engine's compiled code must be removed"
+    assert not old_builds.exists(), "the old engine's gfortran builds must be removed"
 
 
 def test_an_unverified_translation_is_not_stored_as_a_proof(tenant_a, sandbox_runs):

@@ -68,6 +68,29 @@ def test_run_page_draws_each_stage_on_the_critical_path_with_its_time(member, te
     assert "numba compile <code>1500 ms</code>" in html
 
 
+def test_the_ports_sandbox_start_is_drawn_from_the_request_start_beside_the_translator(
+    member, tenant_a
+):
+    # The sandbox took 400 ms to warm up, longer than the 150 ms of translator stages: the numba
+    # side starts when it is ready, the gfortran side when generation ends.
+    timings = {**TIMINGS, "port_start": 400.0}
+    run = _run(
+        tenant_a,
+        {
+            "file": "h.f90",
+            "target": "cpu",
+            "kernels": [{"name": "heat", "status": "verified", "timings_ms": timings}],
+        },
+    )
+    html = member.get(f"/runs/{run.id}/").content.decode()
+    assert "2750 ms critical path" in html  # 400 + 1500 + 800 + 50
+    lefts = dict(re.findall(r'class="seg seg-([a-z_]+)" style="left: ([0-9.]+)%', html))
+    assert float(lefts["port_start"]) == 0.0
+    assert float(lefts["gfortran_compile"]) == pytest.approx(100 * 150 / 2750, abs=0.01)
+    assert float(lefts["numba_compile"]) == pytest.approx(100 * 400 / 2750, abs=0.01)
+    assert "port start <code>400 ms</code>" in html
+
+
 def test_cached_run_page_says_nothing_ran_and_links_the_original_proof(member, tenant_a):
     original = _run(
         tenant_a,

@@ -17,6 +17,8 @@ from kernels.engine.backends.common import (
     helper_source,
     py_name,
 )
+from kernels.engine.dataflow import affine
+from kernels.engine.sizes import roles
 from kernels.engine.types import Scope
 
 # error_model="numpy": a float division by zero gives inf/nan as in Fortran (IEEE) instead of
@@ -29,6 +31,15 @@ PARALLEL_DECORATOR = '@njit(parallel=True, fastmath=False, error_model="numpy", 
 SHALLOW_REASON = (
     "a boundary loop beside deeper parallel nests: a thread launch costs more than it saves"
 )
+HALO_REASON = (
+    "a halo loop: O(n) work along an edge of a rank-{rank} array (an inner loop spans only the "
+    "halo depth): a thread launch costs more than it saves, and each parallel loop is a gufunc "
+    "that numba compiles (about a second each)"
+)
+
+#: A loop whose trip count is at most this, with no domain-sized variable in it, spans "a few
+#: fixed values" (``do m = 1, 4`` over the components of a state vector).
+FEW_FIXED_VALUES = 16
 
 
 def nest_depth(s: ir.Loop) -> int:
@@ -38,15 +49,58 @@ def nest_depth(s: ir.Loop) -> int:
 
 
 def prange_nest_depth(kernel: ir.Kernel) -> int:
-    """The depth a parallel nest needs to run as prange: the deepest parallel nest's depth.
+    """The depth a parallel nest needs to run as prange: the deepest parallel nest's depth,
+    counting only the loops that span the domain (:func:`domain_depth`).
 
     Only the kernel's main work is spread over threads. A 1-D loop over an edge of a 2-D grid
     (``vx(1, :) = 0`` inside a time loop) is O(n) next to O(n^2) nests: as prange it costs a
     thread launch per execution at run time and a gufunc (about a second of numba compile time
-    each) at compile time, for no gain. It runs sequentially, which is the Fortran order.
+    each) at compile time, for no gain. It runs sequentially, which is the Fortran order. A loop
+    over the 4 components of a cell's state or over a halo depth adds no depth: the 2-D nest
+    beside a ``do j; do i; do m = 1, 4`` nest is main work too.
     """
-    depths = [nest_depth(x) for x in ir.walk(kernel.body) if isinstance(x, ir.Loop) and x.parallel]
+    halo = halo_variables(kernel)
+    depths = [
+        domain_depth(x, halo) for x in ir.walk(kernel.body) if isinstance(x, ir.Loop) and x.parallel
+    ]
     return max(depths, default=1)
+
+
+def _small_extent(lower: ir.Expr | None, upper: ir.Expr | None, halo: set[str]) -> bool:
+    """``lower..upper`` spans only a halo depth or a few fixed values (not the domain)."""
+    if lower is None or upper is None:
+        return False
+    extent = affine(ir.BinOp("-", upper, lower))
+    if extent is None:
+        return False
+    coefficients, constant = extent
+    return all(v in halo for v, c in coefficients.items() if c) and abs(constant) <= (
+        FEW_FIXED_VALUES
+    )
+
+
+def domain_depth(s: ir.Loop, halo: set[str]) -> int:
+    """How many loops of the nest starting at ``s`` span the domain (not a halo depth)."""
+    inner = [x for x in ir.walk(s.body) if isinstance(x, ir.Loop)]
+    own = 0 if _small_extent(s.start, s.stop, halo) else 1
+    return own + max((domain_depth(x, halo) for x in inner), default=0)
+
+
+def domain_rank(kernel: ir.Kernel, nest: ir.Loop, halo: set[str]) -> int:
+    """The most domain-sized dimensions of an array the nest writes (0: it writes none)."""
+    dims = {a.name: a.dims for a in kernel.args if a.dims}
+    dims.update({n: d.dims for n, d in kernel.locals.items() if d.dims})
+    rank = 0
+    for x in ir.walk([nest]):
+        if isinstance(x, ir.Assign) and isinstance(x.target, ir.ArrayRef):
+            declared = dims.get(x.target.name, [])
+            rank = max(rank, sum(1 for d in declared if not _small_extent(d.lower, d.upper, halo)))
+    return rank
+
+
+def halo_variables(kernel: ir.Kernel) -> set[str]:
+    """Integer inputs that are halo depths or stencil radii (``do j = x_min-depth, x_max+depth``)."""
+    return {name for name, role in roles(kernel).items() if role == "offset"}
 
 
 class CpuStmtPrinter(StmtPrinter):
@@ -60,10 +114,15 @@ class CpuStmtPrinter(StmtPrinter):
         all_stmts,
         allow_prange: bool,
         min_nest_depth: int = 1,
+        kernel: ir.Kernel | None = None,
     ):
         super().__init__(printer, returns=returns, all_stmts=all_stmts)
         self.allow_prange = allow_prange
         self.min_nest_depth = min_nest_depth
+        self.kernel = kernel
+        self.halo = halo_variables(kernel) if kernel is not None else set()
+        self.sequential_reasons: dict[int, str] = {}  # line -> why a parallel loop is not prange
+        self._decided: dict[int, str] = {}  # id(loop) -> that reason, '' for prange
         self.prange_lines: list[int] = []
         self.parallel_depth = 0
         self.prange_loops = 0
@@ -75,13 +134,26 @@ class CpuStmtPrinter(StmtPrinter):
         return name in self.live_out
 
     def _is_prange(self, s: ir.Loop) -> bool:
-        return self.allow_prange and self._outermost_parallel(s) and not self._shallow(s)
+        return self.allow_prange and self._outermost_parallel(s) and not self._kept_sequential(s)
 
     def _outermost_parallel(self, s: ir.Loop) -> bool:
         return s.parallel and self.parallel_depth == 0
 
-    def _shallow(self, s: ir.Loop) -> bool:
-        return nest_depth(s) < self.min_nest_depth
+    def _kept_sequential(self, s: ir.Loop) -> str:
+        """Why the parallel nest at ``s`` runs sequentially anyway ('' when it runs as prange)."""
+        if id(s) in self._decided:
+            return self._decided[id(s)]
+        reason = ""
+        depth = domain_depth(s, self.halo)
+        rank = domain_rank(self.kernel, s, self.halo) if self.kernel is not None else 0
+        if depth < rank:
+            reason = HALO_REASON.format(rank=rank)
+        elif depth < self.min_nest_depth:
+            reason = SHALLOW_REASON
+        self._decided[id(s)] = reason
+        if reason:
+            self.sequential_reasons[s.line] = reason
+        return reason
 
     def loop_header(self, s, start, stop, step, step_text) -> str:
         if self._is_prange(s):
@@ -98,7 +170,7 @@ class CpuStmtPrinter(StmtPrinter):
         if isinstance(s, ir.Loop) and self._is_prange(s):
             return text + "  (parallel: " + s.reason + ")"
         if isinstance(s, ir.Loop) and self.allow_prange and self._outermost_parallel(s):
-            return text + "  (sequential: " + SHALLOW_REASON + ")"
+            return text + "  (sequential: " + self._kept_sequential(s) + ")"
         if isinstance(s, ir.Loop) and s.reason and not s.parallel:
             return text + "  (sequential: " + s.reason + ")"
         return text
@@ -121,6 +193,29 @@ class CpuStmtPrinter(StmtPrinter):
             self.active_reductions = []
             s._printed_prange = False  # type: ignore[attr-defined]
 
+    def assign(self, s: ir.Assign) -> str:
+        # numba recognises a parallel min/max reduction only as ``m = min(m, e)``: a Fortran
+        # ``m = MIN(m, a, b, c)`` is printed as ``m = min(m, min(min(a, b), c))`` (the same
+        # value for non-NaN data), not as the nested ``min(min(min(m, a), b), c)``.
+        value = s.value
+        if (
+            self.parallel_depth
+            and isinstance(s.target, ir.Var)
+            and isinstance(value, ir.Call)
+            and value.name in _MIN_MAX
+            and len(value.args) > 2
+        ):
+            fn = "min" if "min" in value.name else "max"
+            mine = [a for a in value.args if isinstance(a, ir.Var) and a.name == s.target.name]
+            others = [a for a in value.args if a not in mine]
+            if len(mine) == 1 and any(
+                r.var == s.target.name and r.op == fn and not r.index_vars
+                for r in self.active_reductions
+            ):
+                regrouped = ir.Call(value.name, [mine[0], ir.Call(value.name, others)])
+                return super().assign(ir.Assign(s.target, regrouped, s.line))
+        return super().assign(s)
+
     def if_(self, s: ir.If, depth: int) -> list[str]:
         # Inside prange, `IF (e > s) s = e` is printed as `s = max(s, e)`: the form numba
         # recognises as a parallel reduction (same value as the IF for non-NaN data).
@@ -142,6 +237,9 @@ class CpuStmtPrinter(StmtPrinter):
                             f"{self.indent_unit * depth}{py_name(name)} = {r.op}({py_name(name)}, {value})"
                         ]
         return super().if_(s, depth)
+
+
+_MIN_MAX = ("min", "max", "amin1", "amax1", "dmin1", "dmax1", "min0", "max0")
 
 
 def _zero(t: ir.FType) -> str:
@@ -237,6 +335,7 @@ def _docstring(kernel: ir.Kernel, outs: list[str], parallel: int) -> str:
             lines.append(f"    {a.name}({shape}): {a.type.numpy_dtype}, intent({a.intent})")
         else:
             lines.append(f"    {a.name}: {a.type.numpy_dtype} scalar, intent({a.intent})")
+    lines.extend("- " + line for line in ir.argument_sources(kernel))
     if outs:
         lines.append(
             "- Returns the scalar INTENT(OUT/INOUT) values"
@@ -278,6 +377,7 @@ def generate_cpu(
         all_stmts=kernel.body,
         allow_prange=parallel,
         min_nest_depth=prange_nest_depth(kernel),
+        kernel=kernel,
     )
     sp.live_out = set(outs)
     body = sp.block(kernel.body, 1)
@@ -333,7 +433,8 @@ def generate_cpu(
                 f"line {info.line}: do {info.var} runs in parallel (prange): {info.reason}"
             )
         elif info.outermost_parallel and parallel:
-            notes.append(f"line {info.line}: do {info.var} stays sequential: {SHALLOW_REASON}")
+            why = sp.sequential_reasons.get(info.line) or SHALLOW_REASON
+            notes.append(f"line {info.line}: do {info.var} stays sequential: {why}")
         elif not info.parallel:
             notes.append(f"line {info.line}: do {info.var} stays sequential: {info.reason}")
     return GeneratedCode(code=code, entry=entry, parallel_loops=n_par, notes=notes)

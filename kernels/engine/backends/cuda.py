@@ -1902,6 +1902,7 @@ class _CudaModule:
             "block_2d= /",
             "block_3d= keyword arguments. Without a GPU, set NUMBA_ENABLE_CUDASIM=1.",
             "",
+            *[f"- {n}" for n in ir.argument_sources(k)],
             *[f"- {n}" for n in self.notes],
             '"""',
             "",

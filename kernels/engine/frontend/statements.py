@@ -8,12 +8,14 @@ syntax and array reductions are lowered by :class:`kernels.engine.lowering.Array
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kernels.engine import ir
 from kernels.engine.dataflow import names_in_expr
 from kernels.engine.frontend.constants import _typed, const_value
+from kernels.engine.frontend.derived import ComponentRef, DerivedTypeAccess
 from kernels.engine.frontend.nodes import (
     _cls,
     _construct_name,
@@ -23,7 +25,7 @@ from kernels.engine.frontend.nodes import (
     _line,
     _name,
 )
-from kernels.engine.intrinsics import INTRINSICS, LOWERED
+from kernels.engine.intrinsics import COMMAND_LINE, INTRINSICS, LOWERED
 from kernels.engine.lowering import ArrayLowering, _only_same_element
 from kernels.engine.types import Scope, type_of
 
@@ -73,6 +75,15 @@ class _Scope:
         self.pointers: set[str] = set()
         # CHARACTER locals: fine to declare (a message buffer, ERRMSG=), unsupported to use.
         self.strings: set[str] = set()
+        self.types: dict[str, ir.DerivedType] = dict(parent.types) if parent else {}
+        self.module: str | None = (
+            None  # set on a module's own scope: its decls are module variables
+        )
+        # Module variables made visible by USE: local name -> (module, name there, declaration).
+        self.imported: dict[str, tuple[str, str, ir.Decl]] = {}
+        self.components: dict[str, ComponentRef] = {}  # flat name -> the component it stands for
+        # Initialised (non-PARAMETER) locals of a procedure: name -> (value, declaration node).
+        self.initialised: dict[str, tuple[ir.Expr, object]] = {}
 
     def implicit_type(self, name: str) -> ir.FType:
         scope: _Scope | None = self
@@ -93,6 +104,22 @@ class _Scope:
         while scope is not None:
             if name in scope.decls:
                 return scope.decls[name]
+            if name in scope.imported:
+                return scope.imported[name][2]
+            scope = scope.parent
+        return None
+
+    def module_variable(self, name: str) -> tuple[str, str, ir.Decl] | None:
+        """(module, its name there, declaration) when ``name`` is a module variable here."""
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.decls:
+                d = scope.decls[name]
+                if scope.module is None or d.parameter is not None:
+                    return None
+                return scope.module, name, d
+            if name in scope.imported:
+                return scope.imported[name]
             scope = scope.parent
         return None
 
@@ -126,7 +153,7 @@ class _ProcInfo:
     owner: _FileBuilder | None = None  # the file the unit is in (projects have several)
 
 
-class _ProcBuilder(ArrayLowering):
+class _ProcBuilder(DerivedTypeAccess, ArrayLowering):
     """Builds the IR of one procedure (or program) from its fparser2 subtree."""
 
     def __init__(self, info: _ProcInfo, scope: _Scope, file: _FileBuilder):
@@ -139,6 +166,9 @@ class _ProcBuilder(ArrayLowering):
         self.extra_decls: dict[str, ir.Decl] = {}
         self.line_hint = 0  # line of the enclosing statement (one-line IF actions have none)
         self.spans: dict[int, tuple[int, int]] = {}  # id(Loop/WhileLoop/If) -> (first, last line)
+        # id(statement) -> the source statement it came from, for the statements of a source
+        # statement that became several (see :meth:`stmt`).
+        self.source_statement: dict[int, int] = {}
 
     # -- specification part ---------------------------------------------------------------------
     def spec(self, spec_node) -> None:
@@ -182,8 +212,8 @@ class _ProcBuilder(ArrayLowering):
             return
         elif cls == "Data_Stmt":
             self._unsupported("DATA statement", node)
-        elif cls in ("Derived_Type_Def", "Type_Declaration_Stmt_Derived"):
-            self._unsupported("derived TYPE definition", node)
+        elif cls == "Derived_Type_Def":
+            self._derived_type_def(node)
         elif cls in ("Interface_Block",):
             return
         elif cls in ("Common_Stmt", "Equivalence_Stmt", "Namelist_Stmt"):
@@ -245,15 +275,15 @@ class _ProcBuilder(ArrayLowering):
         if mod is None:
             self._unsupported(f"USE of module {modname} not defined in the given files", node)
             return
-        only = None
-        if len(node.items) > 4 and node.items[4] is not None:
-            only = {str(x).lower() for x in node.items[4].children}
-        for nm, c in mod["consts"].items():
-            if only is None or nm in only:
-                self.scope.consts[nm] = c
-        for nm, p in mod["procs"].items():
-            if only is None or nm in only:
-                self.scope.procedures[nm] = p
+        for local, remote in _use_names(node, mod):
+            if remote in mod["consts"]:
+                self.scope.consts[local] = mod["consts"][remote]
+            if remote in mod["procs"]:
+                self.scope.procedures[local] = mod["procs"][remote]
+            if remote in mod["types"]:
+                self.scope.types[local] = mod["types"][remote]
+            if remote in mod["vars"]:
+                self.scope.imported[local] = mod["vars"][remote]
 
     def _type_spec(self, tnode, line: int) -> ir.FType:
         cls = _cls(tnode)
@@ -307,8 +337,13 @@ class _ProcBuilder(ArrayLowering):
             for nm in names:
                 self.scope.strings.add(nm)
             return
+        derived = None
         try:
-            t = self._type_spec(tnode, line)
+            if _cls(tnode) == "Declaration_Type_Spec":
+                derived = self._derived_decl_type(tnode, line)
+                t = ir.DERIVED
+            else:
+                t = self._type_spec(tnode, line)
         except ir.UnsupportedConstruct as u:
             self._unsupported(u.construct, node)
             for ent in entities.children:
@@ -346,6 +381,7 @@ class _ProcBuilder(ArrayLowering):
             nm = _name(ent.items[0])
             d = self._decl(nm, line)
             d.type = t
+            d.derived = derived
             if intent:
                 d.intent = intent
             d.allocatable = d.allocatable or allocatable
@@ -365,7 +401,11 @@ class _ProcBuilder(ArrayLowering):
                 value = self.expr(init.items[1])
                 if parameter:
                     self._set_parameter(d, value)
-                else:
+                elif self.info.kind in ("subroutine", "function"):
+                    # A constant unless the procedure assigns it (decided once the body is
+                    # built, see units._resolve_initialised).
+                    self.scope.initialised[nm] = (value, node)
+                elif self.info.kind != "module":  # a module variable's first value is harmless
                     self._unsupported("initialised variable (implicit SAVE)", node)
 
     def _set_parameter(self, d: ir.Decl, value: ir.Expr) -> None:
@@ -451,6 +491,11 @@ class _ProcBuilder(ArrayLowering):
         name = _name(node)
         if name in self.scope.pointers:
             raise ir.UnsupportedConstruct("POINTER variable", 0, name)
+        decl = self.scope.lookup(name)
+        if decl is not None and decl.derived is not None:
+            raise ir.UnsupportedConstruct(
+                f"derived-type variable {name} used whole (assigned or passed as a whole)", 0, name
+            )
         if any(name in s.strings for s in _scope_chain(self.scope)):
             raise ir.UnsupportedConstruct("CHARACTER variable", 0, name)
         return ir.Var(name)
@@ -523,9 +568,6 @@ class _ProcBuilder(ArrayLowering):
     def _expr_Array_Constructor(self, node) -> ir.Expr:
         raise ir.UnsupportedConstruct("array constructor", 0, str(node))
 
-    def _expr_Data_Ref(self, node) -> ir.Expr:
-        raise ir.UnsupportedConstruct("derived-type component access (%)", 0, str(node))
-
     def _expr_Structure_Constructor(self, node) -> ir.Expr:
         return self._call_node(node.items[0], node.items[1])
 
@@ -550,6 +592,8 @@ class _ProcBuilder(ArrayLowering):
 
     def _expr_Intrinsic_Function_Reference(self, node) -> ir.Expr:
         name = _name(node.items[0])
+        if name in COMMAND_LINE and name not in self.scope.procedures:
+            raise ir.UnsupportedConstruct(_command_line_message(name), 0, str(node))
         if name not in INTRINSICS and name not in LOWERED and name not in self.scope.procedures:
             raise ir.UnsupportedConstruct(f"intrinsic {name.upper()}", 0, str(node))
         if name == "dot_product":
@@ -618,12 +662,17 @@ class _ProcBuilder(ArrayLowering):
         for s in out:
             if isinstance(s, (ir.Loop, ir.WhileLoop, ir.If)) and id(s) not in self.spans:
                 self.spans[id(s)] = (s.line or line, max(end, s.line or line))
+        if len(out) > 1:
+            # ``x = maxval(...)`` became an initialisation, a loop and the assignment of the
+            # result: a program's nest is extracted with all of them or not at all.
+            for s in out:
+                self.source_statement.setdefault(id(s), id(node))
         return out
 
     def _stmt_Assignment_Stmt(self, node) -> list[ir.Stmt]:
         line = _line(node)
         lhs_node, _, rhs_node = node.items
-        if _cls(lhs_node) not in ("Name", "Part_Ref"):
+        if _cls(lhs_node) not in ("Name", "Part_Ref", "Data_Ref"):
             raise ir.UnsupportedConstruct(_lhs_construct(lhs_node), line, str(node))
         target = self.expr(lhs_node)
         value = self.expr(rhs_node)
@@ -831,6 +880,8 @@ class _ProcBuilder(ArrayLowering):
         if _cls(node.items[0]) != "Name":
             raise ir.UnsupportedConstruct("CALL of a type-bound procedure", line, str(node))
         proc = self.scope.procedures.get(name) or self.file.find_procedure(name)
+        if proc is None and name in COMMAND_LINE:
+            raise ir.UnsupportedConstruct(_command_line_message(name), line, str(node))
         if proc is None:
             raise ir.UnsupportedConstruct(
                 f"CALL of external subroutine {name.upper()}", line, str(node)
@@ -856,14 +907,12 @@ class _ProcBuilder(ArrayLowering):
         return []
 
     def _stmt_Write_Stmt(self, node) -> list[ir.Stmt]:
-        unit = str(node.items[0]).lower() if node.items else ""
-        if (
-            unit.startswith("*")
-            or unit.startswith("unit = *")
-            or unit.startswith("unit=*")
-            or unit.split(",")[0].strip() in ("*", "6")
-        ):
-            self.notes.append(f"line {_line(node)}: WRITE(*) left out of the kernel (output only)")
+        control = str(node.items[0]).lower() if node.items else ""
+        unit = re.sub(r"^unit\s*=\s*", "", control.split(",")[0].strip())
+        if unit in ("*", "6", "0"):  # standard output or standard error
+            self.notes.append(
+                f"line {_line(node)}: WRITE({unit}) left out of the kernel (output only)"
+            )
             return []
         raise ir.UnsupportedConstruct("WRITE to a file unit", _line(node), str(node))
 
@@ -1026,7 +1075,8 @@ class _ProcBuilder(ArrayLowering):
     def _type_of(self, e: ir.Expr) -> ir.FType:
         scope = Scope()
         for s in _scope_chain(self.scope):
-            for n, d in s.decls.items():
+            visible = list(s.decls.items()) + [(n, v[2]) for n, v in s.imported.items()]
+            for n, d in visible:
                 if d.type is not None and n not in scope.types:
                     scope.types[n] = d.type
                     if d.dims:
@@ -1041,6 +1091,29 @@ class _ProcBuilder(ArrayLowering):
             return type_of(e, scope)
         except Exception:  # noqa: BLE001 - typing is best effort here; default to real(8)
             return ir.REAL8
+
+
+def _use_names(node, mod: dict) -> list[tuple[str, str]]:
+    """(local name, name in the module) of every entity a USE statement makes visible."""
+    _, _, _, spec, items = node.items
+    pairs: list[tuple[str, str]] = []
+    for x in items.children if items is not None else ():
+        if _cls(x) == "Rename":
+            pairs.append((_name(x.items[1]), _name(x.items[2])))
+        else:
+            pairs.append((_name(x), _name(x)))
+    if "only" in str(spec or "").lower():
+        return pairs
+    renamed = {remote for _, remote in pairs}
+    every = set(mod["consts"]) | set(mod["procs"]) | set(mod["types"]) | set(mod["vars"])
+    return [(n, n) for n in sorted(every - renamed)] + pairs
+
+
+def _command_line_message(name: str) -> str:
+    return (
+        f"{name.upper()} reads the program's command line, which a kernel does not have "
+        "(pass what it parses as an argument)"
+    )
 
 
 def _scope_chain(scope: _Scope):

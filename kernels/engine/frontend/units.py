@@ -18,7 +18,8 @@ from kernels.engine.dataflow import (
     stmt_exprs,
     written_names,
 )
-from kernels.engine.frontend.nodes import _cls, _end_line, _flatten, _head, _line, _name
+from kernels.engine.frontend.derived import deferred_bounds
+from kernels.engine.frontend.nodes import _cls, _end_line, _head, _line, _name
 from kernels.engine.frontend.parse import (
     ParsedFile,
     _parse_tree,
@@ -221,6 +222,7 @@ class _FileBuilder:
             "consts": {},
             "procs": {},
             "vars": {},
+            "types": {},
             "scope": None,
             "unsupported": [],
             "start": _line(unit),
@@ -255,6 +257,7 @@ class _FileBuilder:
 
     def _build_module_spec(self, mod) -> None:
         scope = _Scope()
+        scope.module = mod["name"]
         info = _ProcInfo(mod["node"], "module", mod["name"], mod["name"])
         b = _ProcBuilder(info, scope, self)
         for c in mod["node"].children:
@@ -263,14 +266,13 @@ class _FileBuilder:
                     b.spec(c)
                 except ir.UnsupportedConstruct as u:
                     b._unsupported(u.construct, c, u.line)
-                for c2 in _flatten(c):
-                    if _cls(c2) == "Derived_Type_Def":
-                        pass
         mod["scope"] = scope
         mod["consts"] = dict(scope.consts)
+        mod["types"] = dict(scope.types)  # its own and those it USEs (re-exported)
+        mod["vars"] = dict(scope.imported)
         for n, d in scope.decls.items():
             if d.parameter is None:
-                mod["vars"][n] = d
+                mod["vars"][n] = (mod["name"], n, d)
         mod["unsupported"] = info.unsupported
 
     def _build_proc(self, info: _ProcInfo, parent: _Scope | None = None) -> None:
@@ -354,6 +356,7 @@ class _FileBuilder:
                 info.exec_nodes = [c for c in exe.children if c is not None]
             else:
                 body = b.body(exe.children)
+        _resolve_initialised(b, body, info)
         decls = {}
         for s in _scope_chain(scope):
             if s is scope:
@@ -465,10 +468,14 @@ class _FileBuilder:
             if isinstance(s, ir.Unsupported) and s not in unsupported:
                 unsupported.append(s)
         args = []
+        derived_args: dict[str, ir.DerivedArg] = {}
         for a in proc.args:
             d = proc.decls.get(a)
             if d is None:
                 d = ir.Decl(a, scope.implicit_type(a))
+            if d.derived is not None:
+                args.extend(_component_args(a, d, scope, proc, derived_args, unsupported))
+                continue
             intent = d.intent or _infer_intent(a, proc.body)
             if intent == "in out":
                 intent = "inout"
@@ -476,19 +483,32 @@ class _FileBuilder:
             if any(dd.upper is None for dd in dims):
                 dims = _infer_assumed_extents(a, dims, proc)
             args.append(ir.Arg(a, d.type, intent, dims, allocatable=bool(d.allocatable and dims)))
+        arg_names = {a.name for a in args}
         locals_ = {
-            n: d for n, d in proc.decls.items() if n not in proc.args and d.parameter is None
+            n: d
+            for n, d in proc.decls.items()
+            if n not in proc.args
+            and n not in arg_names
+            and d.parameter is None
+            and d.derived is None
         }
-        if info.kind == "function" and proc.result in locals_:
-            pass
         constants = dict(scope.consts)
         unsupported.extend(_call_problems(proc.body, functions, proc.decls))
         known = set(proc.decls) | set(constants) | set(functions) | INTRINSICS
+        module_args: list[tuple[int, str, ir.Arg]] = []
         for n in sorted(names_in(proc.body) - known):
-            # Host-associated or module variables are shared state the port cannot see.
-            unsupported.append(
-                ir.Unsupported(f"reference to module/host variable {n}", info.start, 1, n)
-            )
+            found = scope.module_variable(n)
+            if found is not None and found[2].derived is None:
+                # A module variable: an argument of the port; the wrapper sets it around the call.
+                module, remote, d = found
+                source = ir.ModuleVariable(module, remote, d.allocatable)
+                arg = ir.Arg(n, d.type, _infer_intent(n, proc.body), list(d.dims), source=source)
+                module_args.append((d.line, n, arg))
+                continue
+            what = "derived-type module variable" if found is not None else "host variable"
+            unsupported.append(ir.Unsupported(f"reference to {what} {n}", info.start, 1, n))
+        args.extend(arg for *_, arg in sorted(module_args, key=lambda x: (x[0], x[1])))
+        _bound_deferred_arrays(args, scope, proc, constants)
         library, library_lines, before, after = self._library_source(info.start)
         kernel = ir.Kernel(
             name=info.name,
@@ -509,6 +529,10 @@ class _FileBuilder:
         )
         if info.kind == "function":
             kernel.result = proc.result
+        if derived_args or module_args:
+            kernel.fortran_args = list(proc.args)
+            kernel.derived_args = derived_args
+            info.notes.extend(ir.argument_sources(kernel))
         kernel.notes = list(info.notes)
         self.notes[kernel.name] = list(info.notes)
         return kernel
@@ -552,8 +576,7 @@ class _FileBuilder:
                 # Each branch's nests on their own: a kernel holding the whole IF would leave
                 # the branches not taken unrun, so never verified.
                 reason = f"extracted from a branch of the IF/SELECT CASE at line {span[0]}"
-                for child in inner:
-                    visit(child, notes, [*why, reason])
+                visit_children(stmt, notes, [*why, reason])
                 return
             trial = build([stmt], span[0], span[1], notes, f"{prog.name}_probe")
             self.notes.pop(f"{prog.name}_probe", None)
@@ -565,8 +588,19 @@ class _FileBuilder:
                 f"extracted from inside the loop at line {span[0]}, which cannot be a kernel "
                 f"as a whole (line {first.line}: {first.construct})"
             )
-            for child in inner:
-                visit(child, notes, [*why, reason])
+            visit_children(stmt, notes, [*why, reason])
+
+        def visit_children(stmt: ir.Stmt, notes: list[str], why: list[str]) -> None:
+            for group in _by_source_statement(_children(stmt), b.source_statement):
+                if not any(_has_loop(c) for c in group):
+                    continue
+                if len(group) == 1:
+                    visit(group[0], notes, why)
+                    continue
+                # One source statement made several IR statements (a reduction's
+                # initialisation, loop and result): the statement's text is the kernel.
+                spans = [b.spans[id(c)] for c in group if id(c) in b.spans]
+                accept(group, min(x[0] for x in spans), max(x[1] for x in spans), notes, why)
 
         for _node, stmts, start, end, notes in items:
             if not any(_has_loop(st) for st in stmts):
@@ -611,6 +645,29 @@ class _FileBuilder:
         for n in sorted(used, key=lambda x: (decls[x].line if x in decls else 0, x)):
             if n in scope.consts or n in functions or n in INTRINSICS and n not in decls:
                 continue
+            if n in scope.components:
+                unsupported.append(
+                    ir.Unsupported(f"derived-type component {n} in a program's nest", start, 1, n)
+                )
+                continue
+            found = scope.module_variable(n) if n not in decls else None
+            if found is not None:
+                if found[2].derived is not None:
+                    unsupported.append(
+                        ir.Unsupported(f"derived-type module variable {n}", start, 1, n)
+                    )
+                    continue
+                module, remote, d = found
+                intent = _infer_intent(n, stmts)
+                if intent == "out" and read_before_write(n, later):
+                    intent = "inout"
+                source = ir.ModuleVariable(module, remote, d.allocatable)
+                dims = list(prog.allocations.get(n) or d.dims)  # ALLOCATEd by the program?
+                for dd in dims:
+                    for e in (dd.lower, dd.upper):
+                        needed |= {v for v in names_in_expr(e) if v not in scope.consts}
+                args.append(ir.Arg(n, d.type, intent, dims, source=source))
+                continue
             d = decls.get(n) or scope.lookup(n)
             if d is None:
                 continue
@@ -652,6 +709,11 @@ class _FileBuilder:
         for n in sorted(needed - have):
             d = decls.get(n) or ir.Decl(n, scope.implicit_type(n))
             args.insert(0, ir.Arg(n, d.type, "in", []))
+        module_args = [a for a in args if a.source is not None]
+        if module_args:
+            # Module variables stay out of the extracted subroutine's dummies (it USEs them).
+            args = [a for a in args if a.source is None] + module_args
+            _bound_deferred_arrays(args, scope, prog.proc, dict(scope.consts), body=stmts)
         for n, d in decls.items():
             if (
                 n.startswith(("i_", "r_", "sum_", "maxval_", "minval_", "product_"))
@@ -663,6 +725,7 @@ class _FileBuilder:
             prog, name, args, locals_, start, end, stmts
         )
         kernel = ir.Kernel(
+            fortran_args=[a.name for a in args if a.source is None] if module_args else None,
             source_lines=source_lines,
             name=name,
             args=args,
@@ -694,6 +757,7 @@ class _FileBuilder:
         lib, lib_lines, before = "", [], []
         if self.modules or any(i.kind != "program" for i in self.order):
             lib, lib_lines, before, _ = self._library_source()
+        args = [a for a in args if a.source is None]  # module variables come by USE
         lines = [f"subroutine {name}({', '.join(a.name for a in args)})"]
         for u in prog.uses:
             lines.append(f"  {u}")
@@ -763,6 +827,106 @@ def _source_part(run: list[tuple[_FileBuilder, int, int]]) -> ir.SourcePart:
     return ir.SourcePart(run[0][0].filename, text)
 
 
+def _resolve_initialised(b: _ProcBuilder, body: list[ir.Stmt], info: _ProcInfo) -> None:
+    """Initialised locals (``integer :: g_xdir = 1``) are implicitly SAVEd.
+
+    One the procedure never assigns keeps its first value on every call: it is a constant. One
+    it assigns carries a value from one call to the next, which the port does not keep.
+    """
+    scope = b.scope
+    if not scope.initialised:
+        return
+    written = written_names(body)
+    for inner in info.internal:
+        if inner.proc is not None:
+            written |= written_names(inner.proc.body)
+    for name, (value, node) in scope.initialised.items():
+        d = scope.decls[name]
+        if name in written:
+            b._unsupported(
+                f"initialised variable {name} is assigned in the procedure: Fortran keeps its "
+                "value from one call to the next (implicit SAVE), which the port does not",
+                node,
+            )
+            continue
+        b._set_parameter(d, value)
+        if name in scope.consts:
+            b.notes.append(
+                f"line {d.line}: {name} is initialised and never assigned: used as a constant"
+            )
+
+
+def _component_args(
+    name: str,
+    decl: ir.Decl,
+    scope: _Scope,
+    proc: ir.Procedure,
+    derived_args: dict[str, ir.DerivedArg],
+    unsupported: list[ir.Unsupported],
+) -> list[ir.Arg]:
+    """The port's arguments for a derived-type dummy: one per component the kernel uses."""
+    dt = scope.types[decl.derived]  # type: ignore[index]
+    if dt.module is None:
+        unsupported.append(
+            ir.Unsupported(
+                f"argument {name} of TYPE {dt.name}, defined inside a procedure (no caller can "
+                "declare it)",
+                decl.line,
+                1,
+                name,
+            )
+        )
+    if decl.allocatable:
+        unsupported.append(
+            ir.Unsupported(
+                f"ALLOCATABLE argument {name} of derived TYPE {dt.name}", decl.line, 1, name
+            )
+        )
+    derived_args[name] = ir.DerivedArg(name, dt.name, dt.module or "", list(decl.dims))
+    flats = sorted((ref.order, flat) for flat, ref in scope.components.items() if ref.base == name)
+    out = []
+    for _, flat in flats:
+        ref = scope.components[flat]
+        d = proc.decls[flat]
+        dims = list(d.dims)
+        if not ref.allocatable and any(x.upper is None for x in dims):
+            dims = _infer_assumed_extents(flat, dims, proc)
+        intent = "in" if decl.intent == "in" else _infer_intent(flat, proc.body)
+        source = ir.ComponentOf(name, list(ref.path), ref.allocatable)
+        out.append(ir.Arg(flat, d.type, intent, dims, source=source))
+    return out
+
+
+def _bound_deferred_arrays(
+    args: list[ir.Arg],
+    scope: _Scope,
+    proc: ir.Procedure,
+    constants: dict[str, ir.Const],
+    body: list[ir.Stmt] | None = None,
+) -> None:
+    """Bounds for ALLOCATABLE components and module arrays, from the kernel's accesses."""
+    deferred = [a for a in args if a.source is not None and any(d.upper is None for d in a.dims)]
+    if not deferred:
+        return
+    groups: dict[str, object] = {}
+    for a in deferred:
+        ref = scope.components.get(a.name)
+        found = scope.module_variable(a.name)
+        if ref is not None:
+            groups[a.name] = (ref.type_name, tuple(ref.path))
+        elif found is not None:
+            # Declared together (``real(8), allocatable :: u(:,:), unew(:,:)``): allocated alike.
+            groups[a.name] = (found[0], found[2].line, len(a.dims))
+    known = {a.name for a in args if not a.dims and a.type.base == "integer"} | set(constants)
+    body = proc.body if body is None else body
+    bounds = deferred_bounds([a.name for a in deferred], groups, body, known)
+    for a in deferred:
+        if a.name in bounds:
+            a.dims = bounds[a.name]
+        else:
+            a.dims = _infer_assumed_extents(a.name, a.dims, proc)
+
+
 def _note_line(note: str) -> int:
     m = re.match(r"line (\d+):", note)
     return int(m.group(1)) if m else 0
@@ -770,6 +934,20 @@ def _note_line(note: str) -> int:
 
 def _has_loop(stmt: ir.Stmt) -> bool:
     return any(isinstance(s, (ir.Loop, ir.WhileLoop)) for s in ir.walk([stmt]))
+
+
+def _by_source_statement(stmts: list[ir.Stmt], source_of: dict[int, int]) -> list[list[ir.Stmt]]:
+    """``stmts`` cut into runs that came from one source statement each (most are alone)."""
+    groups: list[list[ir.Stmt]] = []
+    previous = None
+    for s in stmts:
+        key = source_of.get(id(s))
+        if groups and key is not None and key == previous:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+        previous = key
+    return groups
 
 
 def _children(stmt: ir.Stmt) -> list[ir.Stmt]:
