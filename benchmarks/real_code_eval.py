@@ -8,7 +8,7 @@ files are read with ``git --git-dir=DIR show HEAD:path`` (nothing is checked out
         --repo cloverleaf=/path/to/CloverLeaf_Serial/.git \\
         --repo prk=/path/to/ParRes-Kernels/.git \\
         --repo heat=/path/to/heat-equation/.git \\
-        [--only NAME] [-o benchmarks/results/real_code_eval.json]
+        [--only NAME] [--target cpu|gpu] [-o benchmarks/results/real_code_eval.json]
 
 Each case is one translation, as given (no --size, no edits): a file, or a project of several
 files (modules across files, the PRK headers). The figure reported is the share of kernels that
@@ -73,13 +73,19 @@ def read_file(git_dir: str, path: str) -> str:
     return done.stdout.decode("utf-8", errors="replace")
 
 
-def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
+def run_case(case, repos: dict[str, str], budget_s: float, target: str = "cpu") -> dict:
     from kernels.engine import translate_project
     from kernels.engine.project import project_from_texts
     from kernels.engine.report import EngineError
 
     name, repo, paths, include_dirs, defines = case
-    out: dict = {"case": name, "repo": repo, "files": paths, "budget_s": budget_s}
+    out: dict = {
+        "case": name,
+        "repo": repo,
+        "files": paths,
+        "budget_s": budget_s,
+        "target": target,
+    }
     if repo not in repos:
         out["skipped"] = f"repository {repo} not given (--repo {repo}=GIT_DIR)"
         return out
@@ -87,7 +93,7 @@ def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
     started = time.monotonic()
     try:
         project = project_from_texts(files, include_dirs=include_dirs, defines=defines)
-        result = translate_project(project, target="cpu", time_budget_s=budget_s)
+        result = translate_project(project, target=target, time_budget_s=budget_s)
     except EngineError as exc:
         out["error"] = {"type": type(exc).__name__, "message": _reason(exc.message)}
         out["seconds"] = round(time.monotonic() - started, 1)
@@ -100,6 +106,7 @@ def run_case(case, repos: dict[str, str], budget_s: float) -> dict:
             "status": k.status,
             "coverage": k.coverage,
             "sizes": k.sizes,
+            "device": k.device,
             # The reason only: quoted source text (third-party code) is cut off.
             "first_diagnostic": _reason(k.diagnostics[0].message) if k.diagnostics else "",
         }
@@ -142,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=600.0, help="seconds per case (the engine's default)"
     )
     parser.add_argument(
+        "--target",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: numba.cuda ports, verified on the CUDA simulator when there is no GPU",
+    )
+    parser.add_argument(
         "--reuse",
         metavar="JSON",
         help="an earlier output of this script: its cases are taken as they are, not rerun",
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in chosen:
         print(f"[{case[0]}] ...", file=sys.stderr, flush=True)
-        res = earlier.get(case[0]) or run_case(case, repos, args.budget)
+        res = earlier.get(case[0]) or run_case(case, repos, args.budget, args.target)
         statuses = [k["status"] for k in res.get("kernels", [])]
         print(
             f"[{case[0]}] {res.get('skipped') or res.get('error') or statuses}",

@@ -664,7 +664,9 @@ def _unshrinkable(
             refused[n] = "it is computed from other PARAMETERs (it follows them when they shrink)"
         else:
             refused[n] = "its value is not an integer literal in the given files"
-    # Constants computed from another follow it: each must be an integer used only as a size.
+    # Constants computed from another follow it: each one the kernel refers to must be an
+    # integer used only as a size (one it never refers to may change: it is not in the run).
+    used = sizing.constants_used(k)
     derived: dict[str, set[str]] = {n: set() for n in consts}
     for n in consts:
         frontier = {n}
@@ -673,13 +675,13 @@ def _unshrinkable(
             derived[n] |= new
             frontier = new
     for n, names in derived.items():
-        for d in sorted(names):
+        for d in sorted(names & used):
             c = k.constants.get(d)
             declared = [x.integer for x in definitions if x.name == d]
             integer = c.type.base == "integer" if c is not None else False not in declared
             if not integer:
                 refused.setdefault(n, f"the non-integer PARAMETER {d} is computed from it")
-    tracked = set(consts) | {d for names in derived.values() for d in names if d in k.constants}
+    tracked = set(consts) | {d for names in derived.values() for d in names & used}
     uses = sizing.parameter_float_uses(k, sorted(tracked))
     for n in consts:
         for name in [n, *sorted(derived[n])]:

@@ -43,20 +43,16 @@ _SUFFIX = ".ref"
 _DIGEST_BYTES = 64  # sha256 in hex, then a newline, then the library
 
 
-def build_key(
-    *, files: Mapping[str, str], argv: Sequence[str], compiler: str, fixed_first: bool
-) -> str:
+def build_key(*, files: Mapping[str, str], argv: Sequence[str], compiler: str) -> str:
     """The content address of one reference build (sha256 hex).
 
-    ``files``: name -> text of every file gfortran reads; ``argv``: its flags and file names in
-    order; ``compiler``: :func:`gfortran_identity`; ``fixed_first``: which source form is tried
-    first (the other one is the fallback, so the outcome depends on the order).
+    ``files``: name -> text of every file gfortran reads (each name's suffix is its source form);
+    ``argv``: its flags and file names in order; ``compiler``: :func:`gfortran_identity`.
     """
     payload = {
         "engine": ENGINE_VERSION,
         "compiler": compiler,
         "argv": list(argv),
-        "fixed_first": fixed_first,
         "files": sorted(
             (name, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in files.items()
         ),

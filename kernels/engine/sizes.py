@@ -27,8 +27,8 @@ only where that cannot change what the code computes other than in size. The rul
 named constant may be shrunk when every use of it, and of every constant derived from it, is a
 *size* - an array extent or bound, a DO bound or trip count, a subscript, or integer arithmetic
 and comparison - and none is floating-point arithmetic (``dble(nx)``, ``x * nx``, a REAL
-constant ``width = npml * dx``, an integer assigned to a REAL), which would change the numbers,
-not the size (:func:`parameter_float_uses`). Its role (as for inputs) picks the smaller value
+constant ``width = npml * dx`` that the kernel uses, an integer assigned to a REAL), which would
+change the numbers, not the size (:func:`parameter_float_uses`). Its role (as for inputs) picks the smaller value
 (:func:`parameter_plans`); the caller substitutes it in the source, so that the original and the
 port see the same value, and checks the result with :func:`check`.
 

@@ -633,7 +633,6 @@ def build_fortran(
             files={**files, original_name: source},
             argv=argv,
             compiler=reference_cache.gfortran_identity(GFORTRAN),
-            fixed_first=fixed,
         )
         if reference_cache.load(cache_dir, key, lib):
             return FortranBuild(lib, from_cache=True)

@@ -269,6 +269,31 @@ def test_parameter_extents_over_the_byte_cap_are_shrunk_and_under_it_kept(monkey
     assert "one run may use at most 1.0 MiB" in why
 
 
+UNUSED_REAL = """program unused_real
+  implicit none
+  integer, parameter :: n = 300, nt = 400
+  real(8), parameter :: xmid = 0.5d0 * (n - 1)
+  real(8) :: x(n)
+  integer :: i, it
+  do it = 1, nt
+    do i = 1, n
+      x(i) = x(i) + 1.0d-3 * dble(i)
+    end do
+  end do
+  print *, x(1), xmid
+end program unused_real
+"""
+
+
+@pytest.mark.skipif(shutil.which("gfortran") is None, reason="gfortran is not installed")
+def test_a_real_parameter_computed_from_a_size_but_unused_by_the_kernel_does_not_block_it():
+    # xmid = 0.5 * (n - 1) is a number, but the nest never reads it: n may shrink for the run.
+    (k,) = translate_source(UNUSED_REAL, filename="u.f90", sizes={"n": 6, "nt": 2}).kernels
+    assert k.status == "verified", [d.message for d in k.diagnostics]
+    assert k.sizes == {"n": 6, "nt": 2}
+    assert "PARAMETER n = 300 shrunk to 6 for the CPU run" in k.notes
+
+
 @pytest.fixture
 def port_sandboxes(monkeypatch):
     """Every PortSandbox the pipeline starts, and whether the source had been parsed by then."""

@@ -150,9 +150,7 @@ def test_the_cache_keeps_only_its_most_recently_used_entries(tmp_path, monkeypat
     keys = []
     for n in range(3):
         lib.write_bytes(b"\x7fELF" + bytes([n]) * 64)
-        key = reference_cache.build_key(
-            files={"f.f90": str(n)}, argv=["-O2"], compiler="gfortran", fixed_first=False
-        )
+        key = reference_cache.build_key(files={"f.f90": str(n)}, argv=["-O2"], compiler="gfortran")
         keys.append(key)
         reference_cache.store(tmp_path / "cache", key, lib)
     out = tmp_path / "out.so"
