@@ -185,3 +185,42 @@ def test_a_parameter_is_rewritten_in_place_in_free_and_fixed_form_keeping_every_
         "     &           NY =   9)",
     ]
     assert project.files["grid.f90"] == free  # the project itself is unchanged
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            [str(TWO / "field_kernels.f90"), str(TWO / "grid_common.f90")],
+            {"relax_field": "field_kernels.f90", "fill_boundary": "grid_common.f90"},
+        ),
+        (
+            [str(BENCH / "stencil_bench.F90"), "-I", str(BENCH / "include"), "-D", "COEF=0.25d0"],
+            {"bench_stencil": "stencil_bench.F90"},
+        ),
+        (
+            [
+                *(str(MIXED / n) for n in ("driver.f90", "relax_mod.f90", "legacy_smooth.f")),
+                "-I",
+                str(MIXED / "include"),
+            ],
+            {"driver_loop1": "driver.f90", "relax": "relax_mod.f90", "lsmooth": "legacy_smooth.f"},
+        ),
+    ],
+    ids=["two_file_module", "bench_include", "mixed_form"],
+)
+def test_each_project_verifies_on_the_gpu_target_with_every_loop_run(
+    capsys, monkeypatch, argv, expected
+):
+    # Without a GPU the GPU ports run on numba's CUDA simulator, at its smaller sizes.
+    from numba import cuda
+
+    if not cuda.is_available():
+        monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    code, payload, _ = translate(capsys, *argv, "--target", "gpu")
+    assert code == 0
+    got = {k["name"]: (Path(k["file"]).name, k["status"]) for k in payload["kernels"]}
+    assert got == {name: (file, "verified") for name, file in expected.items()}
+    for k in payload["kernels"]:
+        assert k["device"] in ("gpu", "simulator")
+        assert k["coverage"]["loops_run"] == k["coverage"]["loops"] > 0
